@@ -1,0 +1,50 @@
+# notifsvc — the two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Local defaults for `make run`: deliveries of the log channel land in a file, webhooks may
+# only go to this machine.
+export NOTIFSVC_LOG_CHANNEL_PATH ?= .notifsvc/log-channel.jsonl
+export NOTIFSVC_WEBHOOK_ALLOWED_HOSTS ?= localhost,127.0.0.1
+
+.PHONY: install run infra test unit integration lint typecheck format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,test,load]'
+	touch $@
+
+run: install  ## the whole pipeline on an embedded broker and database
+	$(BIN)/notifsvc dev
+
+infra: install  ## only the broker and database; prints their NOTIFSVC_* settings
+	$(BIN)/notifsvc dev --infra-only
+
+test: install lint typecheck  ## lint, type-check, then every test
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest unit
+
+integration: install
+	$(BIN)/pytest integration
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .notifsvc .mypy_cache .ruff_cache .pytest_cache .hypothesis

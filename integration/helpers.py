@@ -1,0 +1,90 @@
+"""Polling, stage running and topic reading for integration tests (no sleeps as sync)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+
+from notifsvc.config import Settings
+from notifsvc.kafka import Consumer, Record
+from notifsvc.service import Stage
+
+T = TypeVar("T")
+S = TypeVar("S", bound=Stage)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, within: float = 60.0, interval: float = 0.05
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last value: {value!r})")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running(stage: S) -> AsyncIterator[S]:
+    """Start ``stage``, run it as a task for the duration of the block, then stop it."""
+    stopping = asyncio.Event()
+    await stage.start()
+    task = asyncio.create_task(stage.run(stopping))
+    try:
+        yield stage
+    finally:
+        stopping.set()
+        try:
+            await asyncio.wait_for(task, 60)
+        finally:
+            await stage.stop()
+
+
+def deliveries(path: Path) -> Counter[str]:
+    """How many times the log channel delivered each UUID."""
+    if not path.exists():
+        return Counter()
+    return Counter(orjson.loads(line)["uuid"] for line in path.read_bytes().splitlines() if line)
+
+
+async def read_topic(
+    settings: Settings, topic: str, count: int, *, within: float = 60.0
+) -> list[Record]:
+    """At least ``count`` records of ``topic`` from its beginning (fewer fails the test)."""
+    reader = Consumer(
+        settings, group_id=f"reader-{uuid.uuid4()}", topics=[topic], client_id="test-reader"
+    )
+    await reader.start()
+    records: list[Record] = []
+    try:
+
+        async def enough() -> bool:
+            records.extend(await reader.consume(1000, 0.2))
+            return len(records) >= count
+
+        await eventually(enough, within=within, interval=0)
+    finally:
+        await reader.stop()
+    return records
+
+
+def notification(channel: str = "log", **overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "uuid": str(uuid.uuid4()),
+        "destination": channel,
+        "to": "ops-team",
+        "txt": "disk almost full",
+    }
+    body.update(overrides)
+    return body

@@ -1,0 +1,3 @@
+from notifsvc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Delivery channels. A new channel is one module plus one line in :data:`REGISTRY`."""
+
+from __future__ import annotations
+
+from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
+from notifsvc.channels.log import LogChannel
+from notifsvc.channels.webhook import WebhookChannel
+from notifsvc.config import Settings
+
+REGISTRY: dict[str, type[Channel]] = {
+    LogChannel.name: LogChannel,
+    WebhookChannel.name: WebhookChannel,
+}
+
+__all__ = [
+    "REGISTRY",
+    "Channel",
+    "DeliveryError",
+    "PermanentError",
+    "TransientError",
+    "disabled",
+    "enabled",
+]
+
+
+def disabled(settings: Settings) -> dict[str, str]:
+    """Registered channels that cannot run with ``settings``, with the reason."""
+    out: dict[str, str] = {}
+    for name, cls in REGISTRY.items():
+        reason = cls.disabled_reason(settings)
+        if reason is None and settings.channels is not None and name not in settings.channels:
+            reason = "not listed in NOTIFSVC_CHANNELS"
+        if reason is not None:
+            out[name] = reason
+    return out
+
+
+def enabled(settings: Settings) -> dict[str, Channel]:
+    """An instance (no I/O yet) of every channel that can run with ``settings``."""
+    off = disabled(settings)
+    return {name: cls(settings) for name, cls in REGISTRY.items() if name not in off}

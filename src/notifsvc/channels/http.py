@@ -1,0 +1,38 @@
+"""Shared pieces for channels that talk HTTP to their provider."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+from notifsvc.channels.base import DeliveryError, PermanentError, TransientError
+
+#: Statuses that mean "not now" rather than "never".
+RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify_status(
+    provider: str, status: int, headers: Mapping[str, str], detail: str
+) -> DeliveryError | None:
+    """None for a 2xx answer, otherwise the error it means."""
+    if 200 <= status < 300:
+        return None
+    message = f"{provider} answered HTTP {status}: {detail[:200]}"
+    if status in RETRIABLE_STATUSES or status >= 500:
+        return TransientError(message, retry_after=parse_retry_after(headers.get("Retry-After")))
+    return PermanentError(message)

@@ -1,0 +1,60 @@
+"""``log``: append one JSON line per delivery to a file (or stdout).
+
+Useful for local runs and tests. Each line is written with a single ``write`` on a file
+opened with ``O_APPEND``, so concurrent sends and several processes never interleave lines.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import orjson
+
+from notifsvc.channels.base import Channel, TransientError
+from notifsvc.model import FieldError, Notification
+
+
+class LogChannel(Channel):
+    name = "log"
+
+    _fd: int | None = None
+    _owns_fd = False
+
+    def validate_recipient(self, to: str) -> list[FieldError]:
+        return [] if to.strip() else [FieldError("to", "must not be empty")]
+
+    async def start(self) -> None:
+        if self._fd is not None:
+            return
+        path = self.settings.log_channel_path
+        if path is None:
+            self._fd, self._owns_fd = sys.stdout.fileno(), False
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._owns_fd = True
+
+    async def stop(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None and self._owns_fd:
+            os.close(fd)
+
+    async def send(self, notification: Notification) -> None:
+        if self._fd is None:
+            raise TransientError("log channel is not started")
+        line = orjson.dumps(
+            {
+                "uuid": str(notification.uuid),
+                "to": notification.to,
+                "txt": notification.txt,
+                "subject": notification.subject,
+                "time": time.time(),
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:
+            raise TransientError(f"cannot write to the log channel: {exc}") from exc

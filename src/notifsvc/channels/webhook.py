@@ -1,0 +1,90 @@
+"""``webhook``: POST the notification as JSON to an allowed URL.
+
+Every request carries ``Idempotency-Key: <uuid>`` so that the receiving side can drop a
+repeated delivery, and, when ``NOTIFSVC_WEBHOOK_SECRET`` is set, an
+``X-Notifsvc-Signature: sha256=<hex HMAC of the body>`` header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from notifsvc.channels.base import Channel, TransientError
+from notifsvc.channels.http import classify_status
+from notifsvc.config import Settings
+from notifsvc.model import FieldError, Notification
+
+SIGNATURE_HEADER = "X-Notifsvc-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookChannel(Channel):
+    name = "webhook"
+
+    _session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        if not settings.webhook_allowed_hosts:
+            return "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS is not set"
+        return None
+
+    def validate_recipient(self, to: str) -> list[FieldError]:
+        try:
+            url = urlsplit(to)
+            port = url.port
+        except ValueError:
+            return [FieldError("to", "must be an http(s) URL")]
+        if url.scheme not in {"http", "https"} or not url.hostname:
+            return [FieldError("to", "must be an http(s) URL")]
+        host = url.hostname.lower()
+        allowed = self.settings.webhook_allowed_hosts
+        if host not in allowed and f"{host}:{port}" not in allowed:
+            return [FieldError("to", f"host {host!r} is not in NOTIFSVC_WEBHOOK_ALLOWED_HOSTS")]
+        return []
+
+    async def start(self) -> None:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
+            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+
+    async def stop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _request(self, notification: Notification) -> tuple[bytes, dict[str, str]]:
+        body = orjson.dumps(
+            {
+                "uuid": str(notification.uuid),
+                "txt": notification.txt,
+                "subject": notification.subject,
+                "priority": notification.priority.value,
+                "accepted_at": notification.accepted_at,
+            }
+        )
+        headers = {"Content-Type": "application/json", "Idempotency-Key": str(notification.uuid)}
+        if self.settings.webhook_secret is not None:
+            headers[SIGNATURE_HEADER] = sign(self.settings.webhook_secret.reveal(), body)
+        return body, headers
+
+    async def send(self, notification: Notification) -> None:
+        if self._session is None:
+            raise TransientError("webhook channel is not started")
+        body, headers = self._request(notification)
+        try:
+            async with self._session.post(notification.to, data=body, headers=headers) as resp:
+                detail = await resp.text(errors="replace")
+                error = classify_status("webhook", resp.status, resp.headers, detail)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientError(f"webhook request failed: {exc!r}") from exc
+        if error is not None:
+            raise error

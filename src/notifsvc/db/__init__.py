@@ -1,0 +1,1 @@
+"""Database access: migrations and the notification store."""

@@ -1,0 +1,222 @@
+"""The notification store: one statement per batch, portable to PostgreSQL and CockroachDB.
+
+Every statement here is idempotent, so a statement whose outcome is unknown (a dropped
+connection, CockroachDB's 40003) or that lost a serialization race (40001) is simply run
+again. Short retries happen here; a longer outage surfaces as :class:`StoreUnavailable`
+for the stage to pause on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuid_mod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from notifsvc.model import Notification, Priority, State
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRIABLE_SQLSTATES = frozenset(
+    {"40001", "40003", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+)
+
+
+class StoreUnavailable(Exception):
+    """The database did not answer (or kept refusing) after the short retries."""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        return exc.sqlstate in RETRIABLE_SQLSTATES
+    return isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | ConnectionError)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    notification: Notification
+    fingerprint: bytes
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    uuid: uuid_mod.UUID
+    state: State  # SENT or FAILED
+    attempts: int
+    error: str | None = None
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else datetime.now(UTC)
+
+
+_INSERT = """
+INSERT INTO notifications
+    (uuid, channel, recipient, body, subject, priority, fingerprint, accepted_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::bytea[], $8::timestamptz[])
+ON CONFLICT (uuid) DO NOTHING
+RETURNING uuid
+"""
+_LOOKUP = """
+SELECT uuid, channel, recipient, body, subject, priority, fingerprint, state, accepted_at
+FROM notifications WHERE uuid = ANY($1::uuid[])
+"""
+_MARK_FORWARDED = """
+UPDATE notifications SET state = 'forwarded', forwarded_at = now(), updated_at = now()
+WHERE uuid = ANY($1::uuid[]) AND state = 'received'
+"""
+_CONFLICTS = """
+UPDATE notifications AS n SET conflicts = n.conflicts + c.n, updated_at = now()
+FROM unnest($1::uuid[], $2::int[]) AS c(uuid, n) WHERE n.uuid = c.uuid
+"""
+_FINISHED = """
+SELECT uuid FROM notifications WHERE uuid = ANY($1::uuid[]) AND state IN ('sent', 'failed')
+"""
+_OUTCOMES = """
+UPDATE notifications AS n SET
+    state = o.state,
+    attempts = n.attempts + o.attempts,
+    last_error = o.error,
+    sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE n.sent_at END,
+    failed_at = CASE WHEN o.state = 'failed' THEN now() ELSE n.failed_at END,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS o(uuid, state, attempts, error)
+WHERE n.uuid = o.uuid AND n.state <> 'sent'
+"""
+_GET = """
+SELECT uuid, channel, state, attempts, conflicts, last_error, priority,
+       accepted_at, received_at, forwarded_at, sent_at, failed_at, updated_at
+FROM notifications WHERE uuid = $1
+"""
+
+
+class Store:
+    def __init__(self, dsn: str, *, max_connections: int = 10, attempts: int = 4) -> None:
+        self._dsn = dsn
+        self._max = max_connections
+        self._attempts = attempts
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        # min_size=0: no connection is opened here, so a stage starts while the database is
+        # down and its first statement waits (and retries) instead.
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=self._max)
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_retriable),
+                wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+                stop=stop_after_attempt(self._attempts),
+                reraise=False,
+            ):
+                with attempt:
+                    return await op()
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise StoreUnavailable(f"database unavailable: {cause!r}") from cause
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def op() -> list[asyncpg.Record]:
+            if self._pool is None:
+                raise StoreUnavailable("store is not started")
+            return await self._pool.fetch(sql, *args)
+
+        return await self._retry(op)
+
+    async def insert(self, batch: Sequence[Notification]) -> set[uuid_mod.UUID]:
+        """Insert new notifications in one statement; return the UUIDs that were new."""
+        if not batch:
+            return set()
+        rows = await self._fetch(
+            _INSERT,
+            [n.uuid for n in batch],
+            [n.channel for n in batch],
+            [n.to for n in batch],
+            [n.txt for n in batch],
+            [n.subject for n in batch],
+            [n.priority.value for n in batch],
+            [n.fingerprint() for n in batch],
+            [_ts(n.accepted_at) for n in batch],
+        )
+        return {r["uuid"] for r in rows}
+
+    async def lookup(self, uuids: Sequence[uuid_mod.UUID]) -> dict[uuid_mod.UUID, StoredRow]:
+        """The stored rows for ``uuids`` (those that exist)."""
+        if not uuids:
+            return {}
+        return {r["uuid"]: _stored(r) for r in await self._fetch(_LOOKUP, list(uuids))}
+
+    async def mark_forwarded(self, uuids: Sequence[uuid_mod.UUID]) -> None:
+        if uuids:
+            await self._fetch(_MARK_FORWARDED, list(uuids))
+
+    async def add_conflicts(self, counts: dict[uuid_mod.UUID, int]) -> None:
+        if counts:
+            await self._fetch(_CONFLICTS, list(counts), list(counts.values()))
+
+    async def finished(self, uuids: Sequence[uuid_mod.UUID]) -> set[uuid_mod.UUID]:
+        """Those of ``uuids`` already sent or failed for good."""
+        if not uuids:
+            return set()
+        return {r["uuid"] for r in await self._fetch(_FINISHED, list(uuids))}
+
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Write sends' outcomes in one statement; a row already sent stays sent."""
+        if outcomes:
+            await self._fetch(
+                _OUTCOMES,
+                [o.uuid for o in outcomes],
+                [o.state.value for o in outcomes],
+                [o.attempts for o in outcomes],
+                [o.error for o in outcomes],
+            )
+
+    async def get(self, uuid: uuid_mod.UUID) -> dict[str, Any] | None:
+        """The public view of one notification's state, or None."""
+        rows = await self._fetch(_GET, uuid)
+        if not rows:
+            return None
+        out = dict(rows[0])
+        out["uuid"] = str(out["uuid"])
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+
+def _stored(r: asyncpg.Record) -> StoredRow:
+    notification = Notification(
+        uuid=r["uuid"],
+        channel=r["channel"],
+        to=r["recipient"],
+        txt=r["body"],
+        subject=r["subject"],
+        priority=Priority(r["priority"]),
+        accepted_at=r["accepted_at"].timestamp(),
+    )
+    return StoredRow(notification, bytes(r["fingerprint"]), State(r["state"]))

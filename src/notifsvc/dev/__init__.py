@@ -1,0 +1,1 @@
+"""Local, real infrastructure (Tansu broker, embedded PostgreSQL) and ``notifsvc dev``."""

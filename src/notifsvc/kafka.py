@@ -1,0 +1,333 @@
+"""The one thin, typed, asyncio-friendly layer over confluent-kafka.
+
+Nothing outside this module builds librdkafka configuration or touches confluent-kafka
+objects. The producer's delivery reports are served by a background thread and resolve
+asyncio futures; every consumer call runs on the consumer's own single thread, so that
+librdkafka sees one caller and rebalance callbacks run between our batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import confluent_kafka
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from notifsvc.config import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Headers = Sequence[tuple[str, bytes]]
+TopicPartition = tuple[str, int]
+
+
+class KafkaError(Exception):
+    """A produce, commit or admin call that did not succeed."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class ProducerBusy(KafkaError):
+    """The local produce queue is full: the broker is slow or unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+
+    def header(self, name: str) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+
+def _common(settings: Settings, client_id: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap,
+        "client.id": client_id,
+        "logger": logging.getLogger("notifsvc.librdkafka"),
+        "socket.keepalive.enable": True,
+        "reconnect.backoff.max.ms": 1000,
+    }
+
+
+class Producer:
+    """An idempotent, ``acks=all`` producer whose sends are awaitable."""
+
+    def __init__(
+        self, settings: Settings, *, client_id: str, linger_ms: int = 5, timeout_ms: int = 30_000
+    ) -> None:
+        self._config = _common(settings, client_id) | {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": linger_ms,
+            "message.timeout.ms": timeout_ms,
+            "queue.buffering.max.messages": 500_000,
+        }
+        self._producer: confluent_kafka.Producer | None = None
+        self._poller: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        self._producer = confluent_kafka.Producer(self._config)
+        self._stopping.clear()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        while not self._stopping.is_set():
+            producer.poll(0.05)
+
+    def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
+    ) -> asyncio.Future[None]:
+        """Queue one message; the future resolves once the broker has acknowledged it."""
+        if self._producer is None:
+            raise KafkaError("producer is not started")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(err: confluent_kafka.KafkaError | None, _msg: object) -> None:
+            loop.call_soon_threadsafe(_settle, future, err)
+
+        try:
+            self._producer.produce(
+                topic, value, key, headers=list(headers or ()), on_delivery=on_delivery
+            )
+        except BufferError as exc:
+            raise ProducerBusy("produce queue is full") from exc
+        except confluent_kafka.KafkaException as exc:
+            raise KafkaError(str(exc)) from exc
+        return future
+
+    async def send_all(self, messages: Iterable[tuple[str, bytes, bytes | None, Headers]]) -> None:
+        """Send many messages and wait until every one is acknowledged; raise on any failure."""
+        futures = [self.send(t, v, key=k, headers=h) for t, v, k, h in messages]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise KafkaError(
+                f"{len(failures)} of {len(futures)} messages not delivered: {failures[0]}"
+            )
+
+    def ping(self, timeout: float) -> None:
+        """Raise :class:`KafkaError` unless the cluster answers a metadata request (blocking)."""
+        if self._producer is None:
+            raise KafkaError("producer is not started")
+        try:
+            self._producer.list_topics(timeout=timeout)
+        except confluent_kafka.KafkaException as exc:
+            raise KafkaError(f"broker unreachable: {exc}") from exc
+
+    async def stop(self, flush_seconds: float = 10.0) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        remaining = await asyncio.to_thread(producer.flush, flush_seconds)
+        if remaining:
+            log.warning("producer stopped with %d undelivered messages", remaining)
+        self._stopping.set()
+        if self._poller is not None:
+            await asyncio.to_thread(self._poller.join)
+
+
+def _settle(future: asyncio.Future[None], err: confluent_kafka.KafkaError | None) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result(None)
+    else:
+        future.set_exception(KafkaError(err.str(), retriable=err.retriable()))
+
+
+RevokeHandler = Callable[[list[TopicPartition]], None]
+
+
+class Consumer:
+    """A consumer-group member that reads batches and commits explicit offsets."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        client_id: str,
+        on_revoke: RevokeHandler | None = None,
+    ) -> None:
+        self._config = _common(settings, client_id) | {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
+            "heartbeat.interval.ms": max(100, settings.kafka_session_timeout_ms // 5),
+            "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
+        }
+        self._topics = list(topics)
+        self._on_revoke = on_revoke
+        self._consumer: confluent_kafka.Consumer | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{client_id}")
+        self.assignment: set[TopicPartition] = set()
+        self._paused = False
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def start(self) -> None:
+        if self._consumer is None:
+            await self._call(self._open)
+
+    def _open(self) -> None:
+        consumer = confluent_kafka.Consumer(self._config)
+        consumer.subscribe(
+            self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+        )
+        self._consumer = consumer
+
+    def _assigned(
+        self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
+    ) -> None:
+        added = {(p.topic, p.partition) for p in partitions}
+        self.assignment |= added
+        if self._paused and partitions:
+            consumer.pause(partitions)  # a paused member stays paused across rebalances
+        log.info("assigned %s", sorted(added))
+
+    def _revoked(self, _c: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        gone = [(p.topic, p.partition) for p in partitions]
+        self.assignment -= set(gone)
+        log.info("revoked %s", sorted(gone))
+        if self._on_revoke is not None:
+            self._on_revoke(gone)
+
+    async def consume(self, max_messages: int, wait: float) -> list[Record]:
+        """Up to ``max_messages`` records, returning when full or after ``wait`` seconds."""
+        return await self._call(self._consume, max_messages, wait)
+
+    def _consume(self, max_messages: int, timeout: float) -> list[Record]:
+        assert self._consumer is not None, "consumer is not started"
+        records = []
+        for msg in self._consumer.consume(max_messages, timeout):
+            err = msg.error()
+            if err is not None:
+                level = logging.ERROR if err.fatal() else logging.WARNING
+                log.log(level, "consumer error: %s", err.str())
+                continue
+            records.append(_record(msg))
+        return records
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` (the next offset to read, per partition); False if refused."""
+        if not offsets:
+            return True
+        return await self._call(self._commit, dict(offsets))
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        assert self._consumer is not None, "consumer is not started"
+        tps = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            log.warning("offset commit refused (will be redelivered): %s", exc)
+            return False
+        return True
+
+    async def pause(self) -> None:
+        await self._call(self._set_paused, True)
+
+    async def resume(self) -> None:
+        await self._call(self._set_paused, False)
+
+    def _set_paused(self, paused: bool) -> None:
+        assert self._consumer is not None, "consumer is not started"
+        self._paused = paused
+        tps = [confluent_kafka.TopicPartition(t, p) for t, p in self.assignment]
+        if tps:
+            (self._consumer.pause if paused else self._consumer.resume)(tps)
+
+    async def stop(self) -> None:
+        """Leave the group (without committing anything more) and release the thread."""
+        if self._consumer is not None:
+            await self._call(self._close)
+        self._thread.shutdown(wait=True)
+
+    def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.close()
+
+
+def _record(msg: confluent_kafka.Message) -> Record:
+    ts_type, ts = msg.timestamp()
+    return Record(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=msg.key(),
+        value=msg.value(),
+        headers=tuple((k, v or b"") for k, v in (msg.headers() or ())),
+        timestamp_ms=ts if ts_type != confluent_kafka.TIMESTAMP_NOT_AVAILABLE else 0,
+    )
+
+
+def next_offsets(records: Iterable[Record]) -> dict[TopicPartition, int]:
+    """The offsets to commit after ``records``: one past the highest seen per partition."""
+    out: dict[TopicPartition, int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        out[key] = max(out.get(key, 0), r.offset + 1)
+    return out
+
+
+def wait_ready(bootstrap: str, timeout: float) -> None:
+    """Block until the cluster answers a metadata request, or raise :class:`KafkaError`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": logging.getLogger(__name__)})
+    try:
+        admin.list_topics(timeout=timeout)
+    except confluent_kafka.KafkaException as exc:
+        raise KafkaError(f"broker at {bootstrap} not ready after {timeout}s: {exc}") from exc
+
+
+def create_topics(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created (blocking)."""
+    admin = AdminClient(_common(settings, "notifsvc-admin"))
+    specs = [
+        NewTopic(
+            n,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+        )
+        for n in names
+    ]
+    created = []
+    for name, future in admin.create_topics(specs, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except confluent_kafka.KafkaException as exc:
+            err = exc.args[0]
+            exists = isinstance(err, confluent_kafka.KafkaError) and (
+                err.code() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS
+            )
+            if not exists:
+                raise KafkaError(f"cannot create topic {name}: {exc}") from exc
+    return created

@@ -1,0 +1,159 @@
+"""The notification, its validation from client JSON and its wire format on the topics."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid as uuid_mod
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class State(StrEnum):
+    RECEIVED = "received"
+    FORWARDED = "forwarded"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One failing field of a request, in the shape of an RFC 9457 extension member."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class InvalidNotification(ValueError):
+    """A request or a message that does not describe a valid notification."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    uuid: uuid_mod.UUID
+    channel: str
+    to: str
+    txt: str
+    subject: str | None = None
+    priority: Priority = Priority.NORMAL
+    accepted_at: float = 0.0  # unix seconds, set by the receiver
+
+    def encode(self) -> bytes:
+        """The value written to Kafka: compact JSON, the same shape on every topic."""
+        return orjson.dumps(
+            {
+                "uuid": str(self.uuid),
+                "destination": self.channel,
+                "to": self.to,
+                "txt": self.txt,
+                "subject": self.subject,
+                "priority": self.priority.value,
+                "accepted_at": self.accepted_at,
+            }
+        )
+
+    @property
+    def key(self) -> bytes:
+        return str(self.uuid).encode()
+
+    def fingerprint(self) -> bytes:
+        """A digest of what the client asked for, to tell a retry from a conflicting re-post."""
+        digest = hashlib.sha256()
+        for part in (self.channel, self.to, self.txt, self.subject or "", self.priority.value):
+            digest.update(part.encode())
+            digest.update(b"\x00")
+        return digest.digest()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> Notification:
+        """Parse a Kafka value; raises :class:`InvalidNotification` for anything malformed."""
+        if raw is None:
+            raise InvalidNotification([FieldError("", "message has no value")])
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidNotification([FieldError("", f"not JSON: {exc}")]) from exc
+        return parse(data, accepted_at=_accepted_at(data))
+
+
+_REQUIRED = ("uuid", "destination", "to", "txt")
+_OPTIONAL = ("subject", "priority")
+_INTERNAL = ("accepted_at",)
+FIELDS = _REQUIRED + _OPTIONAL
+
+
+def _accepted_at(data: Any) -> float:
+    value = data.get("accepted_at") if isinstance(data, dict) else None
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
+    """Validate a decoded JSON object as a notification (channel rules are checked elsewhere).
+
+    Every failing field is reported, not just the first.
+    """
+    if not isinstance(data, dict):
+        raise InvalidNotification([FieldError("", "expected a JSON object")])
+    errors: list[FieldError] = []
+    errors += [FieldError(k, "is required") for k in _REQUIRED if data.get(k) is None]
+    errors += [
+        FieldError(k, "must be a string")
+        for k in FIELDS
+        if data.get(k) is not None and not isinstance(data[k], str)
+    ]
+    errors += [
+        FieldError(k, "is not a known field")
+        for k in data
+        if k not in FIELDS and k not in _INTERNAL
+    ]
+    bad = {e.field for e in errors}
+    uid = _parse_uuid(data["uuid"], errors) if "uuid" not in bad else None
+    priority = _parse_priority(data.get("priority"), errors) if "priority" not in bad else None
+    if errors:
+        raise InvalidNotification(errors)
+    assert uid is not None and priority is not None
+    return Notification(
+        uuid=uid,
+        channel=data["destination"].strip().lower(),
+        to=data["to"],
+        txt=data["txt"],
+        subject=data.get("subject"),
+        priority=priority,
+        accepted_at=time.time() if accepted_at is None else accepted_at,
+    )
+
+
+def _parse_uuid(raw: str, errors: list[FieldError]) -> uuid_mod.UUID | None:
+    try:
+        return uuid_mod.UUID(raw)
+    except ValueError:
+        errors.append(
+            FieldError("uuid", "must be a UUID, e.g. 0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77")
+        )
+        return None
+
+
+def _parse_priority(raw: str | None, errors: list[FieldError]) -> Priority | None:
+    if raw is None:
+        return Priority.NORMAL
+    try:
+        return Priority(raw.strip().lower())
+    except ValueError:
+        errors.append(FieldError("priority", "must be one of high, normal, low"))
+        return None

@@ -1,0 +1,75 @@
+"""Child processes that die with their parent and stop politely, then firmly."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(
+    args: list[str],
+    *,
+    output: IO[Any] | int | None = None,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    hook: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    def before_exec() -> None:
+        _die_with_parent()
+        if hook is not None:
+            hook()
+
+    return subprocess.Popen(
+        args,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        user=user,
+        preexec_fn=before_exec,  # noqa: PLW1509 - only prctl, no locks taken
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """Signal ``proc``, wait up to ``timeout`` seconds, then kill it; return its exit code."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not stop within %.0fs; killing it", proc.pid, timeout)
+            proc.kill()
+    return proc.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tail(path: os.PathLike[str] | str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,118 @@
+"""The router: the idempotency boundary between client retries and delivery.
+
+Per batch: one multi-row insert (new UUIDs come back), one look-up of the UUIDs that
+already existed, forward the new rows and the stored rows still in state ``received``
+(a crash between insert and forward left them there), wait for every delivery report,
+mark them forwarded in one statement, and only then commit the batch's offsets.
+A re-post of a UUID with a different payload keeps the first and counts a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid as uuid_mod
+from collections import Counter
+from dataclasses import dataclass, field
+
+from notifsvc import channels, topics
+from notifsvc.batching import BatchLoop
+from notifsvc.config import Settings
+from notifsvc.db.store import Store, StoredRow
+from notifsvc.deadletter import Message, dead_letter
+from notifsvc.kafka import Consumer, Producer, Record
+from notifsvc.model import InvalidNotification, Notification, State
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """What one batch decided: what to forward, what is poison, what conflicted."""
+
+    unique: dict[uuid_mod.UUID, Notification] = field(default_factory=dict)
+    poison: list[Message] = field(default_factory=list)
+    conflicts: Counter[uuid_mod.UUID] = field(default_factory=Counter)
+    duplicates: int = 0
+
+
+class Router:
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.dsn)
+        self.producer = Producer(settings, client_id="notifsvc-router")
+        self.consumer = Consumer(
+            settings,
+            group_id=settings.topic("notifsvc-router"),
+            topics=[topics.outstanding(settings)],
+            client_id="notifsvc-router",
+        )
+        self.loop = BatchLoop(
+            self.consumer,
+            self.handle,
+            batch_size=settings.batch_size,
+            batch_timeout=settings.batch_timeout_ms / 1000,
+            name="router",
+        )
+        self.forwarded = 0
+        self.duplicates = 0
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.producer.start()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.store.stop()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self.loop.run(stopping)
+
+    def plan(self, records: list[Record]) -> Plan:
+        plan = Plan()
+        for record in records:
+            try:
+                n = Notification.decode(record.value)
+                if n.channel not in channels.REGISTRY:
+                    raise InvalidNotification([])
+            except InvalidNotification as exc:
+                reason = str(exc) or "unknown destination"
+                plan.poison.append(
+                    dead_letter(self.settings, record, reason=reason, stage="router")
+                )
+                continue
+            first = plan.unique.setdefault(n.uuid, n)
+            if first is not n:
+                plan.duplicates += 1
+                if first.fingerprint() != n.fingerprint():
+                    plan.conflicts[n.uuid] += 1
+        return plan
+
+    async def handle(self, records: list[Record]) -> None:
+        plan = self.plan(records)
+        inserted = await self.store.insert(list(plan.unique.values()))
+        existing = await self.store.lookup([u for u in plan.unique if u not in inserted])
+        forward = [plan.unique[u] for u in inserted] + self._unforwarded(plan, existing)
+        await self.producer.send_all(
+            [(topics.channel(self.settings, n.channel), n.encode(), n.key, ()) for n in forward]
+            + plan.poison
+        )
+        await self.store.mark_forwarded([n.uuid for n in forward])
+        await self.store.add_conflicts(dict(plan.conflicts))
+        self.forwarded += len(forward)
+        self.duplicates += plan.duplicates + len(existing)
+        if plan.poison:
+            log.warning("router: %d poison messages sent to the DLQ", len(plan.poison))
+
+    @staticmethod
+    def _unforwarded(plan: Plan, existing: dict[uuid_mod.UUID, StoredRow]) -> list[Notification]:
+        """Stored rows never marked forwarded (re-sent as stored), counting payload conflicts."""
+        out = []
+        for uid, row in existing.items():
+            if row.fingerprint != plan.unique[uid].fingerprint():
+                plan.conflicts[uid] += 1
+            if row.state is State.RECEIVED:
+                out.append(row.notification)
+        return out
