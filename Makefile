@@ -11,6 +11,9 @@ export NOTIFSVC_WEBHOOK_ALLOWED_HOSTS ?= localhost,127.0.0.1
 
 .PHONY: install run infra test unit integration lint typecheck format clean
 
+# Further targets (benchmarks, load test, chaos, deployment checks) live in mk/*.mk.
+-include mk/*.mk
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
