@@ -149,7 +149,7 @@ class Settings:
     twilio_from: str | None = field(default=None, metadata=_spec(str))
     slack_api_url: str = field(default="https://slack.com/api", metadata=_spec(str))
     slack_token: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
-    metrics_enabled: bool = field(default=True, metadata=_spec(_bool))
+    metrics_port: int = field(default=0, metadata=_spec(_port))
 
     def require(self, *names: str) -> None:
         """Raise :class:`ConfigError` naming every listed setting that is unset."""

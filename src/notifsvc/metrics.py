@@ -1,0 +1,72 @@
+"""Prometheus metrics of every stage, defined in one place (names are a public contract:
+the Grafana dashboard and alerts are built on them)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_E2E = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_SIZES = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+
+HTTP_REQUESTS = Counter(
+    "notifsvc_http_requests_total",
+    "Receiver HTTP requests by route and status",
+    ["route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "notifsvc_http_request_seconds", "Receiver request latency", ["route"], buckets=_LATENCY
+)
+PRODUCE_SECONDS = Histogram(
+    "notifsvc_produce_seconds", "Time until the broker acknowledged a write", buckets=_LATENCY
+)
+BATCH_SIZE = Histogram(
+    "notifsvc_batch_size", "Records per consumed batch", ["stage"], buckets=_SIZES
+)
+BATCH_SECONDS = Histogram(
+    "notifsvc_batch_seconds",
+    "Time to process one batch, commit included",
+    ["stage"],
+    buckets=_LATENCY,
+)
+BATCH_RETRIES = Counter(
+    "notifsvc_batch_retries_total", "Batches retried after a database or broker failure", ["stage"]
+)
+PAUSED = Gauge(
+    "notifsvc_consumer_paused", "1 while a stage is paused on a failing dependency", ["stage"]
+)
+DEDUPE_HITS = Counter("notifsvc_dedupe_hits_total", "Notifications the router saw more than once")
+CONFLICTS = Counter(
+    "notifsvc_payload_conflicts_total", "Re-posts of a UUID with a different payload (first kept)"
+)
+FORWARDED = Counter("notifsvc_forwarded_total", "Notifications forwarded to a channel", ["channel"])
+FORWARD_SECONDS = Histogram(
+    "notifsvc_forward_seconds", "Accepted to forwarded, per notification", buckets=_E2E
+)
+SENDS = Counter(
+    "notifsvc_sends_total",
+    "Delivery outcomes by channel (sent, failed, skipped)",
+    ["channel", "outcome"],
+)
+PROVIDER_SECONDS = Histogram(
+    "notifsvc_provider_seconds", "Latency of one provider call", ["channel"], buckets=_LATENCY
+)
+RETRIES = Counter("notifsvc_retries_total", "Provider calls retried", ["channel"])
+DLQ = Counter("notifsvc_dlq_total", "Messages sent to the dead-letter topic", ["stage"])
+END_TO_END = Histogram(
+    "notifsvc_end_to_end_seconds",
+    "Accepted by the receiver to sent by the provider",
+    ["channel"],
+    buckets=_E2E,
+)
+LAG = Gauge(
+    "notifsvc_consumer_lag",
+    "Messages behind the end of the partition",
+    ["group", "topic", "partition"],
+)
+
+
+def serve(port: int) -> None:
+    """Expose ``/metrics`` on ``port`` from a background thread (0 disables it)."""
+    if port:
+        start_http_server(port)
