@@ -21,7 +21,7 @@ from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoredRow
 from notifsvc.deadletter import Message, dead_letter
 from notifsvc.kafka import Consumer, Producer, Record
-from notifsvc.model import InvalidNotification, Notification, State
+from notifsvc.model import FieldError, InvalidNotification, Notification, State
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,11 @@ class Router:
             try:
                 n = Notification.decode(record.value)
                 if n.channel not in channels.REGISTRY:
-                    raise InvalidNotification([])
+                    why = f"unknown destination {n.channel!r}"
+                    raise InvalidNotification([FieldError("destination", why)])
             except InvalidNotification as exc:
-                reason = str(exc) or "unknown destination"
-                plan.poison.append(
-                    dead_letter(self.settings, record, reason=reason, stage="router")
-                )
+                poison = dead_letter(self.settings, record, reason=str(exc), stage="router")
+                plan.poison.append(poison)
                 continue
             first = plan.unique.setdefault(n.uuid, n)
             if first is not n:

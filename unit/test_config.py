@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from notifsvc import config
+from notifsvc.config import ConfigError, Secret
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    settings = config.load({})
+    assert settings.http_host == "127.0.0.1"
+    assert settings.http_port == 8090
+    assert settings.kafka_bootstrap is None
+
+
+def test_values_are_parsed_into_types() -> None:
+    settings = config.load(
+        {
+            "NOTIFSVC_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+            "NOTIFSVC_DATABASE_URL": "postgresql://u:pw@db:26257/notifsvc",
+            "NOTIFSVC_HTTP_PORT": "9000",
+            "NOTIFSVC_LOG_CHANNEL_PATH": "/tmp/log.jsonl",
+            "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS": "Example.com, hooks.local ,",
+        }
+    )
+    assert settings.bootstrap == "k1:9092,k2:9092"
+    assert settings.dsn == "postgresql://u:pw@db:26257/notifsvc"
+    assert settings.http_port == 9000
+    assert settings.log_channel_path == Path("/tmp/log.jsonl")
+    assert settings.webhook_allowed_hosts == frozenset({"example.com", "hooks.local"})
+
+
+def test_every_malformed_value_is_reported_by_name() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(
+            {
+                "NOTIFSVC_HTTP_PORT": "eighty",
+                "NOTIFSVC_KAFKA_BOOTSTRAP": "no-port-here",
+                "NOTIFSVC_BATCH_SIZE": "0",
+                "NOTIFSVC_SMTP_TLS": "maybe",
+            }
+        )
+    text = str(caught.value)
+    for name in (
+        "NOTIFSVC_HTTP_PORT",
+        "NOTIFSVC_KAFKA_BOOTSTRAP",
+        "NOTIFSVC_BATCH_SIZE",
+        "NOTIFSVC_SMTP_TLS",
+    ):
+        assert name in text
+    assert len(caught.value.problems) == 4
+
+
+def test_unknown_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="NOTIFSVC_HTTP_PROT is not a known setting"):
+        config.load({"NOTIFSVC_HTTP_PROT": "1"})
+
+
+def test_malformed_secret_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({"NOTIFSVC_DATABASE_URL": "mysql://root:hunter2@db"})
+    assert "hunter2" not in str(caught.value)
+    assert "NOTIFSVC_DATABASE_URL" in str(caught.value)
+
+
+def test_require_names_missing_settings() -> None:
+    with pytest.raises(ConfigError, match="NOTIFSVC_DATABASE_URL is required"):
+        config.load({}).require("database_url")
+
+
+def test_secrets_never_show_in_repr_or_redacted_view() -> None:
+    settings = config.load(
+        {
+            "NOTIFSVC_DATABASE_URL": "postgresql://u:hunter2@db/x",
+            "NOTIFSVC_SLACK_TOKEN": "xoxb-secret",
+            "NOTIFSVC_API_KEYS": "k1,k2",
+        }
+    )
+    shown = repr(settings) + str(settings.redacted())
+    assert "hunter2" not in shown and "xoxb-secret" not in shown and "k1" not in shown
+    assert settings.redacted()["NOTIFSVC_SLACK_TOKEN"] == "**********"
+    assert settings.api_keys == (Secret("k1"), Secret("k2"))
+
+
+def test_known_variables_cover_every_field() -> None:
+    names = config.known_variables()
+    assert "NOTIFSVC_KAFKA_BOOTSTRAP" in names and "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS" in names
+
+
+def test_topic_prefix_applies_to_names() -> None:
+    assert config.load({"NOTIFSVC_TOPIC_PREFIX": "staging."}).topic("x") == "staging.x"
