@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from notifsvc import metrics
 from notifsvc.db.store import StoreUnavailable
 from notifsvc.kafka import Consumer, KafkaError, Record, next_offsets
 
@@ -61,10 +62,12 @@ class BatchLoop:
             records = [r for r in records if (r.topic, r.partition) in self._consumer.assignment]
             if not records:
                 break
+            started = time.monotonic()
             try:
                 await self._handler(records)
             except RETRIABLE as exc:
                 attempt += 1
+                metrics.BATCH_RETRIES.labels(self._name).inc()
                 if stopping.is_set():
                     log.warning("%s: stopping with an unfinished batch (not committed)", self._name)
                     break
@@ -72,10 +75,13 @@ class BatchLoop:
                 continue
             await self._consumer.commit(next_offsets(records))
             self.batches += 1
+            metrics.BATCH_SIZE.labels(self._name).observe(len(records))
+            metrics.BATCH_SECONDS.labels(self._name).observe(time.monotonic() - started)
             break
         if self.paused:
             await self._consumer.resume()
             self.paused = False
+            metrics.PAUSED.labels(self._name).set(0)
             log.info("%s: resumed", self._name)
 
     async def _hold(self, attempt: int, exc: BaseException) -> list[Record]:
@@ -87,6 +93,7 @@ class BatchLoop:
         if not self.paused:
             await self._consumer.pause()
             self.paused = True
+            metrics.PAUSED.labels(self._name).set(1)
         extra: list[Record] = []
         deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from notifsvc import channels, config, kafka, logs, topics
+from notifsvc import channels, config, kafka, logs, metrics, topics
 from notifsvc.config import ConfigError, Settings
 from notifsvc.service import run_stage, serve
 
@@ -83,6 +83,7 @@ def _run_stage(command: str, args: argparse.Namespace, settings: Settings) -> in
         serve(lambda stopping: run_stage(ReceiverServer(settings), stopping))
         return 0
     settings.require("kafka_bootstrap", "database_url")
+    metrics.serve(settings.metrics_port)
     if command == "router":
         from notifsvc.router import Router  # noqa: PLC0415
 

@@ -64,6 +64,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
@@ -137,6 +144,8 @@ class Settings:
     webhook_allowed_hosts: frozenset[str] = field(default=frozenset(), metadata=_spec(_csv))
     webhook_secret: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
     api_keys: tuple[Secret, ...] = field(default=(), metadata=_spec(_secrets, secret=True))
+    rate_limit_per_key: float = field(default=0.0, metadata=_spec(_non_negative_float))
+    max_batch_items: int = field(default=500, metadata=_spec(_positive_int))
     smtp_host: str | None = field(default=None, metadata=_spec(str))
     smtp_port: int = field(default=587, metadata=_spec(_port))
     smtp_username: str | None = field(default=None, metadata=_spec(str))

@@ -92,10 +92,43 @@ class Notification:
         return parse(data, accepted_at=_accepted_at(data))
 
 
-_REQUIRED = ("uuid", "destination", "to", "txt")
-_OPTIONAL = ("subject", "priority")
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field of the request body; validation and the OpenAPI document both read these."""
+
+    name: str
+    required: bool
+    description: str
+    enum: tuple[str, ...] | None = None
+    format: str | None = None
+    example: str | None = None
+
+
+REQUEST_FIELDS = (
+    FieldSpec(
+        "uuid",
+        True,
+        "Client-generated idempotency key: a retry must reuse it.",
+        format="uuid",
+        example="0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77",
+    ),
+    FieldSpec("destination", True, "Channel name, case-insensitive.", example="EMAIL"),
+    FieldSpec("to", True, "Recipient; its format is the channel's.", example="ops@example.com"),
+    FieldSpec(
+        "txt", True, "Message body; the channel sets its maximum length.", example="Disk full"
+    ),
+    FieldSpec("subject", False, "Subject line (email; others ignore it).", example="Alert"),
+    FieldSpec(
+        "priority",
+        False,
+        "Delivery priority (default normal).",
+        enum=tuple(p.value for p in Priority),
+        example="high",
+    ),
+)
+FIELDS = tuple(f.name for f in REQUEST_FIELDS)
+_REQUIRED = tuple(f.name for f in REQUEST_FIELDS if f.required)
 _INTERNAL = ("accepted_at",)
-FIELDS = _REQUIRED + _OPTIONAL
 
 
 def _accepted_at(data: Any) -> float:
@@ -106,10 +139,12 @@ def _accepted_at(data: Any) -> float:
 def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
     """Validate a decoded JSON object as a notification (channel rules are checked elsewhere).
 
-    Every failing field is reported, not just the first.
+    Every failing field is reported, not just the first. ``accepted_at`` is given for messages
+    read back from a topic (where that internal field is allowed); clients may not set it.
     """
     if not isinstance(data, dict):
         raise InvalidNotification([FieldError("", "expected a JSON object")])
+    allowed = FIELDS + _INTERNAL if accepted_at is not None else FIELDS
     errors: list[FieldError] = []
     errors += [FieldError(k, "is required") for k in _REQUIRED if data.get(k) is None]
     errors += [
@@ -117,11 +152,7 @@ def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
         for k in FIELDS
         if data.get(k) is not None and not isinstance(data[k], str)
     ]
-    errors += [
-        FieldError(k, "is not a known field")
-        for k in data
-        if k not in FIELDS and k not in _INTERNAL
-    ]
+    errors += [FieldError(str(k), "is not a known field") for k in data if k not in allowed]
     bad = {e.field for e in errors}
     uid = _parse_uuid(data["uuid"], errors) if "uuid" not in bad else None
     priority = _parse_priority(data.get("priority"), errors) if "priority" not in bad else None

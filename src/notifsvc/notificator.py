@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid as uuid_mod
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
-from notifsvc import topics
+from notifsvc import metrics, topics
 from notifsvc.batching import BatchLoop
 from notifsvc.channels import Channel, DeliveryError, TransientError
 from notifsvc.config import Settings
@@ -109,9 +110,17 @@ class Notificator:
         await self.store.record(outcomes)
         failed = [o for o in outcomes if o.state is State.FAILED]
         await self.producer.send_all(poison + [self._dead(unique[o.uuid], o) for o in failed])
-        self.sent += len(outcomes) - len(failed)
-        self.failed += len(failed)
+        self._account(outcomes, len(failed), skipped=len(unique) - len(todo), poison=len(poison))
         self._done.clear()
+
+    def _account(self, outcomes: list[Outcome], failed: int, *, skipped: int, poison: int) -> None:
+        name = self.channel.name
+        self.sent += len(outcomes) - failed
+        self.failed += failed
+        metrics.SENDS.labels(name, "sent").inc(len(outcomes) - failed)
+        metrics.SENDS.labels(name, "failed").inc(failed)
+        metrics.SENDS.labels(name, "skipped").inc(skipped)
+        metrics.DLQ.labels(f"notificator[{name}]").inc(failed + poison)
 
     def _dead(self, n: Notification, outcome: Outcome) -> Message:
         headers = (
@@ -130,8 +139,11 @@ class Notificator:
                 with attempt:
                     attempts += 1
                     async with self._limit:
-                        await self._send(n)
+                        await self._send(n, attempts)
             outcome = Outcome(n.uuid, State.SENT, attempts)
+            metrics.END_TO_END.labels(self.channel.name).observe(
+                max(0.0, time.time() - n.accepted_at)
+            )
         except DeliveryError as exc:
             log.warning(
                 "%s: %s failed after %d attempts: %s", self.channel.name, n.uuid, attempts, exc
@@ -150,9 +162,15 @@ class Notificator:
             reraise=True,
         )
 
-    async def _send(self, n: Notification) -> None:
+    async def _send(self, n: Notification, attempt: int) -> None:
+        if attempt > 1:
+            metrics.RETRIES.labels(self.channel.name).inc()
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.send_timeout_ms / 1000):
                 await self.channel.send(n)
         except TimeoutError as exc:
             raise TransientError(f"{self.channel.name} send timed out") from exc
+        finally:
+            elapsed = time.monotonic() - started
+            metrics.PROVIDER_SECONDS.labels(self.channel.name).observe(elapsed)

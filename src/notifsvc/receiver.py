@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import prometheus_client
 from aiohttp import web
 
-from notifsvc import channels, topics
+from notifsvc import channels, metrics, openapi, topics
+from notifsvc.auth import Gate, RateLimited, Unauthorized
 from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoreUnavailable
 from notifsvc.kafka import KafkaError, Producer
@@ -24,6 +27,18 @@ SETTINGS = web.AppKey("settings", Settings)
 PRODUCER = web.AppKey("producer", Producer)
 STORE = web.AppKey("store", Store)
 CHANNELS = web.AppKey("channels", dict[str, channels.Channel])
+GATE = web.AppKey("gate", Gate)
+DOCS = web.AppKey("docs", dict[str, bytes])
+API_KEY = web.RequestKey("api_key", bytes)
+PROTECTED = frozenset({"/notification", "/notifications", "/notification/{uuid}"})
+RETRY_LATER = {"Retry-After": "1"}
+
+
+class _Reject(Exception):
+    """Stop handling a request with this response."""
+
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
 
 
 def problem(
@@ -48,38 +63,73 @@ def problem(
     )
 
 
-def _json(status: int, body: object) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
 @web.middleware
-async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn aiohttp's own HTTP errors (404, 405, 413, ...) and crashes into problem+json."""
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request; turn HTTP errors and crashes into problem+json."""
+    started = time.perf_counter()
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
-        return problem(exc.status, exc.reason, exc.text or exc.reason, headers=headers)
+        keep = {"allow", "retry-after"}
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in keep}
+        response = problem(exc.status, exc.reason, exc.text or exc.reason, headers=headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem(500, "Internal Server Error", "unexpected error; nothing was accepted")
+        response = problem(500, "Internal Server Error", "unexpected error; nothing was accepted")
+    route = _route(request)
+    metrics.HTTP_REQUESTS.labels(route, str(response.status)).inc()
+    metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API keys and the per-key rate limit, on the notification routes only."""
+    gate = request.app[GATE]
+    if not gate.enabled or _route(request) not in PROTECTED:
+        return await handler(request)
+    try:
+        key = gate.identify(request.headers.get("Authorization"))
+        await gate.admit(key)
+    except Unauthorized as exc:
+        return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+    except RateLimited as exc:
+        return problem(
+            429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after)}
+        )
+    request[API_KEY] = key
+    return await handler(request)
 
 
 async def _read_json(request: web.Request) -> object:
     settings = request.app[SETTINGS]
     if request.content_type != "application/json":
         raise _Reject(problem(415, "Unsupported Media Type", "send Content-Type: application/json"))
+    too_large = problem(
+        413, "Payload Too Large", f"the body is over {settings.max_body_bytes} bytes"
+    )
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise _Reject(_too_large(settings))
+        raise _Reject(too_large)
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _Reject(_too_large(settings)) from None
+        raise _Reject(too_large) from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -88,76 +138,141 @@ async def _read_json(request: web.Request) -> object:
         ) from None
 
 
-def _too_large(settings: Settings) -> web.Response:
-    limit = settings.max_body_bytes
-    return problem(413, "Payload Too Large", f"the body is larger than {limit} bytes")
-
-
-class _Reject(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
-
-
 def validate(app: web.Application, data: object) -> Notification:
     """A notification that the pipeline can deliver, or :class:`InvalidNotification`."""
-    notification = parse(data)
-    enabled: dict[str, channels.Channel] = app[CHANNELS]
-    channel = enabled.get(notification.channel)
-    if channel is None:
-        known = ", ".join(sorted(enabled)) or "none"
-        reason = channels.disabled(app[SETTINGS]).get(notification.channel)
-        why = (
-            f"channel {notification.channel!r} is disabled: {reason}"
-            if reason
-            else (f"unknown destination {notification.channel!r}")
-        )
-        raise InvalidNotification([FieldError("destination", f"{why} (enabled: {known})")])
-    errors = channel.validate(notification)
+    try:
+        notification = parse(data)
+    except InvalidNotification as exc:
+        raise InvalidNotification(exc.errors + _destination_errors(app, data)) from None
+    channel = app[CHANNELS].get(notification.channel)
+    errors = channel.validate(notification) if channel else _destination_errors(app, data)
     if errors:
         raise InvalidNotification(errors)
     return notification
 
 
+def _destination_errors(app: web.Application, data: object) -> list[FieldError]:
+    raw = data.get("destination") if isinstance(data, dict) else None
+    if not isinstance(raw, str):
+        return []
+    name = raw.strip().lower()
+    enabled: dict[str, channels.Channel] = app[CHANNELS]
+    if name in enabled:
+        return []
+    known = ", ".join(sorted(enabled)) or "none"
+    reason = channels.disabled(app[SETTINGS]).get(name)
+    why = f"channel {name!r} is disabled: {reason}" if reason else f"unknown destination {name!r}"
+    return [FieldError("destination", f"{why} (enabled: {known})")]
+
+
+def _send(app: web.Application, notification: Notification) -> asyncio.Future[None]:
+    topic = topics.outstanding(app[SETTINGS])
+    return app[PRODUCER].send(topic, notification.encode(), key=notification.key)
+
+
+async def _store_one(app: web.Application, notification: Notification) -> None:
+    """Wait until the broker holds ``notification``; :class:`_Reject` with 503 otherwise."""
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(_send(app, notification), app[SETTINGS].produce_timeout_ms / 1000)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("not accepted %s: broker did not acknowledge: %r", notification.uuid, exc)
+        raise _Reject(_unavailable()) from None
+    metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
+
+
+def _unavailable() -> web.Response:
+    detail = "the notification could not be stored; retry with the same uuid"
+    return problem(503, "Service Unavailable", detail, headers=RETRY_LATER)
+
+
 async def post_notification(request: web.Request) -> web.Response:
     try:
         notification = validate(request.app, await _read_json(request))
+        await _store_one(request.app, notification)
     except _Reject as reject:
         return reject.response
     except InvalidNotification as exc:
         return problem(422, "Invalid notification", str(exc), errors=exc.errors)
-    settings = request.app[SETTINGS]
-    producer = request.app[PRODUCER]
-    try:
-        future = producer.send(
-            topics.outstanding(settings), notification.encode(), key=notification.key
-        )
-        await asyncio.wait_for(future, settings.produce_timeout_ms / 1000)
-    except (KafkaError, TimeoutError) as exc:
-        log.warning("not accepted %s: broker did not acknowledge: %r", notification.uuid, exc)
-        return problem(
-            503,
-            "Service Unavailable",
-            "the notification could not be stored; retry with the same uuid",
-            headers={"Retry-After": "1"},
-        )
     return _json(202, {"uuid": str(notification.uuid), "status": "accepted"})
+
+
+async def post_notifications(request: web.Request) -> web.Response:
+    """Up to ``max_batch_items`` notifications; each item is accepted or rejected on its own."""
+    app = request.app
+    try:
+        items = _batch_items(app[SETTINGS], await _read_json(request))
+        if API_KEY in request and len(items) > 1:
+            await app[GATE].admit(request[API_KEY], len(items) - 1)
+    except _Reject as reject:
+        return reject.response
+    except RateLimited as exc:
+        return problem(
+            429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after)}
+        )
+    results: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+    for index, item in enumerate(items):
+        try:
+            n = validate(app, item)
+        except InvalidNotification as exc:
+            results.append(
+                {"index": index, "status": "rejected", "errors": [e.as_dict() for e in exc.errors]}
+            )
+            continue
+        result = {"index": index, "uuid": str(n.uuid), "status": "accepted"}
+        results.append(result)
+        pending.append((result, _send(app, n)))
+    await _settle_batch(app[SETTINGS], pending)
+    return _batch_response(results, stored=len(pending))
+
+
+def _batch_items(settings: Settings, data: object) -> list[object]:
+    if not isinstance(data, list) or not data:
+        error = FieldError("", "expected a non-empty JSON array of notifications")
+        raise _Reject(problem(422, "Invalid batch", error.message, errors=[error]))
+    if len(data) > settings.max_batch_items:
+        detail = f"a batch holds at most {settings.max_batch_items} notifications, got {len(data)}"
+        raise _Reject(problem(413, "Payload Too Large", detail))
+    return data
+
+
+async def _settle_batch(
+    settings: Settings, pending: list[tuple[dict[str, Any], asyncio.Future[None]]]
+) -> None:
+    """Wait for every acknowledgement up to the produce timeout; mark the rest unavailable."""
+    if not pending:
+        return
+    futures = [f for _, f in pending]
+    await asyncio.wait(futures, timeout=settings.produce_timeout_ms / 1000)
+    for result, future in pending:
+        if not future.done() or future.exception() is not None:
+            result["status"] = "unavailable"
+            if not future.done():
+                future.cancel()
+
+
+def _batch_response(results: list[dict[str, Any]], *, stored: int) -> web.Response:
+    counts = {
+        s: sum(r["status"] == s for r in results) for s in ("accepted", "rejected", "unavailable")
+    }
+    body = {**counts, "results": results}
+    if counts["unavailable"] and counts["unavailable"] == stored:
+        return _json(503, body, RETRY_LATER)
+    return _json(200, body, RETRY_LATER if counts["unavailable"] else None)
 
 
 async def get_notification(request: web.Request) -> web.Response:
     try:
         uid = uuid_mod.UUID(request.match_info["uuid"])
     except ValueError:
-        return problem(
-            422,
-            "Invalid uuid",
-            "the path must end with a UUID",
-            errors=[FieldError("uuid", "must be a UUID")],
-        )
+        error = FieldError("uuid", "must be a UUID")
+        return problem(422, "Invalid uuid", "the path must end with a UUID", errors=[error])
     try:
         state = await request.app[STORE].get(uid)
     except StoreUnavailable:
         return problem(
-            503, "Service Unavailable", "the database is unreachable", headers={"Retry-After": "1"}
+            503, "Service Unavailable", "the database is unreachable", headers=RETRY_LATER
         )
     if state is None:
         return problem(404, "Not Found", f"no notification {uid} is stored (yet)")
@@ -184,19 +299,44 @@ async def readyz(request: web.Request) -> web.Response:
     return _json(200 if ready else 503, {"status": "ready" if ready else "unavailable", **checks})
 
 
+async def metrics_page(_request: web.Request) -> web.Response:
+    body = prometheus_client.generate_latest()
+    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCS]["json"], content_type="application/json")
+
+
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCS]["html"], content_type="text/html")
+
+
 def create_app(settings: Settings) -> web.Application:
     """The receiver's application; its producer and store start with the app."""
-    app = web.Application(middlewares=[problems], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[observe, authenticate], client_max_size=settings.max_body_bytes
+    )
     app[SETTINGS] = settings
     app[PRODUCER] = Producer(
         settings, client_id="notifsvc-receiver", linger_ms=2, timeout_ms=settings.produce_timeout_ms
     )
     app[STORE] = Store(settings.dsn, max_connections=4, attempts=2)
     app[CHANNELS] = channels.enabled(settings)
+    app[GATE] = Gate(settings.api_keys, rate_per_second=settings.rate_limit_per_key)
+    doc = openapi.document(settings, app[CHANNELS])
+    app[DOCS] = {"json": orjson.dumps(doc), "html": openapi.render_html(doc).encode()}
     app.router.add_post("/notification", post_notification)
+    app.router.add_post("/notifications", post_notifications)
     app.router.add_get("/notification/{uuid}", get_notification)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    for path, handler in (
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+        ("/metrics", metrics_page),
+        ("/openapi.json", openapi_json),
+        ("/docs", docs_page),
+    ):
+        app.router.add_get(path, handler)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
@@ -205,8 +345,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _start(app: web.Application) -> None:
     await app[PRODUCER].start()
     await app[STORE].start()
-    off = channels.disabled(app[SETTINGS])
-    for name, reason in off.items():
+    for name, reason in channels.disabled(app[SETTINGS]).items():
         log.info("channel %s disabled: %s", name, reason)
 
 
@@ -227,13 +366,9 @@ class ReceiverServer:
             return
         self._runner = web.AppRunner(create_app(self.settings), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.settings.http_host, self.settings.http_port, reuse_port=True
-        )
-        await site.start()
-        log.info(
-            "receiver listening on http://%s:%d", self.settings.http_host, self.settings.http_port
-        )
+        host, port = self.settings.http_host, self.settings.http_port
+        await web.TCPSite(self._runner, host, port, reuse_port=True).start()
+        log.info("receiver listening on http://%s:%d", host, port)
 
     async def run(self, stopping: asyncio.Event) -> None:
         await stopping.wait()

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid as uuid_mod
 from collections import Counter
 from dataclasses import dataclass, field
 
-from notifsvc import channels, topics
+from notifsvc import channels, metrics, topics
 from notifsvc.batching import BatchLoop
 from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoredRow
@@ -100,9 +101,20 @@ class Router:
         )
         await self.store.mark_forwarded([n.uuid for n in forward])
         await self.store.add_conflicts(dict(plan.conflicts))
+        self._account(plan, forward, duplicates=plan.duplicates + len(existing))
+
+    def _account(self, plan: Plan, forward: list[Notification], *, duplicates: int) -> None:
         self.forwarded += len(forward)
-        self.duplicates += plan.duplicates + len(existing)
+        self.duplicates += duplicates
+        metrics.DEDUPE_HITS.inc(duplicates)
+        metrics.CONFLICTS.inc(sum(plan.conflicts.values()))
+        now = time.time()
+        for channel, count in Counter(n.channel for n in forward).items():
+            metrics.FORWARDED.labels(channel).inc(count)
+        for n in forward:
+            metrics.FORWARD_SECONDS.observe(max(0.0, now - n.accepted_at))
         if plan.poison:
+            metrics.DLQ.labels("router").inc(len(plan.poison))
             log.warning("router: %d poison messages sent to the DLQ", len(plan.poison))
 
     @staticmethod
