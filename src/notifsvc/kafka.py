@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,10 +77,17 @@ class Producer:
             "linger.ms": linger_ms,
             "message.timeout.ms": timeout_ms,
             "queue.buffering.max.messages": 500_000,
+            "error_cb": self._on_error,
         }
         self._producer: confluent_kafka.Producer | None = None
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._fatal = threading.Event()
+        # Progress watchdog: sends waiting this long with no acknowledgement while the
+        # broker answers metadata mean a wedged producer (seen after a broker lost its state).
+        self._stuck_after = max(5.0, 3 * timeout_ms / 1000)
+        self._waiting_since: float | None = None
+        self._next_check = 0.0
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -88,12 +96,55 @@ class Producer:
         self._stopping.clear()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
         self._poller.start()
+        try:  # connect (and let the idempotent producer get its id) before the first send
+            await asyncio.to_thread(self.ping, 5.0)
+        except KafkaError as exc:
+            log.warning("starting without a broker: %s", exc)
+
+    def _on_error(self, err: confluent_kafka.KafkaError | str) -> None:
+        if isinstance(err, confluent_kafka.KafkaError) and err.fatal():
+            log.error("producer fatal error: %s", err.str())
+            self._fatal.set()
 
     def _poll_loop(self) -> None:
-        producer = self._producer
-        assert producer is not None
         while not self._stopping.is_set():
-            producer.poll(0.05)
+            producer = self._producer
+            if producer is None:
+                return
+            if self._fatal.is_set() or self._wedged(producer):
+                self._replace(producer)
+                continue
+            try:
+                producer.poll(0.05)
+            except confluent_kafka.KafkaException as exc:  # this thread must never die
+                self._on_error(exc.args[0])
+
+    def _wedged(self, producer: confluent_kafka.Producer) -> bool:
+        now = time.monotonic()
+        since = self._waiting_since
+        if since is None or now - since < self._stuck_after or now < self._next_check:
+            return False
+        self._next_check = now + self._stuck_after
+        try:
+            producer.list_topics(timeout=1.0)
+        except confluent_kafka.KafkaException:
+            return False  # the broker is away: a new producer would not help
+        log.warning("producer made no progress for %.0fs while the broker answers", now - since)
+        return True
+
+    def _replace(self, broken: confluent_kafka.Producer) -> None:
+        """A fatal error (e.g. a broker that lost the idempotent producer's state) is final
+        for that instance: fail what it still holds and carry on with a new one."""
+        log.warning("replacing the producer")
+        self._producer = confluent_kafka.Producer(self._config)
+        self._fatal.clear()
+        self._waiting_since = None
+        broken.purge()
+        broken.poll(0)
+
+    def _progress(self, err: confluent_kafka.KafkaError | None) -> None:
+        if err is None:
+            self._waiting_since = None
 
     def send(
         self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
@@ -105,7 +156,11 @@ class Producer:
         future: asyncio.Future[None] = loop.create_future()
 
         def on_delivery(err: confluent_kafka.KafkaError | None, _msg: object) -> None:
+            self._progress(err)
             loop.call_soon_threadsafe(_settle, future, err)
+
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
 
         try:
             self._producer.produce(
@@ -114,6 +169,7 @@ class Producer:
         except BufferError as exc:
             raise ProducerBusy("produce queue is full") from exc
         except confluent_kafka.KafkaException as exc:
+            self._on_error(exc.args[0])
             raise KafkaError(str(exc)) from exc
         return future
 

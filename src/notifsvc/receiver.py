@@ -295,8 +295,11 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = "ok"
     except StoreUnavailable as exc:
         checks["database"] = str(exc)
-    ready = all(v == "ok" for v in checks.values())
-    return _json(200 if ready else 503, {"status": "ready" if ready else "unavailable", **checks})
+    # Accepting needs only the broker; a database outage degrades GET /notification/{uuid}
+    # but must not take the receiver out of rotation.
+    ready = checks["broker"] == "ok"
+    status = "unavailable" if not ready else "ready" if checks["database"] == "ok" else "degraded"
+    return _json(200 if ready else 503, {"status": status, **checks})
 
 
 async def metrics_page(_request: web.Request) -> web.Response:

@@ -67,7 +67,7 @@ class TansuBroker:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            stop(proc, timeout=5.0)
+            stop(proc, timeout=2.0)  # in-memory: nothing to flush
 
     @property
     def running(self) -> bool:
