@@ -6,7 +6,7 @@ from email.utils import format_datetime
 import pytest
 
 from notifsvc.channels.base import PermanentError, TransientError
-from notifsvc.channels.http import classify_status, parse_retry_after
+from notifsvc.channels.http import base_url_problem, classify_status, parse_retry_after
 
 
 def test_success_is_no_error() -> None:
@@ -36,3 +36,12 @@ def test_retry_after_as_http_date() -> None:
 @pytest.mark.parametrize("value", [None, "", "soon"])
 def test_unusable_retry_after_is_none(value: str | None) -> None:
     assert parse_retry_after(value) is None
+
+
+def test_base_url_problem_names_the_variable() -> None:
+    assert base_url_problem("NOTIFSVC_X", "https://api.example.com/v1") is None
+    assert base_url_problem("NOTIFSVC_X", "http://127.0.0.1:8080") is None
+    for bad in ("api.example.com", "ftp://api.example.com", "https://", "http://[::1"):
+        problem = base_url_problem("NOTIFSVC_X", bad)
+        assert problem is not None
+        assert "NOTIFSVC_X" in problem

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
+from notifsvc.channels.email import EmailChannel
 from notifsvc.channels.log import LogChannel
+from notifsvc.channels.slack import SlackChannel
+from notifsvc.channels.sms import SmsChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 
 REGISTRY: dict[str, type[Channel]] = {
     LogChannel.name: LogChannel,
     WebhookChannel.name: WebhookChannel,
+    EmailChannel.name: EmailChannel,
+    SmsChannel.name: SmsChannel,
+    SlackChannel.name: SlackChannel,
 }
 
 __all__ = [

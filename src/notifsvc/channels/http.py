@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from notifsvc.channels.base import DeliveryError, PermanentError, TransientError
 
@@ -36,3 +37,14 @@ def classify_status(
     if status in RETRIABLE_STATUSES or status >= 500:
         return TransientError(message, retry_after=parse_retry_after(headers.get("Retry-After")))
     return PermanentError(message)
+
+
+def base_url_problem(variable: str, value: str) -> str | None:
+    """Why a provider base URL setting is unusable, naming ``variable``, or None."""
+    try:
+        url = urlsplit(value)
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in {"http", "https"} or not url.hostname:
+        return f"{variable} must be an http(s) URL, got {value!r}"
+    return None

@@ -2,7 +2,10 @@
 
 Every request carries ``Idempotency-Key: <uuid>`` so that the receiving side can drop a
 repeated delivery, and, when ``NOTIFSVC_WEBHOOK_SECRET`` is set, an
-``X-Notifsvc-Signature: sha256=<hex HMAC of the body>`` header.
+``X-Notifsvc-Signature: sha256=<hex HMAC of the body>`` header. URLs must be http(s), at
+most :data:`MAX_URL_CHARS` long and on a host of ``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS``;
+redirects are not followed (they could lead off the allowed hosts), so a 3xx answer is a
+:class:`~notifsvc.channels.base.PermanentError`.
 """
 
 from __future__ import annotations
@@ -20,10 +23,31 @@ from notifsvc.config import Settings
 from notifsvc.model import FieldError, Notification
 
 SIGNATURE_HEADER = "X-Notifsvc-Signature"
+#: Longest accepted URL; what most servers and proxies accept.
+MAX_URL_CHARS = 2_048
 
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def url_problem(to: str, allowed: frozenset[str]) -> str | None:
+    """Why ``to`` is not a URL webhooks may target, or None."""
+    if len(to) > MAX_URL_CHARS:
+        return f"must be at most {MAX_URL_CHARS} characters"
+    if any(c.isspace() or not c.isprintable() for c in to):
+        return "must not contain spaces or control characters"
+    try:
+        url = urlsplit(to)
+        port = url.port
+    except ValueError:
+        return "must be an http(s) URL"
+    if url.scheme not in {"http", "https"} or not url.hostname:
+        return "must be an http(s) URL"
+    host = url.hostname.lower()
+    if host not in allowed and f"{host}:{port}" not in allowed:
+        return f"host {host!r} is not in NOTIFSVC_WEBHOOK_ALLOWED_HOSTS"
+    return None
 
 
 class WebhookChannel(Channel):
@@ -38,18 +62,8 @@ class WebhookChannel(Channel):
         return None
 
     def validate_recipient(self, to: str) -> list[FieldError]:
-        try:
-            url = urlsplit(to)
-            port = url.port
-        except ValueError:
-            return [FieldError("to", "must be an http(s) URL")]
-        if url.scheme not in {"http", "https"} or not url.hostname:
-            return [FieldError("to", "must be an http(s) URL")]
-        host = url.hostname.lower()
-        allowed = self.settings.webhook_allowed_hosts
-        if host not in allowed and f"{host}:{port}" not in allowed:
-            return [FieldError("to", f"host {host!r} is not in NOTIFSVC_WEBHOOK_ALLOWED_HOSTS")]
-        return []
+        problem = url_problem(to, self.settings.webhook_allowed_hosts)
+        return [] if problem is None else [FieldError("to", problem)]
 
     async def start(self) -> None:
         if self._session is None:
@@ -81,7 +95,9 @@ class WebhookChannel(Channel):
             raise TransientError("webhook channel is not started")
         body, headers = self._request(notification)
         try:
-            async with self._session.post(notification.to, data=body, headers=headers) as resp:
+            async with self._session.post(
+                notification.to, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 detail = await resp.text(errors="replace")
                 error = classify_status("webhook", resp.status, resp.headers, detail)
         except (TimeoutError, aiohttp.ClientError) as exc:

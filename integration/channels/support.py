@@ -1,0 +1,31 @@
+"""Helpers for running one channel directly against its fake provider."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from notifsvc.channels import Channel
+from notifsvc.model import Notification
+
+C = TypeVar("C", bound=Channel)
+
+#: Small enough that a hanging provider costs a test well under a second.
+SHORT_TIMEOUT_MS = 300
+
+
+@asynccontextmanager
+async def started(channel: C) -> AsyncIterator[C]:
+    await channel.start()
+    try:
+        yield channel
+    finally:
+        await channel.stop()
+
+
+def note(channel: str, to: str, txt: str = "disk almost full", **kw: object) -> Notification:
+    fields: dict[str, object] = {"accepted_at": 1_700_000_000.0}
+    fields.update(kw)
+    return Notification(uuid.uuid4(), channel, to, txt, **fields)  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""The base of the HTTP fakes: an aiohttp app on 127.0.0.1, a free port, a :class:`Script`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from integration.fakes.script import Hang, Reply, Script
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode(), keep_blank_values=True, strict_parsing=True))
+
+
+def respond(reply: Reply) -> web.Response:
+    """The HTTP response for a scripted :class:`Reply`."""
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=dict(reply.headers))
+    if isinstance(reply.body, str):
+        return web.Response(status=reply.status, text=reply.body, headers=dict(reply.headers))
+    return web.json_response(reply.body, status=reply.status, headers=dict(reply.headers))
+
+
+class HttpFake:
+    """Subclasses add routes in :meth:`routes` and call :meth:`record` then :meth:`scripted`."""
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script if script is not None else Script()
+        self.seen: list[Seen] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        self.script.release()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def record(self, request: web.Request) -> Seen:
+        seen = Seen(
+            request.method, request.path, CIMultiDict(request.headers), await request.read()
+        )
+        self.seen.append(seen)
+        return seen
+
+    async def scripted(self) -> web.Response | None:
+        """The scripted answer for this request, or None to answer normally.
+
+        A scripted 2xx without a body also means "answer normally".
+        """
+        step = self.script.next()
+        if isinstance(step, Hang):
+            await self.script.hang()
+            return web.Response(status=503, text="fake stopped while hanging")
+        if step is None or (200 <= step.status < 300 and step.body is None):
+            return None
+        return respond(step)

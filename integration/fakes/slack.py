@@ -1,0 +1,70 @@
+"""A fake Slack Web API ``chat.postMessage``: checks the bearer token and JSON body."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from integration.fakes.http import HttpFake
+from integration.fakes.script import Reply, Script
+from notifsvc.config import Secret
+
+TOKEN = "xoxb-test-token"
+
+
+def slack_error(error: str, *, status: int = 200, retry_after: int | None = None) -> Reply:
+    """An ``ok: false`` answer, by default with HTTP 200 as Slack does."""
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+    return Reply(status, {"ok": False, "error": error}, headers)
+
+
+class FakeSlack(HttpFake):
+    def __init__(self, *, token: str = TOKEN, script: Script | None = None) -> None:
+        super().__init__(script)
+        self.token = token
+        #: The JSON body of every message posted (answered ``ok: true``).
+        self.messages: list[dict[str, Any]] = []
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    def settings(self) -> dict[str, Any]:
+        """``Settings`` fields that point the slack channel at this fake."""
+        return {"slack_api_url": self.api_url, "slack_token": Secret(self.token)}
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/chat.postMessage", self._post_message)
+
+    def _invalid(self, request: web.Request, body: object) -> str | None:
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            return "not_authed"
+        if authorization != f"Bearer {self.token}":
+            return "invalid_auth"
+        if request.content_type != "application/json" or not isinstance(body, dict):
+            return "invalid_arguments"
+        if not body.get("channel"):
+            return "channel_not_found"
+        if not body.get("text"):
+            return "no_text"
+        return None
+
+    async def _post_message(self, request: web.Request) -> web.StreamResponse:
+        seen = await self.record(request)
+        try:
+            body = orjson.loads(seen.body)
+        except orjson.JSONDecodeError:
+            body = None
+        error = self._invalid(request, body)
+        if error is not None:
+            return web.json_response({"ok": False, "error": error})
+        scripted = await self.scripted()
+        if scripted is not None:
+            return scripted
+        self.messages.append(body)
+        ts = f"{time.time():.6f}"
+        return web.json_response({"ok": True, "channel": body["channel"], "ts": ts})

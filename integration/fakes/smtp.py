@@ -1,0 +1,146 @@
+"""A fake SMTP server (aiosmtpd) on the test's event loop that records what it accepts.
+
+Optional AUTH with a username and password (over plain text: it is a test server).
+``script`` answers ``DATA`` (``Script(Reply(451, "4.3.0 try later"))``, ``Script(HANG)``);
+``rejected_recipients`` answers ``RCPT TO`` for given addresses (``"550 5.1.1 no such user"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import warnings
+from dataclasses import dataclass
+from email.message import EmailMessage
+from types import TracebackType
+from typing import Any, Self
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from integration.fakes.script import Hang, Script
+from notifsvc.config import Secret
+
+FROM_ADDRESS = "notifsvc@example.com"
+
+
+@dataclass(frozen=True)
+class Mail:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    #: The user that authenticated on the connection, if any.
+    login: str | None
+    message: EmailMessage
+
+
+class FakeSmtp:
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        script: Script | None = None,
+        rejected_recipients: dict[str, str] | None = None,
+    ) -> None:
+        self.username = username
+        self.password = password
+        self.script = script if script is not None else Script()
+        self.rejected_recipients = rejected_recipients or {}
+        self.port = 0
+        self.messages: list[Mail] = []
+        #: Connections opened to this server so far.
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._protocols: list[SMTP] = []
+
+    def settings(self) -> dict[str, Any]:
+        """``Settings`` fields that point the email channel at this fake (no TLS)."""
+        return {
+            "smtp_host": self.host,
+            "smtp_port": self.port,
+            "smtp_from": FROM_ADDRESS,
+            "smtp_tls": "none",
+            "smtp_username": self.username,
+            "smtp_password": Secret(self.password) if self.password is not None else None,
+        }
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self.script.release()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        self.drop_connections()
+        await server.wait_closed()
+
+    def drop_connections(self) -> None:
+        """Close every open connection from the server side (as an idle timeout would)."""
+        for protocol in self._protocols:
+            if protocol.transport is not None:
+                protocol.transport.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def _protocol(self) -> SMTP:
+        self.connections += 1
+        with warnings.catch_warnings():  # "AUTH without TLS": intended, this is a test server
+            warnings.simplefilter("ignore")
+            protocol = SMTP(
+                self,
+                hostname="fake-smtp.test",
+                enable_SMTPUTF8=True,
+                auth_required=self.username is not None,
+                auth_require_tls=False,
+                authenticator=self._authenticate if self.username is not None else None,
+            )
+        self._protocols.append(protocol)
+        return protocol
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        wanted = ((self.username or "").encode(), (self.password or "").encode())
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == wanted
+        return AuthResult(success=ok, handled=False, auth_data=self.username if ok else None)
+
+    # aiosmtpd handler hooks
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refusal = self.rejected_recipients.get(address)
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        step = self.script.next()
+        if isinstance(step, Hang):
+            await self.script.hang()
+            return "421 4.3.0 fake server stopping"
+        if step is not None and not 200 <= step.status < 300:
+            return f"{step.status} {step.body or 'scripted failure'}"
+        content = envelope.original_content or envelope.content or b""
+        assert isinstance(content, bytes)
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        login = session.auth_data if isinstance(session.auth_data, str) else None
+        self.messages.append(
+            Mail(envelope.mail_from or "", tuple(envelope.rcpt_tos), login, message)
+        )
+        return "250 2.0.0 OK: queued"

@@ -1,0 +1,203 @@
+"""``email``: one message per notification over SMTP (aiosmtplib).
+
+``to`` is one address, checked with email-validator without DNS. The subject is the
+notification's, or :data:`DEFAULT_SUBJECT`. Every message carries
+``Message-ID: <uuid@notifsvc>`` and a ``Date`` taken from when the notification was accepted,
+so a retried send is byte-for-byte the same message and a provider or mailbox can spot it.
+
+Connections come from a small pool: an aiosmtplib client is not safe for concurrent use, so
+each send holds one connection for itself, returns it after a success and discards it after
+any error (the next send then opens a fresh one). Replies 4xx, connection errors and
+timeouts are :class:`TransientError`; 5xx replies are :class:`PermanentError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
+
+from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
+from notifsvc.config import ConfigError, Settings
+from notifsvc.model import FieldError, Notification
+
+DEFAULT_SUBJECT = "Notification"
+#: RFC 5322 line limit; longer subjects are almost certainly a client bug.
+MAX_SUBJECT_CHARS = 998
+#: Most connections open at once (providers commonly allow around ten per client).
+POOL_SIZE = 8
+#: An idle connection older than this is closed rather than reused (servers drop them).
+IDLE_SECONDS = 30.0
+
+#: NOTIFSVC_SMTP_TLS -> (use_tls, start_tls). ``start_tls=True`` fails rather than falling
+#: back to plain text when the server does not offer STARTTLS.
+_TLS_MODES = {"none": (False, False), "starttls": (False, True), "tls": (True, False)}
+
+
+def message_id(notification: Notification) -> str:
+    return f"<{notification.uuid}@notifsvc>"
+
+
+def build_message(settings: Settings, notification: Notification) -> EmailMessage:
+    """The message for ``notification``; the same bytes every time it is built."""
+    sent = notification.accepted_at or time.time()
+    message = EmailMessage()
+    message["From"] = settings.smtp_from or ""
+    message["To"] = notification.to
+    message["Subject"] = notification.subject or DEFAULT_SUBJECT
+    message["Date"] = email.utils.format_datetime(datetime.fromtimestamp(sent, UTC))
+    message["Message-ID"] = message_id(notification)
+    message.set_content(notification.txt)
+    return message
+
+
+def _by_code(code: int, text: str) -> DeliveryError:
+    message = f"SMTP server answered {code}: {text[:200]}"
+    if code >= 500:
+        return PermanentError(message)
+    return TransientError(message)
+
+
+def classify(exc: Exception) -> DeliveryError:
+    """The delivery error an aiosmtplib or socket exception means."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        refused = exc.recipients[0]
+        return _by_code(refused.code, refused.message)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _by_code(exc.code, exc.message)
+    if isinstance(exc, OSError):  # timeouts, refused and dropped connections, TLS failures
+        return TransientError(f"SMTP connection failed: {exc!r}")
+    # No STARTTLS or AUTH where configured, SMTPUTF8 missing: retrying cannot help.
+    return PermanentError(f"SMTP session failed: {exc}")
+
+
+class _Pool:
+    """At most ``size`` SMTP connections, each used by one send at a time."""
+
+    def __init__(self, connect: Callable[[], aiosmtplib.SMTP], size: int) -> None:
+        self._connect = connect
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[tuple[float, aiosmtplib.SMTP]] = []
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        async with self._slots:
+            client = await self._take()
+            reusable = False
+            try:
+                yield client
+                reusable = True
+            finally:
+                if reusable and not self._closed and client.is_connected:
+                    self._idle.append((time.monotonic(), client))
+                else:
+                    client.close()
+
+    async def _take(self) -> aiosmtplib.SMTP:
+        now = time.monotonic()
+        while self._idle:
+            since, client = self._idle.pop()
+            if client.is_connected and now - since < IDLE_SECONDS:
+                return client
+            client.close()
+        client = self._connect()
+        try:
+            await client.connect()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for _, client in idle:
+            client.close()
+
+
+class EmailChannel(Channel):
+    name = "email"
+
+    _pool: _Pool | None = None
+    _local_hostname: str | None = None
+
+    @classmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        try:
+            settings.require("smtp_host", "smtp_from")
+        except ConfigError as exc:
+            return "; ".join(exc.problems)
+        if settings.smtp_username is not None and settings.smtp_password is None:
+            return "NOTIFSVC_SMTP_PASSWORD is not set but NOTIFSVC_SMTP_USERNAME is"
+        try:
+            validate_email(
+                settings.smtp_from or "", check_deliverability=False, allow_display_name=True
+            )
+        except EmailNotValidError as exc:
+            return f"NOTIFSVC_SMTP_FROM is not a valid address: {exc}"
+        return None
+
+    def validate_recipient(self, to: str) -> list[FieldError]:
+        try:
+            validate_email(to, check_deliverability=False)
+        except EmailNotValidError as exc:
+            return [FieldError("to", f"is not a valid email address: {exc}")]
+        return []
+
+    def validate(self, notification: Notification) -> list[FieldError]:
+        errors = super().validate(notification)
+        subject = notification.subject
+        if subject is not None and ("\r" in subject or "\n" in subject):
+            errors.append(FieldError("subject", "must not contain line breaks"))
+        elif subject is not None and len(subject) > MAX_SUBJECT_CHARS:
+            errors.append(FieldError("subject", f"is longer than {MAX_SUBJECT_CHARS} characters"))
+        return errors
+
+    async def start(self) -> None:
+        if self._pool is None:
+            # aiosmtplib would otherwise look the name up on every new connection.
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+            size = min(POOL_SIZE, self.settings.send_concurrency)
+            self._pool = _Pool(self._client, size)
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        use_tls, start_tls = _TLS_MODES[s.smtp_tls]
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password.reveal() if s.smtp_password is not None else None,
+            local_hostname=self._local_hostname,
+            use_tls=use_tls,
+            start_tls=start_tls,
+            timeout=s.send_timeout_ms / 1000,
+        )
+
+    async def send(self, notification: Notification) -> None:
+        pool = self._pool
+        if pool is None:
+            raise TransientError("email channel is not started")
+        try:
+            message = build_message(self.settings, notification)
+        except ValueError as exc:  # header injection attempts and the like: never sendable
+            raise PermanentError(f"cannot build the message: {exc}") from exc
+        try:
+            async with pool.connection() as client:
+                await client.send_message(message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise classify(exc) from exc

@@ -1,0 +1,139 @@
+"""``slack``: a message through the Slack Web API ``chat.postMessage`` with a bot token.
+
+``POST {NOTIFSVC_SLACK_API_URL}/chat.postMessage`` with ``Authorization: Bearer <token>`` and
+the JSON body ``{"channel": to, "text": text}``; the subject, when given, is the first line
+of the text, in bold. ``to`` is a channel ID (``C``/``G``/``D`` then upper-case letters and
+digits), a user ID (``U``/``W`` ...) or ``#channel-name``.
+
+Slack answers most failures with HTTP 200 and ``{"ok": false, "error": ...}``: ``ratelimited``
+and Slack-side errors are :class:`TransientError` (honouring ``Retry-After``), every other
+error (``channel_not_found``, ``invalid_auth``, ``msg_too_long``, ...) is
+:class:`PermanentError`. HTTP 429 and 5xx answers are transient too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import aiohttp
+import orjson
+
+from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
+from notifsvc.channels.http import base_url_problem, classify_status, parse_retry_after
+from notifsvc.config import ConfigError, Settings
+from notifsvc.model import FieldError, Notification
+
+CONVERSATION_ID = re.compile(r"[CGD][A-Z0-9]{8,20}")
+USER_ID = re.compile(r"[UW][A-Z0-9]{8,20}")
+CHANNEL_NAME = re.compile(r"#[a-z0-9_-]{1,80}")
+
+#: ``error`` values of an ``ok: false`` answer that may go away by themselves.
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ratelimited",
+        "internal_error",
+        "service_unavailable",
+        "request_timeout",
+        "fatal_error",
+        "team_added_to_org",
+    }
+)
+
+
+def message_text(notification: Notification) -> str:
+    if notification.subject:
+        return f"*{notification.subject}*\n{notification.txt}"
+    return notification.txt
+
+
+def classify_error(error: str, headers: Mapping[str, str]) -> DeliveryError:
+    """What an ``ok: false`` answer's ``error`` means."""
+    message = f"slack API error: {error}"
+    if error in TRANSIENT_ERRORS:
+        return TransientError(message, retry_after=parse_retry_after(headers.get("Retry-After")))
+    return PermanentError(message)
+
+
+def classify_response(status: int, headers: Mapping[str, str], raw: bytes) -> DeliveryError | None:
+    """None when Slack posted the message, otherwise the error its answer means."""
+    text = raw.decode(errors="replace")
+    error = classify_status("slack", status, headers, text)
+    if error is not None:
+        return error
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        return TransientError(f"slack answered HTTP {status} without a JSON object: {text[:200]}")
+    if body.get("ok") is True:
+        return None
+    return classify_error(str(body.get("error") or "unknown_error"), headers)
+
+
+class SlackChannel(Channel):
+    name = "slack"
+    max_body_chars = 40_000
+
+    _session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        try:
+            settings.require("slack_token")
+        except ConfigError as exc:
+            return "; ".join(exc.problems)
+        return base_url_problem("NOTIFSVC_SLACK_API_URL", settings.slack_api_url)
+
+    def validate_recipient(self, to: str) -> list[FieldError]:
+        if any(p.fullmatch(to) for p in (CONVERSATION_ID, USER_ID, CHANNEL_NAME)):
+            return []
+        return [
+            FieldError(
+                "to",
+                "must be a Slack channel ID (C0123ABCD), a user ID (U0123ABCD) or "
+                "#channel-name (lower case, digits, - and _, at most 80 characters)",
+            )
+        ]
+
+    def validate(self, notification: Notification) -> list[FieldError]:
+        errors = super().validate(notification)
+        if not errors and len(message_text(notification)) > self.max_body_chars:
+            errors.append(
+                FieldError("subject", f"and txt together exceed {self.max_body_chars} characters")
+            )
+        return errors
+
+    async def start(self) -> None:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
+            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+
+    async def stop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _headers(self) -> dict[str, str]:
+        token = self.settings.slack_token.reveal() if self.settings.slack_token else ""
+        return {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json; charset=utf-8",
+        }
+
+    async def send(self, notification: Notification) -> None:
+        if self._session is None:
+            raise TransientError("slack channel is not started")
+        url = f"{self.settings.slack_api_url.rstrip('/')}/chat.postMessage"
+        body = orjson.dumps({"channel": notification.to, "text": message_text(notification)})
+        try:
+            async with self._session.post(
+                url, data=body, headers=self._headers(), allow_redirects=False
+            ) as resp:
+                raw = await resp.read()
+                error = classify_response(resp.status, resp.headers, raw)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientError(f"slack request failed: {exc!r}") from exc
+        if error is not None:
+            raise error

@@ -1,0 +1,118 @@
+"""``sms``: a text message through the Twilio Messages REST API.
+
+``POST {NOTIFSVC_TWILIO_API_URL}/2010-04-01/Accounts/{sid}/Messages.json`` with the form
+fields ``To``, ``From`` and ``Body`` and HTTP basic auth ``sid:token``. ``to`` must be an
+E.164 number (``+`` and digits only) that :mod:`phonenumbers` considers valid; ``txt`` is
+at most 1,600 characters (Twilio's limit); the subject is not sent. Twilio has no
+idempotency key for messages, so a send whose answer was lost may be repeated.
+
+HTTP 429 and 5xx answers are :class:`TransientError` (honouring ``Retry-After``); other 4xx
+answers are :class:`PermanentError` carrying Twilio's error code and message.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+import phonenumbers
+
+from notifsvc.channels.base import Channel, DeliveryError, TransientError
+from notifsvc.channels.http import base_url_problem, classify_status
+from notifsvc.config import ConfigError, Secret, Settings
+from notifsvc.model import FieldError, Notification
+
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def twilio_detail(text: str) -> str:
+    """``Twilio error <code>: <message>`` from an error body, else the body itself."""
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    if isinstance(body, dict) and "code" in body and "message" in body:
+        return f"Twilio error {body['code']}: {body['message']}"
+    return text
+
+
+def classify_response(status: int, headers: Mapping[str, str], text: str) -> DeliveryError | None:
+    """None when Twilio accepted the message, otherwise the error its answer means."""
+    return classify_status("twilio", status, headers, twilio_detail(text))
+
+
+def basic_auth(login: str, password: Secret | None) -> str:
+    secret = password.reveal() if password is not None else ""
+    return "Basic " + base64.b64encode(f"{login}:{secret}".encode()).decode("ascii")
+
+
+def recipient_problem(to: str) -> str | None:
+    if not E164.fullmatch(to):
+        return "must be an E.164 phone number such as +14155552671"
+    try:
+        number = phonenumbers.parse(to, None)
+    except phonenumbers.NumberParseException:
+        return "is not a phone number"
+    if not phonenumbers.is_valid_number(number):
+        return "is not a valid phone number"
+    return None
+
+
+class SmsChannel(Channel):
+    name = "sms"
+    max_body_chars = 1_600
+
+    _session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        try:
+            settings.require("twilio_account_sid", "twilio_auth_token", "twilio_from")
+        except ConfigError as exc:
+            return "; ".join(exc.problems)
+        return base_url_problem("NOTIFSVC_TWILIO_API_URL", settings.twilio_api_url)
+
+    def validate_recipient(self, to: str) -> list[FieldError]:
+        problem = recipient_problem(to)
+        return [] if problem is None else [FieldError("to", problem)]
+
+    async def start(self) -> None:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
+            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+
+    async def stop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _url(self) -> str:
+        sid = quote(self.settings.twilio_account_sid or "", safe="")
+        return f"{self.settings.twilio_api_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
+
+    def _headers(self) -> dict[str, str]:
+        token = self.settings.twilio_auth_token
+        return {"Authorization": basic_auth(self.settings.twilio_account_sid or "", token)}
+
+    async def send(self, notification: Notification) -> None:
+        if self._session is None:
+            raise TransientError("sms channel is not started")
+        form = {
+            "To": notification.to,
+            "From": self.settings.twilio_from or "",
+            "Body": notification.txt,
+        }
+        try:
+            async with self._session.post(
+                self._url(), data=form, headers=self._headers(), allow_redirects=False
+            ) as resp:
+                text = await resp.text(errors="replace")
+                error = classify_response(resp.status, resp.headers, text)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientError(f"twilio request failed: {exc!r}") from exc
+        if error is not None:
+            raise error

@@ -1,0 +1,153 @@
+"""The email channel's validation, message building and SMTP error classification."""
+
+from __future__ import annotations
+
+import uuid
+from email.utils import parsedate_to_datetime
+
+import aiosmtplib
+import pytest
+
+from notifsvc.channels import PermanentError, TransientError
+from notifsvc.channels.email import (
+    DEFAULT_SUBJECT,
+    MAX_SUBJECT_CHARS,
+    EmailChannel,
+    build_message,
+    classify,
+)
+from notifsvc.config import Secret, Settings
+from notifsvc.model import Notification
+
+SETTINGS = Settings(smtp_host="smtp.example.com", smtp_from="Ops <ops@example.com>")
+
+
+def note(to: str = "alice@example.com", **kw: object) -> Notification:
+    fields: dict[str, object] = {"txt": "disk almost full", "accepted_at": 1_700_000_000.5}
+    fields.update(kw)
+    return Notification(uuid.uuid4(), "email", to, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "to",
+    ["alice@example.com", "a.b+tag@mail.example.org", "ü@example.de", "x@sub.example.co.uk"],
+)
+def test_accepts_addresses(to: str) -> None:
+    assert EmailChannel(SETTINGS).validate_recipient(to) == []
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "alice",
+        "alice@localhost",  # no DNS lookups, but a special-use name is still refused
+        "alice@example.com\r\nBcc: eve@example.com",
+        " alice@example.com",
+        "alice@@example.com",
+        "alice@example.com, bob@example.com",
+    ],
+)
+def test_rejects_addresses(to: str) -> None:
+    errors = EmailChannel(SETTINGS).validate_recipient(to)
+    assert [e.field for e in errors] == ["to"]
+    assert "valid email address" in errors[0].message
+
+
+@pytest.mark.parametrize("subject", ["hi\r\nBcc: eve@example.com", "a\nb", "x" * 999])
+def test_rejects_unsafe_or_long_subjects(subject: str) -> None:
+    errors = EmailChannel(SETTINGS).validate(note(subject=subject))
+    assert [e.field for e in errors] == ["subject"]
+
+
+def test_accepts_a_subject_at_the_limit() -> None:
+    assert EmailChannel(SETTINGS).validate(note(subject="x" * MAX_SUBJECT_CHARS)) == []
+
+
+def test_message_has_id_from_uuid_subject_and_stable_date() -> None:
+    n = note(subject="Disk", txt="90% full")
+    message = build_message(SETTINGS, n)
+    assert message["Message-ID"] == f"<{n.uuid}@notifsvc>"
+    assert message["Subject"] == "Disk"
+    assert message["From"] == "Ops <ops@example.com>"
+    assert message["To"] == "alice@example.com"
+    assert parsedate_to_datetime(message["Date"]).timestamp() == 1_700_000_000
+    assert message.get_content().strip() == "90% full"
+    assert build_message(SETTINGS, n).as_bytes() == message.as_bytes()
+
+
+def test_message_without_subject_gets_the_default() -> None:
+    assert build_message(SETTINGS, note())["Subject"] == DEFAULT_SUBJECT
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        (Settings(smtp_from="a@example.com"), "NOTIFSVC_SMTP_HOST"),
+        (Settings(smtp_host="smtp.example.com"), "NOTIFSVC_SMTP_FROM"),
+        (Settings(smtp_host="h.example.com", smtp_from="not-an-address"), "NOTIFSVC_SMTP_FROM"),
+        (
+            Settings(smtp_host="h.example.com", smtp_from="a@example.com", smtp_username="u"),
+            "NOTIFSVC_SMTP_PASSWORD",
+        ),
+    ],
+)
+def test_disabled_reasons(settings: Settings, variable: str) -> None:
+    reason = EmailChannel.disabled_reason(settings)
+    assert reason is not None
+    assert variable in reason
+
+
+def test_from_address_may_have_a_display_name() -> None:
+    assert EmailChannel.disabled_reason(SETTINGS) is None
+
+
+def test_enabled_with_credentials() -> None:
+    settings = Settings(
+        smtp_host="h.example.com",
+        smtp_from="a@example.com",
+        smtp_username="u",
+        smtp_password=Secret("p"),
+    )
+    assert EmailChannel.disabled_reason(settings) is None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        aiosmtplib.SMTPDataError(451, "4.3.0 try again later"),
+        aiosmtplib.SMTPSenderRefused(421, "4.7.0 too many connections", "a@example.com"),
+        aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(450, "4.2.1 mailbox busy", "b@example.com")]
+        ),
+        aiosmtplib.SMTPServerDisconnected("Connection lost"),
+        aiosmtplib.SMTPConnectError("Error connecting to smtp.example.com on port 587"),
+        aiosmtplib.SMTPConnectTimeoutError("Timed out connecting"),
+        aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError(),
+    ],
+)
+def test_transient_smtp_failures(exc: Exception) -> None:
+    assert isinstance(classify(exc), TransientError)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        aiosmtplib.SMTPDataError(554, "5.7.1 message rejected as spam"),
+        aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 mailbox unavailable", "b@example.com")]
+        ),
+        aiosmtplib.SMTPAuthenticationError(535, "5.7.8 authentication failed"),
+        aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server"),
+        aiosmtplib.SMTPException("SMTP STARTTLS extension not supported by server."),
+    ],
+)
+def test_permanent_smtp_failures(exc: Exception) -> None:
+    assert isinstance(classify(exc), PermanentError)
+
+
+def test_classified_error_carries_the_reply() -> None:
+    error = classify(aiosmtplib.SMTPDataError(550, "5.1.1 mailbox unavailable"))
+    assert "550" in str(error)
+    assert "mailbox unavailable" in str(error)
