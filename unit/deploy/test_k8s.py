@@ -1,0 +1,394 @@
+"""The Kubernetes manifests, rendered offline with kustomize and checked against the
+Kubernetes schemas (kubernetes-validate --strict), the custom resources' field lists, and
+what the code expects (settings, topics, consumer groups, ports, drain times)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import inspect
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from notifsvc import channels, config, topics
+from notifsvc.kafka import Producer
+from notifsvc.notificator import Notificator
+from notifsvc.router import Router
+from unit.deploy.support import (
+    CHANNELS,
+    K8S,
+    OVERLAYS,
+    SECRET_TEMPLATE,
+    Doc,
+    container_env,
+    containers,
+    jsonschema,
+    k8s_stages,
+    load_yaml,
+    named,
+    of_kind,
+    render,
+    selects,
+    stage_of,
+    workloads,
+)
+
+#: Oldest Kubernetes the manifests target, and the newest schemas kubernetes-validate has.
+K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+CUSTOM_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "ScaledObject", "CrdbCluster"}
+ZONE = "topology.kubernetes.io/zone"
+
+
+@functools.cache
+def crd_schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = load_yaml(Path(__file__).with_name("crd_schemas.yaml"))["schemas"]
+    return schemas
+
+
+def crd_errors(doc: Doc) -> list[str]:
+    schema = crd_schemas().get(f"{doc['apiVersion']}/{doc['kind']}")
+    if schema is None:
+        return [f"no field list for {doc['apiVersion']} {doc['kind']}"]
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)
+    ]
+
+
+def settings_of(env: dict[str, str]) -> config.Settings:
+    return config.load(env)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_into_its_namespace(overlay: str) -> None:
+    docs = render(overlay)
+    namespace = of_kind(docs, "Namespace")
+    assert len(namespace) == 1
+    name = namespace[0]["metadata"]["name"]
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == name, doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "notifsvc"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_builtin_resource_passes_kubernetes_validate_strict(
+    overlay: str, version: str
+) -> None:
+    problems = []
+    for doc in render(overlay):
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(map(str, exc.path))
+            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {path}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            problems.append(exc.message)
+    assert not problems, "\n".join(problems)
+
+
+def test_secret_template_passes_kubernetes_validate_strict() -> None:
+    template = load_yaml(SECRET_TEMPLATE)
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(template, version, strict=True)
+    base = load_yaml(K8S / "base" / "kustomization.yaml")
+    assert SECRET_TEMPLATE.name not in base["resources"], "the template must not be applied"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_custom_resources_use_only_known_fields(overlay: str) -> None:
+    docs = render(overlay)
+    assert {d["kind"] for d in docs} >= CUSTOM_KINDS
+    problems = [
+        f"{doc['kind']}/{doc['metadata']['name']}: {error}"
+        for doc in docs
+        if doc["kind"] in CUSTOM_KINDS
+        for error in crd_errors(doc)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checks_catch_mistakes() -> None:
+    """Each validator rejects a typical slip, so a green run means something."""
+    docs = render("dev")
+    deployment = copy.deepcopy(named(docs, "Deployment", "notifsvc-router"))
+    deployment["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+    scaled = copy.deepcopy(named(docs, "ScaledObject", "notifsvc-router"))
+    scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 2000
+    topic = copy.deepcopy(of_kind(docs, "KafkaTopic")[0])
+    del topic["metadata"]["labels"]["strimzi.io/cluster"]
+    crdb = copy.deepcopy(of_kind(docs, "CrdbCluster")[0])
+    crdb["spec"]["node"] = crdb["spec"].pop("nodes")
+    for broken in (scaled, topic, crdb):
+        assert crd_errors(broken), broken["kind"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_stage_starts_with_known_and_required_settings(overlay: str) -> None:
+    stages = k8s_stages(overlay)
+    deployed = sorted(s.channel for s in stages if s.channel)
+    assert deployed == sorted(CHANNELS)
+    assert {s.stage for s in stages} == {"receiver", "router", "notificator"}
+    known = config.known_variables()
+    for stage in stages:
+        unknown = sorted(k for k in stage.env if k.startswith(config.PREFIX) and k not in known)
+        assert not unknown, f"{stage.where}: unknown settings {unknown}"
+        settings = settings_of(stage.env)  # parses every value as the stage would
+        settings.require("kafka_bootstrap", "database_url")
+        if stage.channel is not None:
+            assert stage.channel in channels.REGISTRY, f"{stage.where}: no such channel"
+            assert stage.channel not in channels.disabled(settings), stage.where
+        if stage.stage == "receiver":
+            # The receiver accepts only destinations whose channel is configured.
+            assert set(deployed) <= set(channels.enabled(settings)), stage.where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migration_job_runs_migrate_with_the_stage_settings(overlay: str) -> None:
+    docs = render(overlay)
+    job = named(docs, "Job", "notifsvc-migrate")
+    (container,) = containers(job)
+    assert container["command"] == ["notifsvc", "migrate"]
+    env = container_env(docs, container)
+    settings_of(env).require("database_url")
+    receiver = named(docs, "Deployment", "notifsvc-receiver")
+    receiver_env = container_env(docs, containers(receiver)[0])
+    assert env["NOTIFSVC_DATABASE_URL"] == receiver_env["NOTIFSVC_DATABASE_URL"]
+
+
+def test_secret_values_never_sit_in_the_configmap() -> None:
+    secret_vars = {
+        config.env_name(f.name) for f in dataclasses.fields(config.Settings) if f.metadata["secret"]
+    }
+    for overlay in OVERLAYS:
+        for configmap in of_kind(render(overlay), "ConfigMap"):
+            leaked = secret_vars & set(configmap["data"])
+            assert not leaked, f"{overlay}: {sorted(leaked)} belong in the Secret"
+    template_keys = set(load_yaml(SECRET_TEMPLATE)["stringData"])
+    assert template_keys <= config.known_variables()
+    assert "NOTIFSVC_DATABASE_URL" in template_keys
+
+
+def _consumer(settings: config.Settings, stage: str, channel: str | None) -> Router | Notificator:
+    if stage == "router":
+        return Router(settings)
+    assert channel is not None
+    return Notificator(settings, channels.REGISTRY[channel](settings))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_scaledobjects_follow_the_consumer_group_and_its_partitions(overlay: str) -> None:
+    """KEDA watches the group and topic the stage really consumes, and never scales a group
+    past the topic's partitions (members beyond that would sit idle)."""
+    docs = render(overlay)
+    partitions = {
+        t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")
+    }
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in of_kind(docs, "ScaledObject")}
+    consumers = [
+        d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] != "notifsvc-receiver"
+    ]
+    assert sorted(scaled) == sorted(d["metadata"]["name"] for d in consumers)
+    for deployment in consumers:
+        container = containers(deployment)[0]
+        found = stage_of(container["command"])
+        assert found is not None
+        settings = settings_of(container_env(docs, container))
+        member = _consumer(settings, *found)
+        (trigger,) = scaled[deployment["metadata"]["name"]]["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert meta["consumerGroup"] == member.consumer._config["group.id"]
+        assert [meta["topic"]] == member.consumer._topics
+        assert meta["bootstrapServers"] == settings.bootstrap
+        assert meta["allowIdleConsumers"] == "false"
+        spec = scaled[deployment["metadata"]["name"]]["spec"]
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions[meta["topic"]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_topics_match_the_pipeline_and_the_settings(overlay: str) -> None:
+    docs = render(overlay)
+    (stage, *_) = [s for s in k8s_stages(overlay) if s.stage == "router"]
+    settings = settings_of(stage.env)
+    kafka_topics = {t["spec"]["topicName"]: t["spec"] for t in of_kind(docs, "KafkaTopic")}
+    assert set(kafka_topics) == set(topics.all_topics(settings, list(CHANNELS)))
+    (kafka,) = of_kind(docs, "Kafka")
+    (pool,) = of_kind(docs, "KafkaNodePool")
+    assert pool["spec"]["replicas"] >= 3
+    assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2
+    for name, spec in kafka_topics.items():
+        # `notifsvc topics create` would create the same shape (NOTIFSVC_TOPIC_*).
+        assert spec["partitions"] == settings.topic_partitions, name
+        assert spec["replicas"] == settings.topic_replication == 3, name
+        assert spec["config"]["min.insync.replicas"] == 2, name
+        assert spec["replicas"] <= pool["spec"]["replicas"], name
+    for topic in of_kind(docs, "KafkaTopic") + of_kind(docs, "KafkaNodePool"):
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+
+
+def _probe_port(container: Doc, probe: Doc) -> int:
+    port = (probe.get("httpGet") or probe["tcpSocket"])["port"]
+    by_name = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return int(by_name.get(port, port))
+
+
+def _notificator_drain_s(settings: config.Settings, member: Notificator) -> float:
+    """Longest a batch can take after SIGTERM: every attempt of a send timing out, the
+    backoff between attempts at its cap, then the dead letters' produce timing out."""
+    wait: Any = member._retrying().wait
+    cap = float(wait.fallback.max)
+    sends = settings.max_attempts * settings.send_timeout_ms / 1000
+    return sends + (settings.max_attempts - 1) * cap + _producer_timeout_s()
+
+
+def _producer_timeout_s() -> float:
+    return float(inspect.signature(Producer.__init__).parameters["timeout_ms"].default) / 1000
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_resources_and_grace_periods(overlay: str) -> None:
+    docs = render(overlay)
+    for deployment in of_kind(docs, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        container = containers(deployment)[0]
+        settings = settings_of(container_env(docs, container))
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][kind]), kind
+        found = stage_of(container["command"])
+        assert found is not None
+        grace = pod["terminationGracePeriodSeconds"]
+        ready, live = container["readinessProbe"], container["livenessProbe"]
+        if found[0] == "receiver":
+            assert ready["httpGet"]["path"] == "/readyz"
+            assert live["httpGet"]["path"] == "/healthz"
+            assert (
+                _probe_port(container, ready) == _probe_port(container, live) == settings.http_port
+            )
+            pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+            assert grace > pre_stop + settings.produce_timeout_ms / 1000
+            continue
+        assert (
+            _probe_port(container, ready) == _probe_port(container, live) == settings.metrics_port
+        )
+        assert settings.metrics_port > 0
+        if found[0] == "router":
+            assert grace > _producer_timeout_s()
+        else:
+            member = _consumer(settings, *found)
+            assert isinstance(member, Notificator)
+            assert grace > _notificator_drain_s(settings, member)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_has_service_autoscaler_and_disruption_budget(overlay: str) -> None:
+    docs = render(overlay)
+    for deployment in of_kind(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
+        assert "replicas" not in deployment["spec"], f"{name}: the autoscaler owns replicas"
+        targets = [
+            h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")
+        ]
+        targets += [s["spec"]["scaleTargetRef"]["name"] for s in of_kind(docs, "ScaledObject")]
+        assert targets.count(name) == 1, f"{name}: exactly one autoscaler"
+        budgets = [
+            p
+            for p in of_kind(docs, "PodDisruptionBudget")
+            if selects(p["spec"]["selector"]["matchLabels"], labels)
+        ]
+        assert len(budgets) == 1, name
+        services = [s for s in of_kind(docs, "Service") if selects(s["spec"]["selector"], labels)]
+        assert len(services) == 1, name
+        ports = {p["name"] for p in containers(deployment)[0]["ports"]}
+        assert {p["targetPort"] for p in services[0]["spec"]["ports"]} <= ports
+    (hpa,) = of_kind(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_stages_prefer_the_zones_of_kafka_and_cockroachdb(overlay: str) -> None:
+    docs = render(overlay)
+    kafka = of_kind(docs, "Kafka")[0]["metadata"]["name"]
+    crdb = of_kind(docs, "CrdbCluster")[0]["metadata"]["name"]
+    assert of_kind(docs, "Kafka")[0]["spec"]["kafka"]["rack"]["topologyKey"] == ZONE
+    for deployment in of_kind(docs, "Deployment"):
+        terms = deployment["spec"]["template"]["spec"]["affinity"]["podAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        selectors = [t["podAffinityTerm"]["labelSelector"]["matchLabels"] for t in terms]
+        assert all(t["podAffinityTerm"]["topologyKey"] == ZONE for t in terms)
+        assert {"strimzi.io/cluster": kafka, "strimzi.io/broker-role": "true"} in selectors
+        assert {
+            "app.kubernetes.io/name": "cockroachdb",
+            "app.kubernetes.io/instance": crdb,
+        } in selectors
+
+
+def _allowed(policies: list[Doc], labels: dict[str, str], direction: str) -> list[Doc]:
+    """The rules of every policy of this direction that selects a pod with ``labels``."""
+    key = direction.lower()
+    return [
+        rule
+        for p in policies
+        if direction in p["spec"]["policyTypes"]
+        and selects(p["spec"]["podSelector"]["matchLabels"], labels)
+        for rule in p["spec"].get(key, [])
+    ]
+
+
+def _ports(rules: list[Doc]) -> set[int]:
+    return {port["port"] for rule in rules for port in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_open_only_what_each_stage_needs(overlay: str) -> None:
+    docs = render(overlay)
+    policies = of_kind(docs, "NetworkPolicy")
+    deny = [p for p in policies if not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert len(deny) == 1 and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    for workload in workloads(docs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selects(deny[0]["spec"]["podSelector"]["matchLabels"], labels)
+        egress = _allowed(policies, labels, "Egress")
+        assert {53, 9092, 26257} <= _ports(egress), workload["metadata"]["name"]
+        provider = 443 in _ports(egress)
+        assert provider == (labels.get("notifsvc/stage") == "notificator"), workload["metadata"][
+            "name"
+        ]
+        ingress = _ports(_allowed(policies, labels, "Ingress"))
+        own = {p["containerPort"] for c in containers(workload) for p in c.get("ports", [])}
+        assert own <= ingress, workload["metadata"]["name"]
+
+
+def test_notificator_manifests_differ_only_by_channel() -> None:
+    base = K8S / "base"
+    reference = (base / "notificator-log.yaml").read_text()
+    for channel in CHANNELS:
+        text = (base / f"notificator-{channel}.yaml").read_text()
+        assert text.replace(channel, "log") == reference, channel
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    assert {f"notificator-{c}.yaml" for c in CHANNELS} <= set(kustomization["resources"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_pinned(overlay: str) -> None:
+    docs = render(overlay)
+    images = {c["image"] for w in workloads(docs) for c in containers(w)}
+    assert len(images) == 1, "one image for every stage"
+    (image,) = images
+    name, _, tag = image.rpartition(":")
+    assert name and tag and tag != "latest", image
+    crdb = of_kind(docs, "CrdbCluster")[0]["spec"]["image"]["name"]
+    assert not crdb.endswith(":latest"), crdb
