@@ -99,6 +99,11 @@ class EmbeddedPostgres:
         self._bin = _binaries()
         if self.base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="notifsvc-pg-"))
+        elif self._user is not None and not _reachable_by_others(self.base_dir.parent):
+            raise RuntimeError(
+                f"{self.base_dir.parent} (or a folder above it) is closed to other users, "
+                f"so PostgreSQL, running as {self._user}, could not reach its data"
+            )
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir.chmod(0o755)
         if self._user is not None:
