@@ -23,7 +23,14 @@ from notifsvc.kafka import Consumer, KafkaError, Record, next_offsets
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Record]], Awaitable[None]]
-RETRIABLE = (StoreUnavailable, KafkaError)
+
+
+class Postponed(Exception):
+    """A handler cannot finish its batch yet; the batch is tried again (or, when stopping,
+    left uncommitted for the next owner)."""
+
+
+RETRIABLE = (StoreUnavailable, KafkaError, Postponed)
 
 
 def backoff(attempt: int, *, base: float = 0.2, cap: float = 5.0) -> float:

@@ -1,96 +1,101 @@
 """A notificator: delivers one channel's notifications and records each outcome.
 
-Per batch: drop UUIDs already sent or failed, send the rest concurrently (bounded), retry
-retriable errors in process with backoff (honouring ``Retry-After``), write every outcome
-in one statement, dead-letter the failures, and only then commit the batch's offsets.
-Outcomes survive a retried batch, so a database outage after a send does not send again.
+It reads the channel's four lanes (high, normal and low priority, and retry) with one
+consumer each, so that a backlog in one lane never holds up another; low priority gets a
+quarter of the send slots. Per batch: drop UUIDs already sent or failed, deliver the rest
+concurrently under the channel's :class:`~notifsvc.delivery.DeliveryPolicy`, write every
+outcome in one statement, send failures to the DLQ and postponed ones to the retry lane,
+and only then commit. Outcomes survive a retried batch, so a database outage after a send
+does not send again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid as uuid_mod
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-from tenacity.wait import wait_base
-
 from notifsvc import metrics, topics
-from notifsvc.batching import BatchLoop
-from notifsvc.channels import Channel, DeliveryError, TransientError
+from notifsvc.batching import BatchLoop, Postponed
+from notifsvc.channels import Channel
 from notifsvc.config import Settings
-from notifsvc.db.store import Outcome, Store
+from notifsvc.db.store import Store
 from notifsvc.deadletter import Message, dead_letter
-from notifsvc.kafka import Consumer, Producer, Record
+from notifsvc.delivery import Delivery, DeliveryPolicy
+from notifsvc.kafka import Consumer, Headers, Producer, Record
 from notifsvc.model import InvalidNotification, Notification, State
 
 log = logging.getLogger(__name__)
 
-
-class _RetryAfter(wait_base):
-    """Wait what the provider asked for, else exponential backoff with jitter."""
-
-    def __init__(self, fallback: wait_base, cap: float) -> None:
-        self.fallback = fallback
-        self.cap = cap
-
-    def __call__(self, retry_state: object) -> float:
-        outcome = getattr(retry_state, "outcome", None)
-        exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, DeliveryError) and exc.retry_after is not None:
-            return min(exc.retry_after, self.cap)
-        return float(self.fallback(retry_state))  # type: ignore[arg-type]
-
-
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, DeliveryError) and exc.retriable
+ATTEMPTS = "notifsvc-attempts"
+NOT_BEFORE = "notifsvc-not-before"
+#: Longest a retry-lane batch waits for its due time before handing back (poll interval).
+MAX_WAIT = 60.0
 
 
 class Notificator:
     def __init__(self, settings: Settings, channel: Channel, *, store: Store | None = None) -> None:
         self.settings = settings
         self.channel = channel
-        name = f"notifsvc-notificator-{channel.name}"
+        self.name = f"notifsvc-notificator-{channel.name}"
         self.store = store or Store(settings.dsn)
-        self.producer = Producer(settings, client_id=name)
-        self.consumer = Consumer(
-            settings,
-            group_id=settings.topic(name),
-            topics=[topics.channel(settings, channel.name)],
-            client_id=name,
-        )
-        self.loop = BatchLoop(
-            self.consumer,
-            self.handle,
-            batch_size=settings.batch_size,
-            batch_timeout=settings.batch_timeout_ms / 1000,
-            name=f"notificator[{channel.name}]",
-        )
-        self._limit = asyncio.Semaphore(settings.send_concurrency)
-        self._done: dict[uuid_mod.UUID, Outcome] = {}
+        self.producer = Producer(settings, client_id=self.name)
+        self.policy = DeliveryPolicy(settings, channel)
+        self.consumers: dict[str, Consumer] = {}
+        self.loops: dict[str, BatchLoop] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._done: dict[str, dict[uuid_mod.UUID, Delivery]] = {}
+        for lane in topics.LANES:
+            self._add_lane(lane)
+        self._stopping = asyncio.Event()
         self.sent = 0
         self.failed = 0
+        self.retried = 0
+
+    def _add_lane(self, lane: str) -> None:
+        suffix = "" if lane == "normal" else f"-{lane}"
+        consumer = Consumer(
+            self.settings,
+            group_id=self.settings.topic(self.name + suffix),
+            topics=[topics.channel(self.settings, self.channel.name, lane)],
+            client_id=self.name + suffix,
+        )
+        self.consumers[lane] = consumer
+        self.loops[lane] = BatchLoop(
+            consumer,
+            functools.partial(self.handle, lane),
+            batch_size=self.settings.batch_size,
+            batch_timeout=self.settings.batch_timeout_ms / 1000,
+            name=f"notificator[{self.channel.name}:{lane}]",
+        )
+        share = 4 if lane == "low" else 1
+        self._slots[lane] = asyncio.Semaphore(max(1, self.settings.send_concurrency // share))
+        self._done[lane] = {}
 
     async def start(self) -> None:
         await self.channel.start()
         await self.store.start()
         await self.producer.start()
-        await self.consumer.start()
+        await asyncio.gather(*(c.start() for c in self.consumers.values()))
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        await asyncio.gather(*(c.stop() for c in self.consumers.values()))
         await self.producer.stop()
         await self.store.stop()
         await self.channel.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await self.loop.run(stopping)
+        self._stopping = stopping
+        async with asyncio.TaskGroup() as group:
+            for loop in self.loops.values():
+                group.create_task(loop.run(stopping))
 
     def _decode(
         self, records: list[Record]
-    ) -> tuple[dict[uuid_mod.UUID, Notification], list[Message]]:
-        unique: dict[uuid_mod.UUID, Notification] = {}
+    ) -> tuple[dict[uuid_mod.UUID, tuple[Notification, int]], list[Message]]:
+        unique: dict[uuid_mod.UUID, tuple[Notification, int]] = {}
         poison: list[Message] = []
         stage = f"notificator[{self.channel.name}]"
         for record in records:
@@ -99,78 +104,74 @@ class Notificator:
             except InvalidNotification as exc:
                 poison.append(dead_letter(self.settings, record, reason=str(exc), stage=stage))
                 continue
-            unique.setdefault(n.uuid, n)
+            prior = int(record.header(ATTEMPTS) or 0)
+            unique.setdefault(n.uuid, (n, prior))
         return unique, poison
 
-    async def handle(self, records: list[Record]) -> None:
+    async def handle(self, lane: str, records: list[Record]) -> None:
+        if lane == "retry":
+            await self._until_due(records)
         unique, poison = self._decode(records)
         finished = await self.store.finished(list(unique))
-        todo = [n for u, n in unique.items() if u not in finished]
-        outcomes = await asyncio.gather(*(self._deliver(n) for n in todo))
-        await self.store.record(outcomes)
-        failed = [o for o in outcomes if o.state is State.FAILED]
-        await self.producer.send_all(poison + [self._dead(unique[o.uuid], o) for o in failed])
-        self._account(outcomes, len(failed), skipped=len(unique) - len(todo), poison=len(poison))
-        self._done.clear()
+        todo = [v for u, v in unique.items() if u not in finished]
+        deliveries = await asyncio.gather(*(self._deliver(lane, n, prior) for n, prior in todo))
+        await self.store.record([d.outcome() for d in deliveries])
+        await self.producer.send_all(
+            poison + [self._next_hop(d) for d in deliveries if d.state is not State.SENT]
+        )
+        self._account(deliveries, skipped=len(unique) - len(todo), poison=len(poison))
+        self._done[lane].clear()
 
-    def _account(self, outcomes: list[Outcome], failed: int, *, skipped: int, poison: int) -> None:
-        name = self.channel.name
-        self.sent += len(outcomes) - failed
-        self.failed += failed
-        metrics.SENDS.labels(name, "sent").inc(len(outcomes) - failed)
-        metrics.SENDS.labels(name, "failed").inc(failed)
-        metrics.SENDS.labels(name, "skipped").inc(skipped)
-        metrics.DLQ.labels(f"notificator[{name}]").inc(failed + poison)
+    async def _until_due(self, records: list[Record]) -> None:
+        due = max(float(r.header(NOT_BEFORE) or 0) for r in records)
+        wait = due - time.time()
+        if wait <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._stopping.wait(), min(wait, MAX_WAIT))
+        except TimeoutError:
+            if wait > MAX_WAIT:
+                raise Postponed(f"retry batch due in {wait:.0f}s") from None
+            return
+        raise Postponed("stopping before the retry batch was due")
 
-    def _dead(self, n: Notification, outcome: Outcome) -> Message:
+    async def _deliver(self, lane: str, n: Notification, prior: int) -> Delivery:
+        done = self._done[lane].get(n.uuid)
+        if done is None:
+            done = await self.policy.deliver(n, prior=prior, slots=self._slots[lane])
+            self._done[lane][n.uuid] = done
+        return done
+
+    def _next_hop(self, d: Delivery) -> Message:
+        """Where a notification goes when it was not sent: the retry lane or the DLQ."""
+        n = d.notification
+        if d.state is State.FORWARDED:
+            due = time.time() + self.policy.retry_delay(d)
+            headers: Headers = (
+                (ATTEMPTS, str(d.total).encode()),
+                (NOT_BEFORE, f"{due:.3f}".encode()),
+            )
+            return (
+                topics.channel(self.settings, self.channel.name, "retry"),
+                n.encode(),
+                n.key,
+                headers,
+            )
         headers = (
-            ("notifsvc-error", (outcome.error or "").encode()[:2000]),
+            ("notifsvc-error", (d.error or "").encode()[:2000]),
             ("notifsvc-stage", f"notificator[{self.channel.name}]".encode()),
-            ("notifsvc-attempts", str(outcome.attempts).encode()),
+            (ATTEMPTS, str(d.total).encode()),
         )
         return topics.dlq(self.settings), n.encode(), n.key, headers
 
-    async def _deliver(self, n: Notification) -> Outcome:
-        if (done := self._done.get(n.uuid)) is not None:
-            return done
-        attempts = 0
-        try:
-            async for attempt in self._retrying():
-                with attempt:
-                    attempts += 1
-                    async with self._limit:
-                        await self._send(n, attempts)
-            outcome = Outcome(n.uuid, State.SENT, attempts)
-            metrics.END_TO_END.labels(self.channel.name).observe(
-                max(0.0, time.time() - n.accepted_at)
-            )
-        except DeliveryError as exc:
-            log.warning(
-                "%s: %s failed after %d attempts: %s", self.channel.name, n.uuid, attempts, exc
-            )
-            outcome = Outcome(n.uuid, State.FAILED, attempts, str(exc))
-        self._done[n.uuid] = outcome
-        return outcome
-
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            retry=retry_if_exception(_retriable),
-            wait=_RetryAfter(
-                wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1), cap=30.0
-            ),
-            stop=stop_after_attempt(self.settings.max_attempts),
-            reraise=True,
-        )
-
-    async def _send(self, n: Notification, attempt: int) -> None:
-        if attempt > 1:
-            metrics.RETRIES.labels(self.channel.name).inc()
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.settings.send_timeout_ms / 1000):
-                await self.channel.send(n)
-        except TimeoutError as exc:
-            raise TransientError(f"{self.channel.name} send timed out") from exc
-        finally:
-            elapsed = time.monotonic() - started
-            metrics.PROVIDER_SECONDS.labels(self.channel.name).observe(elapsed)
+    def _account(self, deliveries: list[Delivery], *, skipped: int, poison: int) -> None:
+        name = self.channel.name
+        counts = {s: sum(d.state is s for d in deliveries) for s in State}
+        self.sent += counts[State.SENT]
+        self.failed += counts[State.FAILED]
+        self.retried += counts[State.FORWARDED]
+        metrics.SENDS.labels(name, "sent").inc(counts[State.SENT])
+        metrics.SENDS.labels(name, "failed").inc(counts[State.FAILED])
+        metrics.SENDS.labels(name, "postponed").inc(counts[State.FORWARDED])
+        metrics.SENDS.labels(name, "skipped").inc(skipped)
+        metrics.DLQ.labels(f"notificator[{name}]").inc(counts[State.FAILED] + poison)

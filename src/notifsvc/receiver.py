@@ -117,25 +117,25 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-async def _read_json(request: web.Request) -> object:
-    settings = request.app[SETTINGS]
+async def _read_json(request: web.Request, limit: int) -> object:
+    """The JSON body, refusing one over ``limit`` bytes before reading it whole."""
     if request.content_type != "application/json":
         raise _Reject(problem(415, "Unsupported Media Type", "send Content-Type: application/json"))
-    too_large = problem(
-        413, "Payload Too Large", f"the body is over {settings.max_body_bytes} bytes"
-    )
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+    too_large = problem(413, "Payload Too Large", f"the body is over {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
         raise _Reject(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _Reject(too_large)
+        chunks.append(chunk)
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _Reject(too_large) from None
-    try:
-        return orjson.loads(raw)
+        return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
-        raise _Reject(
-            problem(400, "Malformed JSON", f"the body is not valid JSON: {exc}")
-        ) from None
+        detail = f"the body is not valid JSON: {exc}"
+        raise _Reject(problem(400, "Malformed JSON", detail)) from None
 
 
 def validate(app: web.Application, data: object) -> Notification:
@@ -187,8 +187,9 @@ def _unavailable() -> web.Response:
 
 
 async def post_notification(request: web.Request) -> web.Response:
+    limit = request.app[SETTINGS].max_body_bytes
     try:
-        notification = validate(request.app, await _read_json(request))
+        notification = validate(request.app, await _read_json(request, limit))
         await _store_one(request.app, notification)
     except _Reject as reject:
         return reject.response
@@ -200,8 +201,9 @@ async def post_notification(request: web.Request) -> web.Response:
 async def post_notifications(request: web.Request) -> web.Response:
     """Up to ``max_batch_items`` notifications; each item is accepted or rejected on its own."""
     app = request.app
+    settings = app[SETTINGS]
     try:
-        items = _batch_items(app[SETTINGS], await _read_json(request))
+        items = _batch_items(settings, await _read_json(request, settings.max_batch_bytes))
         if API_KEY in request and len(items) > 1:
             await app[GATE].admit(request[API_KEY], len(items) - 1)
     except _Reject as reject:
@@ -318,7 +320,7 @@ async def docs_page(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     """The receiver's application; its producer and store start with the app."""
     app = web.Application(
-        middlewares=[observe, authenticate], client_max_size=settings.max_body_bytes
+        middlewares=[observe, authenticate], client_max_size=settings.max_batch_bytes
     )
     app[SETTINGS] = settings
     app[PRODUCER] = Producer(

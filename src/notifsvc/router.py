@@ -96,8 +96,7 @@ class Router:
         existing = await self.store.lookup([u for u in plan.unique if u not in inserted])
         forward = [plan.unique[u] for u in inserted] + self._unforwarded(plan, existing)
         await self.producer.send_all(
-            [(topics.channel(self.settings, n.channel), n.encode(), n.key, ()) for n in forward]
-            + plan.poison
+            [(self._lane_topic(n), n.encode(), n.key, ()) for n in forward] + plan.poison
         )
         await self.store.mark_forwarded([n.uuid for n in forward])
         await self.store.add_conflicts(dict(plan.conflicts))
@@ -116,6 +115,9 @@ class Router:
         if plan.poison:
             metrics.DLQ.labels("router").inc(len(plan.poison))
             log.warning("router: %d poison messages sent to the DLQ", len(plan.poison))
+
+    def _lane_topic(self, n: Notification) -> str:
+        return topics.channel(self.settings, n.channel, n.priority.value)
 
     @staticmethod
     def _unforwarded(plan: Plan, existing: dict[uuid_mod.UUID, StoredRow]) -> list[Notification]:

@@ -16,10 +16,20 @@ def dlq(settings: Settings) -> str:
     return settings.topic(DLQ)
 
 
-def channel(settings: Settings, name: str) -> str:
-    return settings.topic(f"notifications.{name}")
+#: Each channel has one topic per lane, so that a backlog in one lane never delays another:
+#: ``high`` and ``low`` priority next to the ``normal`` one, and ``retry`` for sends that
+#: failed for now and are taken up again when due.
+LANES = ("high", "normal", "low", "retry")
+
+
+def channel(settings: Settings, name: str, lane: str = "normal") -> str:
+    if lane not in LANES:
+        raise ValueError(f"unknown lane {lane!r}")
+    suffix = "" if lane == "normal" else f".{lane}"
+    return settings.topic(f"notifications.{name}{suffix}")
 
 
 def all_topics(settings: Settings, channels: list[str]) -> list[str]:
     """Every topic the pipeline uses with these channels."""
-    return [outstanding(settings), dlq(settings)] + [channel(settings, c) for c in channels]
+    lanes = [channel(settings, c, lane) for c in channels for lane in LANES]
+    return [outstanding(settings), dlq(settings), *lanes]

@@ -206,14 +206,20 @@ def test_scaledobjects_follow_the_consumer_group_and_its_partitions(overlay: str
         assert found is not None
         settings = settings_of(container_env(docs, container))
         member = _consumer(settings, *found)
-        (trigger,) = scaled[deployment["metadata"]["name"]]["spec"]["triggers"]
-        meta = trigger["metadata"]
-        assert meta["consumerGroup"] == member.consumer._config["group.id"]
-        assert [meta["topic"]] == member.consumer._topics
-        assert meta["bootstrapServers"] == settings.bootstrap
-        assert meta["allowIdleConsumers"] == "false"
+        triggers = [
+            t["metadata"] for t in scaled[deployment["metadata"]["name"]]["spec"]["triggers"]
+        ]
+        groups = [member.consumer] if isinstance(member, Router) else member.consumers.values()
+        assert sorted((m["consumerGroup"], [m["topic"]]) for m in triggers) == sorted(
+            (c._config["group.id"], c._topics) for c in groups
+        )
         spec = scaled[deployment["metadata"]["name"]]["spec"]
-        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions[meta["topic"]]
+        for meta in triggers:
+            assert meta["bootstrapServers"] == settings.bootstrap
+            assert meta["allowIdleConsumers"] == "false"
+            assert (
+                1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions[meta["topic"]]
+            )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -244,12 +250,10 @@ def _probe_port(container: Doc, probe: Doc) -> int:
 
 
 def _notificator_drain_s(settings: config.Settings, member: Notificator) -> float:
-    """Longest a batch can take after SIGTERM: every attempt of a send timing out, the
-    backoff between attempts at its cap, then the dead letters' produce timing out."""
-    wait: Any = member._retrying().wait
-    cap = float(wait.fallback.max)
-    sends = settings.max_attempts * settings.send_timeout_ms / 1000
-    return sends + (settings.max_attempts - 1) * cap + _producer_timeout_s()
+    """Longest a batch can take after SIGTERM: the policy's worst pass over a notification
+    (every send timing out, throttles and backoff at their caps), then the produce of dead
+    letters and retries timing out."""
+    return member.policy.worst_case_seconds() + _producer_timeout_s()
 
 
 def _producer_timeout_s() -> float:
