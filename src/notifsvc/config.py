@@ -93,6 +93,13 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _log_format(raw: str) -> str:
+    fmt = raw.strip().lower()
+    if fmt not in {"auto", "json", "text"}:
+        raise ValueError("expected auto, json or text")
+    return fmt
+
+
 def _smtp_tls(raw: str) -> str:
     mode = raw.strip().lower()
     if mode not in {"none", "starttls", "tls"}:
@@ -127,6 +134,7 @@ class Settings:
     http_host: str = field(default="127.0.0.1", metadata=_spec(str))
     http_port: int = field(default=8090, metadata=_spec(_port))
     log_level: str = field(default="INFO", metadata=_spec(_log_level))
+    log_format: str = field(default="auto", metadata=_spec(_log_format))
     topic_prefix: str = field(default="", metadata=_spec(str))
     topic_partitions: int = field(default=8, metadata=_spec(_positive_int))
     topic_replication: int = field(default=1, metadata=_spec(_positive_int))

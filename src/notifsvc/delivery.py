@@ -117,12 +117,13 @@ class DeliveryPolicy:
         total = prior + attempts
         error = str(exc)
         if not exc.retriable or total >= self.settings.max_attempts:
-            log.warning(
-                "%s: %s failed after %d attempts: %s", self.channel.name, n.uuid, total, error
-            )
+            context = {"uuid": n.uuid, "channel": self.channel.name}
+            log.warning("%s failed after %d attempts: %s", n.uuid, total, error, extra=context)
             return Delivery(n, State.FAILED, attempts, total, error)
         if exc.retry_after is not None or attempts >= self.settings.inprocess_attempts:
             later = exc.retry_after or 0.0
+            context = {"uuid": n.uuid, "channel": self.channel.name}
+            log.info("%s postponed after %d attempts: %s", n.uuid, total, error, extra=context)
             return Delivery(n, State.FORWARDED, attempts, total, error, retry_after=later)
         return None
 

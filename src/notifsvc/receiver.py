@@ -176,7 +176,12 @@ async def _store_one(app: web.Application, notification: Notification) -> None:
     try:
         await asyncio.wait_for(_send(app, notification), app[SETTINGS].produce_timeout_ms / 1000)
     except (KafkaError, TimeoutError) as exc:
-        log.warning("not accepted %s: broker did not acknowledge: %r", notification.uuid, exc)
+        log.warning(
+            "not accepted %s: broker did not acknowledge: %r",
+            notification.uuid,
+            exc,
+            extra={"uuid": notification.uuid},
+        )
         raise _Reject(_unavailable()) from None
     metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
 
