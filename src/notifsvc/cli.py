@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the database schema up to date")
     topics_cmd = sub.add_parser("topics", help="manage topics")
     topics_cmd.add_argument("action", choices=["create"])
+    status = sub.add_parser("status", help="lag, states, send rates and DLQ size at a glance")
+    status.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="refresh")
     dev = sub.add_parser("dev", help="run everything locally on an embedded broker and database")
     dev.add_argument("--infra-only", action="store_true", help="only the broker and database")
     dev.add_argument("--keep", action="store_true", help="keep the database folder and logs")
@@ -62,6 +64,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         applied = asyncio.run(migrate(settings.dsn))
         print(f"applied: {', '.join(applied) or 'nothing, schema is up to date'}")
         return 0
+    if command == "status":
+        from notifsvc.status import show  # noqa: PLC0415
+
+        settings.require("kafka_bootstrap", "database_url")
+        try:
+            return asyncio.run(show(settings, watch=args.watch))
+        except KeyboardInterrupt:
+            return 0
     if command == "topics":
         created = kafka.create_topics(
             settings, topics.all_topics(settings, list(channels.REGISTRY))

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import confluent_kafka
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from notifsvc.config import Settings
 
@@ -387,3 +388,55 @@ def create_topics(settings: Settings, names: Iterable[str], *, timeout: float = 
             if not exists:
                 raise KafkaError(f"cannot create topic {name}: {exc}") from exc
     return created
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None  # None: the group has committed nothing here
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed or 0)
+
+
+def _ends(admin: AdminClient, topic: str, timeout: float) -> dict[int, tuple[int, int]]:
+    """(earliest, latest) offset per partition of ``topic``."""
+    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        return {}
+    tps = [confluent_kafka.TopicPartition(topic, p) for p in meta.partitions]
+    out: dict[int, tuple[int, int]] = {}
+    for spec, slot in ((OffsetSpec.earliest(), 0), (OffsetSpec.latest(), 1)):
+        for tp, future in admin.list_offsets(
+            {tp: spec for tp in tps}, isolation_level=confluent_kafka.IsolationLevel.READ_COMMITTED
+        ).items():
+            low_high = out.setdefault(tp.partition, (0, 0))
+            answer: Any = future.result(timeout=timeout)  # the stubs lack .offset
+            value = int(answer.offset)
+            out[tp.partition] = (value, low_high[1]) if slot == 0 else (low_high[0], value)
+    return out
+
+
+def group_lag(
+    settings: Settings, group: str, topic: str, *, timeout: float = 5.0
+) -> list[PartitionLag]:
+    """Committed offset and end of each partition of ``topic`` for consumer group ``group``."""
+    admin = AdminClient(_common(settings, "notifsvc-status"))
+    ends = _ends(admin, topic, timeout)
+    request = ConsumerGroupTopicPartitions(
+        group, [confluent_kafka.TopicPartition(topic, p) for p in ends]
+    )
+    committed: dict[int, int | None] = {}
+    for future in admin.list_consumer_group_offsets([request]).values():
+        for tp in future.result(timeout=timeout).topic_partitions or ():
+            committed[tp.partition] = tp.offset if tp.offset >= 0 else None
+    return [PartitionLag(topic, p, committed.get(p), end) for p, (_, end) in sorted(ends.items())]
+
+
+def topic_size(settings: Settings, topic: str, *, timeout: float = 5.0) -> int:
+    """Messages currently held by ``topic`` (sum over partitions of latest - earliest)."""
+    admin = AdminClient(_common(settings, "notifsvc-status"))
+    return sum(high - low for low, high in _ends(admin, topic, timeout).values())

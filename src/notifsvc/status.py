@@ -1,0 +1,105 @@
+"""``notifsvc status``: one screen on the running pipeline.
+
+Lag per stage and partition (committed offsets against partition ends), notifications by
+channel and state, sends per second by channel over the last minute, and the DLQ's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from notifsvc import channels, kafka, topics
+from notifsvc.config import Settings
+from notifsvc.kafka import KafkaError, PartitionLag
+
+_STATES = ("received", "forwarded", "sent", "failed")
+_BY_STATE = "SELECT channel, state, count(*) AS n FROM notifications GROUP BY channel, state"
+_RATE = """
+SELECT channel, count(*) AS n FROM notifications
+WHERE sent_at > now() - INTERVAL '60 seconds' GROUP BY channel
+"""
+
+
+@dataclass
+class Snapshot:
+    lag: dict[str, list[PartitionLag]] = field(default_factory=dict)  # by consumer group
+    states: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> state -> n
+    per_second: dict[str, float] = field(default_factory=dict)
+    dlq: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _groups(settings: Settings) -> list[tuple[str, str]]:
+    """(consumer group, topic) of the router and of every lane of every channel."""
+    out = [(settings.topic("notifsvc-router"), topics.outstanding(settings))]
+    for name in channels.REGISTRY:
+        for lane in topics.LANES:
+            suffix = "" if lane == "normal" else f"-{lane}"
+            group = settings.topic(f"notifsvc-notificator-{name}{suffix}")
+            out.append((group, topics.channel(settings, name, lane)))
+    return out
+
+
+def _read_kafka(settings: Settings, snap: Snapshot) -> None:
+    try:
+        for group, topic in _groups(settings):
+            snap.lag[group] = kafka.group_lag(settings, group, topic)
+        snap.dlq = kafka.topic_size(settings, topics.dlq(settings))
+    except (KafkaError, Exception) as exc:  # noqa: BLE001 - shown, not raised: a status view
+        snap.problems.append(f"broker: {exc}")
+
+
+async def _read_db(settings: Settings, snap: Snapshot) -> None:
+    try:
+        conn = await asyncpg.connect(settings.dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        snap.problems.append(f"database: {exc}")
+        return
+    try:
+        states: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in await conn.fetch(_BY_STATE):
+            states[row["channel"]][row["state"]] = row["n"]
+        snap.states = dict(states)
+        snap.per_second = {r["channel"]: r["n"] / 60 for r in await conn.fetch(_RATE)}
+    finally:
+        await conn.close()
+
+
+async def collect(settings: Settings) -> Snapshot:
+    snap = Snapshot()
+    await asyncio.gather(asyncio.to_thread(_read_kafka, settings, snap), _read_db(settings, snap))
+    return snap
+
+
+def render(snap: Snapshot) -> str:
+    lines = ["notifsvc status", "", "notifications by state (sends/s over the last minute)"]
+    lines.append(f"  {'channel':<10}" + "".join(f"{s:>11}" for s in _STATES) + f"{'sends/s':>10}")
+    for name in sorted(set(snap.states) | set(snap.per_second)):
+        counts = snap.states.get(name, {})
+        row = "".join(f"{counts.get(s, 0):>11}" for s in _STATES)
+        lines.append(f"  {name:<10}{row}{snap.per_second.get(name, 0.0):>10.1f}")
+    lines += ["", "consumer lag (committed offset -> end of partition)"]
+    for group, parts in snap.lag.items():
+        total = sum(p.lag for p in parts)
+        if not parts or (total == 0 and all(p.committed is None for p in parts)):
+            continue
+        detail = " ".join(f"p{p.partition}:{p.lag}" for p in parts if p.lag)
+        lines.append(f"  {group:<44} {total:>8}  {detail}")
+    lines += ["", f"dead letters (notifications.dlq): {snap.dlq if snap.dlq is not None else '?'}"]
+    lines += [f"! {problem}" for problem in snap.problems]
+    return "\n".join(lines)
+
+
+async def show(settings: Settings, *, watch: float = 0.0) -> int:
+    """Print the status once, or every ``watch`` seconds until interrupted."""
+    while True:
+        snap = await collect(settings)
+        text = render(snap)
+        print(("\x1b[2J\x1b[H" if watch else "") + text, flush=True)
+        if not watch:
+            return 1 if snap.problems else 0
+        await asyncio.sleep(watch)
