@@ -88,8 +88,12 @@ async def test_dev_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path) -> 
                 return deliveries(log_path)[uid] >= 1
 
             await eventually(delivered)
-            async with http.get(f"/notification/{uid}") as resp:
-                assert (await resp.json())["state"] == "sent"
+
+            async def marked_sent() -> bool:  # recorded right after the batch's sends
+                async with http.get(f"/notification/{uid}") as resp:
+                    return resp.status == 200 and (await resp.json())["state"] == "sent"
+
+            await eventually(marked_sent)
         await stop_and_check_clean(proc)
     found = re.search(r"host=(/[^&\s]+)", "".join(lines))
     assert found, "notifsvc dev should log where its database lives"
