@@ -86,7 +86,8 @@ class Producer:
         self._fatal = threading.Event()
         # Progress watchdog: sends waiting this long with no acknowledgement while the
         # broker answers metadata mean a wedged producer (seen after a broker lost its state).
-        self._stuck_after = max(5.0, 3 * timeout_ms / 1000)
+        self._timeout = timeout_ms / 1000
+        self._stuck_after = max(5.0, min(15.0, 3 * self._timeout))
         self._waiting_since: float | None = None
         self._next_check = 0.0
 
@@ -141,7 +142,7 @@ class Producer:
         self._fatal.clear()
         self._waiting_since = None
         broken.purge()
-        broken.poll(0)
+        broken.flush(5.0)  # serves every purged message's delivery report (as a failure)
 
     def _progress(self, err: confluent_kafka.KafkaError | None) -> None:
         if err is None:
@@ -177,12 +178,17 @@ class Producer:
     async def send_all(self, messages: Iterable[tuple[str, bytes, bytes | None, Headers]]) -> None:
         """Send many messages and wait until every one is acknowledged; raise on any failure."""
         futures = [self.send(t, v, key=k, headers=h) for t, v, k, h in messages]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise KafkaError(
-                f"{len(failures)} of {len(futures)} messages not delivered: {failures[0]}"
-            )
+        if not futures:
+            return
+        # Every report comes within the message timeout; the margin guards against a lost one.
+        done, pending = await asyncio.wait(futures, timeout=self._timeout + 10)
+        for future in pending:
+            future.cancel()
+        failures = [f.exception() for f in done if f.exception() is not None]
+        if failures or pending:
+            first = failures[0] if failures else "no delivery report in time"
+            lost = len(failures) + len(pending)
+            raise KafkaError(f"{lost} of {len(futures)} messages not delivered: {first}")
 
     def ping(self, timeout: float) -> None:
         """Raise :class:`KafkaError` unless the cluster answers a metadata request (blocking)."""
