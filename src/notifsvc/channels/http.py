@@ -7,7 +7,9 @@ import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from notifsvc.channels.base import DeliveryError, PermanentError, TransientError
+import aiohttp
+
+from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
 
 #: Statuses that mean "not now" rather than "never".
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -48,3 +50,23 @@ def base_url_problem(variable: str, value: str) -> str | None:
     if url is None or url.scheme not in {"http", "https"} or not url.hostname:
         return f"{variable} must be an http(s) URL, got {value!r}"
     return None
+
+
+class HttpChannel(Channel):
+    """A channel whose provider speaks HTTP: one aiohttp session, opened by :meth:`start`.
+
+    The session's total timeout is ``NOTIFSVC_SEND_TIMEOUT_MS`` and it never raises for a
+    status: the channel classifies answers. Subclasses post with ``allow_redirects=False``.
+    """
+
+    _session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
+            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+
+    async def stop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 import aiohttp
 import orjson
 
-from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
-from notifsvc.channels.http import base_url_problem, classify_status, parse_retry_after
+from notifsvc.channels.base import DeliveryError, PermanentError, TransientError
+from notifsvc.channels.http import HttpChannel, base_url_problem, classify_status, parse_retry_after
 from notifsvc.config import ConfigError, Settings
 from notifsvc.model import FieldError, Notification
 
@@ -72,11 +72,9 @@ def classify_response(status: int, headers: Mapping[str, str], raw: bytes) -> De
     return classify_error(str(body.get("error") or "unknown_error"), headers)
 
 
-class SlackChannel(Channel):
+class SlackChannel(HttpChannel):
     name = "slack"
     max_body_chars = 40_000
-
-    _session: aiohttp.ClientSession | None = None
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
@@ -104,16 +102,6 @@ class SlackChannel(Channel):
                 FieldError("subject", f"and txt together exceed {self.max_body_chars} characters")
             )
         return errors
-
-    async def start(self) -> None:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
-            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
-
-    async def stop(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def _headers(self) -> dict[str, str]:
         token = self.settings.slack_token.reveal() if self.settings.slack_token else ""

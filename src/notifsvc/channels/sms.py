@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 import phonenumbers
 
-from notifsvc.channels.base import Channel, DeliveryError, TransientError
-from notifsvc.channels.http import base_url_problem, classify_status
+from notifsvc.channels.base import DeliveryError, TransientError
+from notifsvc.channels.http import HttpChannel, base_url_problem, classify_status
 from notifsvc.config import ConfigError, Secret, Settings
 from notifsvc.model import FieldError, Notification
 
@@ -62,11 +62,9 @@ def recipient_problem(to: str) -> str | None:
     return None
 
 
-class SmsChannel(Channel):
+class SmsChannel(HttpChannel):
     name = "sms"
     max_body_chars = 1_600
-
-    _session: aiohttp.ClientSession | None = None
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
@@ -79,16 +77,6 @@ class SmsChannel(Channel):
     def validate_recipient(self, to: str) -> list[FieldError]:
         problem = recipient_problem(to)
         return [] if problem is None else [FieldError("to", problem)]
-
-    async def start(self) -> None:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
-            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
-
-    async def stop(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def _url(self) -> str:
         sid = quote(self.settings.twilio_account_sid or "", safe="")

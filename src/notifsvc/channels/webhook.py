@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from notifsvc.channels.base import Channel, TransientError
-from notifsvc.channels.http import classify_status
+from notifsvc.channels.base import TransientError
+from notifsvc.channels.http import HttpChannel, classify_status
 from notifsvc.config import Settings
 from notifsvc.model import FieldError, Notification
 
@@ -50,10 +50,8 @@ def url_problem(to: str, allowed: frozenset[str]) -> str | None:
     return None
 
 
-class WebhookChannel(Channel):
+class WebhookChannel(HttpChannel):
     name = "webhook"
-
-    _session: aiohttp.ClientSession | None = None
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
@@ -64,16 +62,6 @@ class WebhookChannel(Channel):
     def validate_recipient(self, to: str) -> list[FieldError]:
         problem = url_problem(to, self.settings.webhook_allowed_hosts)
         return [] if problem is None else [FieldError("to", problem)]
-
-    async def start(self) -> None:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
-            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
-
-    async def stop(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def _request(self, notification: Notification) -> tuple[bytes, dict[str, str]]:
         body = orjson.dumps(
