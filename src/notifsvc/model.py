@@ -117,7 +117,12 @@ REQUEST_FIELDS = (
     FieldSpec(
         "txt", True, "Message body; the channel sets its maximum length.", example="Disk full"
     ),
-    FieldSpec("subject", False, "Subject line (email; slack shows it bold; webhook passes it on; sms ignores it).", example="Alert"),
+    FieldSpec(
+        "subject",
+        False,
+        "Subject line (email; slack shows it bold; webhook passes it on; sms ignores it).",
+        example="Alert",
+    ),
     FieldSpec(
         "priority",
         False,
