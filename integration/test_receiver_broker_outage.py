@@ -24,7 +24,7 @@ async def test_no_202_while_the_broker_is_down_and_202_once_it_is_back(
     settings: Settings, tmp_path: Path
 ) -> None:
     broker = TansuBroker(tmp_path / "tansu.log")
-    await asyncio.to_thread(broker.start)
+    broker.start()  # not via to_thread: the child dies with its spawning thread
     own = dataclasses.replace(settings, kafka_bootstrap=broker.bootstrap, produce_timeout_ms=1000)
 
     async def create_topics() -> None:
@@ -40,10 +40,10 @@ async def test_no_202_while_the_broker_is_down_and_202_once_it_is_back(
                 return await post(api) == 202
 
             await eventually(accepted, within=30, interval=0.2)
-            await asyncio.to_thread(broker.stop)
+            broker.stop()
             assert await asyncio.gather(*(post(api) for _ in range(5))) == [503] * 5
-            await asyncio.to_thread(broker.start)
+            broker.start()  # not via to_thread: the child dies with its spawning thread
             await create_topics()
             await eventually(accepted, within=60, interval=0.2)
     finally:
-        await asyncio.to_thread(broker.stop)
+        broker.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections import Counter
@@ -130,7 +129,7 @@ async def test_poison_goes_to_the_dlq_and_neighbours_are_processed(settings: Set
 
 async def test_database_outage_mid_run_loses_nothing(settings: Settings) -> None:
     postgres = EmbeddedPostgres()  # a database of its own, to stop and start
-    await asyncio.to_thread(postgres.start)
+    postgres.start()  # not via to_thread: the child dies with its spawning thread
     try:
         await migrate(postgres.dsn())
         own = dataclasses.replace(settings, database_url=Secret(postgres.dsn()))
@@ -140,17 +139,17 @@ async def test_database_outage_mid_run_loses_nothing(settings: Settings) -> None
         async with running(router):
             await feed(own, before)
             await eventually(lambda: _forwarded(router, 300))
-            await asyncio.to_thread(postgres.stop)
+            postgres.stop()
             await feed(own, during)
 
             async def paused() -> bool:
                 return router.loop.paused
 
             await eventually(paused)
-            await asyncio.to_thread(postgres.start)
+            postgres.start()  # not via to_thread: the child dies with its spawning thread
             await eventually(lambda: _forwarded(router, 600))
         assert not router.loop.paused
         records = await read_topic(own, topics.channel(own, "log"), 600)
         assert set(forwarded_counts(records)) == {str(n.uuid) for n in before + during}
     finally:
-        await asyncio.to_thread(postgres.close)
+        postgres.close()

@@ -18,7 +18,10 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL."""
+    """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL.
+
+    Linux sends it when the *thread* that spawned the child exits, so spawn long-lived
+    children from a long-lived thread (not from ``asyncio.to_thread`` workers)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -1,0 +1,66 @@
+"""The fault-injection scenarios of ``make chaos``, shortened (3 kills, 5 s database outage,
+smaller load) so that CI guards them. ``python -m loadtest.chaos --short`` runs the same.
+
+The scenarios run on a broker and a database of their own (two of them stop those), with
+the stages as real processes. Those that leave the broker and database alone run together,
+once, the first time one of their tests asks; each test then checks its own scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from loadtest.chaos.harness import run_on
+from loadtest.chaos.infra import ChaosInfra
+from loadtest.chaos.report import Result, table
+from loadtest.chaos.scenarios import EXCLUSIVE, SCENARIOS
+from loadtest.chaos.session import SHORT
+
+SEED = random.randrange(2**32)
+SHARED = [name for name in SCENARIOS if name not in EXCLUSIVE]
+
+
+@pytest.fixture(scope="module")
+def chaos_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosInfra]:
+    infra = ChaosInfra(tmp_path_factory.mktemp("chaos"))
+    infra.start()
+    yield infra
+    infra.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_results(chaos_infra: ChaosInfra) -> dict[str, Result]:
+    results = asyncio.run(run_on(chaos_infra, SHARED, SHORT, SEED, parallel=True))
+    return dict(zip(SHARED, results, strict=True))
+
+
+def _verdict(result: Result) -> None:
+    shown = table([result])
+    print(f"\n{shown}")
+    assert result.ok, f"seed {SEED}, logs in {result.scenario!r}'s lane folder\n{shown}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHARED)
+def test_scenario_loses_nothing(name: str, shared_results: dict[str, Result]) -> None:
+    _verdict(shared_results[name])
+
+
+def _alone(infra: ChaosInfra, name: str) -> Result:
+    return asyncio.run(run_on(infra, [name], SHORT, SEED, parallel=False))[0]
+
+
+def test_database_outage_pauses_and_resumes_without_loss(chaos_infra: ChaosInfra) -> None:
+    _verdict(_alone(chaos_infra, "db-outage"))
+
+
+def test_broker_outage_answers_503_then_accepts_and_delivers(chaos_infra: ChaosInfra) -> None:
+    _verdict(_alone(chaos_infra, "broker-outage"))
+
+
+def test_sigterm_of_every_stage_is_graceful(chaos_infra: ChaosInfra) -> None:
+    _verdict(_alone(chaos_infra, "sigterm"))

@@ -1,0 +1,273 @@
+"""The fault-injection scenarios. Each returns a :class:`Result`; findings never raise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+
+from loadtest.chaos import poison
+from loadtest.chaos.load import Attempt, Load, log_body, webhook_body
+from loadtest.chaos.procs import ASSIGNED, StageProcess
+from loadtest.chaos.report import Result
+from loadtest.chaos.session import Context, Session, session, until
+from loadtest.chaos.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+Scenario = Callable[[Context], Awaitable[Result]]
+READY_WITHIN = 60.0
+ACCEPT_AGAIN_WITHIN = 15.0
+
+
+async def _owns_partitions(stage: StageProcess, result: Result) -> float:
+    """Seconds until the current run of ``stage`` owned partitions (a failure if never)."""
+    began = time.monotonic()
+    if not await stage.logged(ASSIGNED, within=READY_WITHIN):
+        result.failures.append(f"{stage.name} run {stage.runs} never got partitions")
+    return time.monotonic() - began
+
+
+async def _kill_repeatedly(
+    s: Session, stage: StageProcess, result: Result, sink: Sink | None = None
+) -> float:
+    """SIGKILL ``stage`` at a random moment once it owns partitions, restarting it at once.
+
+    Returns when the last restart happened. With a ``sink``, also notes how many kills cut
+    off a send under way.
+    """
+    hits = 0
+    waits = []
+    healed = time.time()
+    for _ in range(s.ctx.profile.kills):
+        await s.pause(s.ctx.rng.uniform(0.3, 2.5))
+        before = sink.aborted if sink is not None else 0
+        stage.kill()
+        stage.start()
+        healed = time.time()
+        if sink is not None:
+            await s.pause(sink.delay + 0.2)  # a cut-off send is noticed when its work ends
+            hits += sink.aborted > before
+        await _owns_partitions(stage, result)
+        waits.append(time.time() - healed)
+    result.notes.append(
+        f"restart to partitions owned: mean {sum(waits) / len(waits):.1f}s, max {max(waits):.1f}s"
+    )
+    if sink is not None:
+        result.notes.append(f"{hits}/{len(waits)} kills landed mid-send ({sink.aborted} cut off)")
+        result.check(hits > 0, "no kill landed mid-send")
+    return healed
+
+
+def _standard(s: Session, channel: str = "log") -> None:
+    s.fleet.receiver()
+    s.fleet.router()
+    s.fleet.notificator(channel)
+
+
+async def router_kill(ctx: Context) -> Result:
+    result = Result(f"router SIGKILL x{ctx.profile.kills}")
+    async with session(ctx, "router-kill") as s:
+        _standard(s)
+        await s.fleet.ready(within=READY_WITHIN)
+        s.start_load(log_body)
+        healed = await _kill_repeatedly(s, s.fleet.stages[1], result)
+        await s.pause()
+        await s.finish(result, healed)
+    return result
+
+
+async def notificator_kill(ctx: Context) -> Result:
+    result = Result(f"notificator SIGKILL x{ctx.profile.kills}")
+    sink = Sink(delay=0.5)  # slow enough that a kill finds sends under way
+    async with session(ctx, "notificator-kill", sink=sink) as s:
+        _standard(s, "webhook")
+        await s.fleet.ready(within=READY_WITHIN)
+        # Half the load: with a slow provider the backlog of each ~12 s outage must drain
+        # between kills, or the run ends with minutes of catching up.
+        s.start_load(webhook_body(sink.url), rate=ctx.profile.rate / 2)
+        healed = await _kill_repeatedly(s, s.fleet.stages[2], result, sink)
+        await s.pause()
+        await s.finish(result, healed)
+    return result
+
+
+async def rebalance(ctx: Context) -> Result:
+    result = Result("rebalance 2+2, kill 1, add 1")
+    async with session(ctx, "rebalance") as s:
+        s.fleet.receiver()
+        router_a = s.fleet.router("router-a")
+        s.fleet.router("router-b")
+        log_a = s.fleet.notificator("log", "log-a")
+        s.fleet.notificator("log", "log-b")
+        await s.fleet.ready(within=READY_WITHIN)
+        s.start_load(log_body)
+        await s.pause()
+        router_a.kill()
+        router_c = s.fleet.router("router-c")
+        await s.pause()
+        log_a.kill()
+        log_c = s.fleet.notificator("log", "log-c")
+        healed = time.time()
+        for added in (router_c, log_c):
+            await _owns_partitions(added, result)
+        await s.pause()
+        await s.finish(result, healed)
+    return result
+
+
+async def db_outage(ctx: Context) -> Result:
+    outage = ctx.profile.db_outage
+    result = Result(f"database down {outage:.0f}s")
+    async with session(ctx, "db-outage") as s:
+        _standard(s)
+        await s.fleet.ready(within=READY_WITHIN)
+        s.start_load(log_body)
+        await s.pause()
+        await ctx.infra.stop_database()
+        down = time.time()
+        await s.pause(outage)
+        await ctx.infra.start_database()
+        healed = time.time()
+        during = sum(1 for t in s.seen().first.values() if down + 2 < t < healed)
+        await s.pause()
+        await s.finish(result, healed)
+    runs = {st.name: st.runs for st in s.fleet.stages}
+    result.check(all(n == 1 for n in runs.values()), f"stages restarted: {runs}")
+    result.notes.append(f"deliveries while the database was down (after its first 2s): {during}")
+    return result
+
+
+def _statuses(attempts: Iterable[Attempt]) -> dict[int, int]:
+    return dict(sorted(Counter(a.status for a in attempts).items()))
+
+
+async def _accepting_again(s: Session, load: Load, healed: float, result: Result) -> None:
+    """Wait for a 202 after the broker's restart; if none comes, restart every stage.
+
+    The restart is what an operator would have to do; it lets the rest of the scenario
+    still check that what is accepted afterwards is delivered.
+    """
+
+    async def accepted() -> bool:
+        return any(a.status == 202 and a.started > healed for a in load.attempts)
+
+    if await until(accepted, within=ACCEPT_AGAIN_WITHIN):
+        return
+    result.failures.append(
+        f"no 202 within {ACCEPT_AGAIN_WITHIN:.0f}s of the broker's restart; "
+        "restarted every stage by hand"
+    )
+    for stage in s.fleet.stages:
+        stage.kill()
+        stage.start()
+    await s.fleet.ready(within=READY_WITHIN)
+
+
+async def broker_outage(ctx: Context) -> Result:
+    outage = ctx.profile.broker_outage
+    result = Result(f"broker down {outage:.0f}s")
+    async with session(ctx, "broker-outage", produce_timeout_ms="1000") as s:
+        _standard(s)
+        await s.fleet.ready(within=READY_WITHIN)
+        load = s.start_load(log_body)
+        await s.pause()
+        await ctx.infra.stop_broker()
+        down = time.time()
+        await s.pause(outage)
+        up = time.time()
+        await ctx.infra.start_broker(s.lane)
+        healed = time.time()
+        await _accepting_again(s, load, healed, result)
+        await s.pause(2 * ctx.profile.phase)
+        await load.stop()
+        inside = [a for a in load.attempts if a.started > down and a.finished < up]
+        result.notes.append(f"answers while down: {_statuses(inside)}")
+        result.check(
+            bool(inside) and all(a.status == 503 for a in inside), "not every answer was 503"
+        )
+        after = {a.uuid: a.finished for a in load.attempts if a.status == 202 and a.started > down}
+        skipped = len(load.accepted) - len(after)
+        result.notes.append(f"{skipped} accepted before the outage not checked (in-memory broker)")
+        await s.finish(result, healed, accepted=after)
+    return result
+
+
+async def provider_flaky(ctx: Context) -> Result:
+    result = Result("provider 500/429/hang")
+    sink = Sink(flaky=True, hang=3.0)
+    settings = {"send_timeout_ms": "1000", "max_attempts": "5"}
+    async with session(ctx, "provider-flaky", sink=sink, **settings) as s:
+        _standard(s, "webhook")
+        await s.fleet.ready(within=READY_WITHIN)
+        load = s.start_load(webhook_body(sink.url), rate=ctx.profile.rate / 2)
+        await s.pause(4 * ctx.profile.phase)
+        await s.finish(result, None)
+    latency = [sink.first[u] - at for u, at in load.accepted.items() if u in sink.first]
+    result.recover_s = max(latency, default=None)
+    result.notes.append(f"sink answers: {dict(sink.answers)}; recover = worst accepted-to-sent")
+    result.check(all(sink.answers[t] for t in ("500", "429", "hang")), "a failure kind never ran")
+    return result
+
+
+async def poison_messages(ctx: Context) -> Result:
+    result = Result("poison messages")
+    async with session(ctx, "poison") as s:
+        _standard(s)
+        await s.fleet.ready(within=READY_WITHIN)
+        s.start_load(log_body)
+        expected: dict[bytes, str] = {}
+        healed = time.time()
+        for tag in ("a", "b"):
+            await s.pause()
+            expected |= await poison.inject(s.lane.settings, ctx.profile.poison, tag)
+            healed = time.time()
+        await s.pause()
+        await s.finish(result, healed)
+        found = await poison.dead_lettered(s.lane.settings, set(expected), within=30)
+    right = sum(found.get(k) == stage for k, stage in expected.items())
+    result.notes.append(f"dead-lettered with the right stage: {right}/{len(expected)}")
+    result.check(right == len(expected), "poison missing from notifications.dlq")
+    return result
+
+
+async def sigterm(ctx: Context) -> Result:
+    result = Result(f"SIGTERM all x{ctx.profile.sigterm_rounds}")
+    async with session(ctx, "sigterm") as s:
+        _standard(s)
+        await s.fleet.ready(within=READY_WITHIN)
+        s.start_load(log_body, retries=8)
+        healed = time.time()
+        slowest: dict[str, float] = {}
+        for _ in range(ctx.profile.sigterm_rounds):
+            await s.pause(ctx.rng.uniform(1.0, 3.0))
+            stops = await asyncio.gather(*(st.terminate() for st in s.fleet.stages))
+            for st, (code, took) in zip(s.fleet.stages, stops, strict=True):
+                result.check(code == 0, f"{st.name} exited with {code} on SIGTERM")
+                slowest[st.name] = max(took, slowest.get(st.name, 0.0))
+            for st in s.fleet.stages:
+                st.start()
+            healed = time.time()
+            await s.fleet.ready(within=READY_WITHIN)
+        await s.pause()
+        await s.finish(result, healed)
+    result.notes.append(f"slowest stop: { {k: round(v, 1) for k, v in slowest.items()} }")
+    result.check(result.duplicated == 0, "duplicates caused by a graceful shutdown")
+    return result
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "router-kill": router_kill,
+    "notificator-kill": notificator_kill,
+    "rebalance": rebalance,
+    "db-outage": db_outage,
+    "broker-outage": broker_outage,
+    "provider-flaky": provider_flaky,
+    "poison": poison_messages,
+    "sigterm": sigterm,
+}
+
+#: Scenarios that stop the shared broker or database, or must not be disturbed: run alone.
+EXCLUSIVE = frozenset({"db-outage", "broker-outage", "sigterm"})
