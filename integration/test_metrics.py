@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 
 from integration.fakes import Reply, WebhookSink
 from integration.helpers import eventually, notification, running
+from notifsvc import topics
 from notifsvc.channels.log import LogChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
@@ -59,6 +60,21 @@ async def test_metrics_follow_deliveries_and_failures(
                 return [r["state"] if r else None for r in rows] == ["sent", "failed"]
 
             await eventually(settled)
+
+            async def lag_sampled() -> bool:  # members sample the partitions they have read
+                labels = {
+                    "group": settings.topic("notifsvc-router"),
+                    "topic": topics.outstanding(settings),
+                }
+                values = [
+                    REGISTRY.get_sample_value(
+                        "notifsvc_consumer_lag", {**labels, "partition": str(p)}
+                    )
+                    for p in range(settings.topic_partitions)
+                ]
+                return any(v is not None and v >= 0 for v in values)
+
+            await eventually(lag_sampled, within=20)
     moved = {k: v - before[k] for k, v in snapshot().items()}
     assert moved["accepted"] == 3 and moved["rejected"] == 1
     assert moved["forwarded_log"] == 1 and moved["sent_log"] == 1 and moved["e2e_count"] == 1

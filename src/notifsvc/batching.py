@@ -23,6 +23,8 @@ from notifsvc.kafka import Consumer, KafkaError, Record, next_offsets
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Record]], Awaitable[None]]
+#: Seconds between consumer-lag samples (the notifsvc_consumer_lag gauge).
+LAG_EVERY = 5.0
 
 
 class Postponed(Exception):
@@ -58,10 +60,18 @@ class BatchLoop:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Process batches until ``stopping`` is set; the batch under way is finished first."""
+        next_lag = 0.0
         while not stopping.is_set():
             records = await self._consumer.consume(self._batch_size, self._batch_timeout)
             if records:
                 await self._process(records, stopping)
+            if time.monotonic() >= next_lag:
+                next_lag = time.monotonic() + LAG_EVERY
+                await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        for (topic, partition), lag in (await self._consumer.lag()).items():
+            metrics.LAG.labels(self._consumer.group_id, topic, str(partition)).set(lag)
 
     async def _process(self, records: list[Record], stopping: asyncio.Event) -> None:
         attempt = 0

@@ -246,6 +246,7 @@ class Consumer:
             "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
         }
         self._topics = list(topics)
+        self.group_id = group_id
         self._on_revoke = on_revoke
         self._consumer: confluent_kafka.Consumer | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{client_id}")
@@ -297,6 +298,20 @@ class Consumer:
                 continue
             records.append(_record(msg))
         return records
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Messages between this member's position and the end, per assigned partition."""
+        return await self._call(self._lag)
+
+    def _lag(self) -> dict[TopicPartition, int]:
+        assert self._consumer is not None, "consumer is not started"
+        tps = [confluent_kafka.TopicPartition(t, p) for t, p in self.assignment]
+        out: dict[TopicPartition, int] = {}
+        for tp in self._consumer.position(tps) if tps else ():
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
         """Commit ``offsets`` (the next offset to read, per partition); False if refused."""
