@@ -16,7 +16,8 @@ import aiohttp
 import asyncpg
 import psutil
 
-from integration.helpers import deliveries, eventually
+from integration.helpers import deliveries, eventually, notification, stage_env
+from notifsvc.config import Settings
 from notifsvc.kafka import wait_ready
 from notifsvc.process import free_port
 
@@ -144,3 +145,26 @@ async def test_disabled_channel_is_refused_with_its_reason() -> None:
     code, out = await run(["notificator", "--channel", "webhook"], env)
     assert code == 2
     assert "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS is not set" in out
+
+
+async def test_receiver_workers_share_one_port(settings: Settings) -> None:
+    env = stage_env(settings)
+    async with started(["receiver", "--workers", "2"], env) as proc:
+
+        async def listening() -> bool:
+            workers = psutil.Process(proc.pid).children()
+            return len(workers) == 2 and all(
+                any(c.status == psutil.CONN_LISTEN for c in w.net_connections()) for w in workers
+            )
+
+        await eventually(listening, within=30, interval=0.1)
+        workers = psutil.Process(proc.pid).children()
+        url = f"http://127.0.0.1:{settings.http_port}"
+        async with aiohttp.ClientSession(url) as http:
+            for _ in range(20):
+                async with http.post("/notification", json=notification()) as resp:
+                    assert resp.status == 202
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
