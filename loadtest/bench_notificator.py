@@ -1,0 +1,130 @@
+"""``make bench-notificator``: webhook sends per second against a local sink.
+
+The channel topic ``notifications.webhook`` of a prefix of its own is preloaded, and the
+matching rows are stored as ``forwarded`` (what the router leaves behind); then
+``python -m notifsvc notificator --channel webhook`` runs with
+``NOTIFSVC_SEND_CONCURRENCY`` until every row is ``sent``. Rate = rows / (last ``sent_at``
+- the sink's first request). The sink answers after ``BENCH_SINK_DELAY_MS`` to stand for a
+provider's latency. The baseline is the same stage with a concurrency of 1 on a smaller
+sample: one send at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loadtest import harness, stats
+from notifsvc import topics
+from notifsvc.db.store import Store
+from notifsvc.model import Notification
+from notifsvc.process import free_port
+
+_PROGRESS = """
+SELECT count(*) FILTER (WHERE state = 'sent') AS done,
+       count(*) FILTER (WHERE state = 'failed') AS failed, max(sent_at) AS last
+FROM notifications
+"""
+
+
+def sink_call(url: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=5) as resp:  # only 127.0.0.1
+        body = resp.read()
+    return orjson.loads(body) if body else None
+
+
+async def _store_forwarded(dsn: str, batch: list[Notification]) -> None:
+    store = Store(dsn, max_connections=2)
+    await store.start()
+    try:
+        for i in range(0, len(batch), 5000):
+            chunk = batch[i : i + 5000]
+            await store.insert(chunk)
+            await store.mark_forwarded([n.uuid for n in chunk])
+    finally:
+        await store.stop()
+
+
+async def sends(
+    infra: harness.Infra, sink: str, *, count: int, concurrency: int, workdir: Path
+) -> dict[str, Any]:
+    """Preload ``count`` webhook notifications and time the notificator sending them all."""
+    env = harness.stage_env(
+        infra.env,
+        topic_prefix=f"{harness.run_id()}-notificator{concurrency}.",
+        send_concurrency=concurrency,
+        webhook_allowed_hosts="127.0.0.1",
+        channels="webhook",
+        log_level="WARNING",
+    )
+    settings = harness.settings_of(env)
+    await harness.create_topics(settings)
+    await harness.reset_database(settings.dsn)
+    await asyncio.to_thread(sink_call, f"{sink}/reset", "POST")
+    batch = list(harness.notifications(count, "webhook", f"{sink}/hook"))
+    await _store_forwarded(settings.dsn, batch)
+    await harness.preload(settings, topics.channel(settings, "webhook"), batch)
+    print(f"  notificator: {count:,} queued, concurrency {concurrency}", flush=True)
+    args = ["-m", "notifsvc", "notificator", "--channel", "webhook"]
+    proc = harness.start_process(args, env, workdir / f"notificator-{concurrency}.log")
+    try:
+        row = await _wait_sent(settings.dsn, proc, count, budget=60 + count / 50)
+    finally:
+        harness.stop_process(proc)
+    seen = await asyncio.to_thread(sink_call, f"{sink}/stats")
+    last = row["last"].timestamp() if row["last"] is not None else float("nan")
+    return {
+        "count": count,
+        "concurrency": concurrency,
+        "sent": row["done"],
+        "failed": row["failed"],
+        "sink_duplicates": seen["duplicates"],
+        "seconds": last - seen["first"],
+        "sends_per_s": stats.span_rate(row["done"], seen["first"], last),
+    }
+
+
+async def _wait_sent(dsn: str, proc: Any, count: int, *, budget: float) -> Any:
+    deadline = time.monotonic() + budget
+    while True:
+        row = await harness.fetch_one(dsn, _PROGRESS)
+        if row["done"] + row["failed"] >= count:
+            return row
+        if proc.poll() is not None:
+            raise harness.Deadline(f"the notificator exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise harness.Deadline(f"only {row['done']:,} of {count:,} sent in {budget:.0f}s")
+        await asyncio.sleep(0.25)
+
+
+async def bench_notificator(
+    infra: harness.Infra,
+    *,
+    count: int,
+    concurrency: int,
+    baseline_count: int,
+    delay_ms: float,
+    workdir: Path,
+) -> dict[str, Any]:
+    port = free_port()
+    args = ["-m", "loadtest.sink", "--port", str(port), "--delay-ms", str(delay_ms)]
+    sink_proc = harness.start_process(args, harness.stage_env({}), workdir / "sink.log")
+    sink = f"http://127.0.0.1:{port}"
+    try:
+        await harness.wait_http(f"{sink}/stats", sink_proc)
+        main = await sends(infra, sink, count=count, concurrency=concurrency, workdir=workdir)
+        base = await sends(infra, sink, count=baseline_count, concurrency=1, workdir=workdir)
+    finally:
+        harness.stop_process(sink_proc)
+    return {
+        "sink_delay_ms": delay_ms,
+        "main": main,
+        "baseline": base,
+        "ratio": stats.ratio(main["sends_per_s"], base["sends_per_s"]),
+    }

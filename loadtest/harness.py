@@ -1,0 +1,291 @@
+"""What every benchmark needs: the local broker and database, stage processes, preloading,
+database counts and a per-second RSS/CPU sampler. Everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import asyncpg
+import psutil
+
+from notifsvc import channels, config, kafka, topics
+from notifsvc.config import Settings
+from notifsvc.kafka import Producer
+from notifsvc.model import Notification
+from notifsvc.process import spawn, stop
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "loadtest" / "results"
+PYTHON = sys.executable
+
+
+class Deadline(Exception):
+    """Something expected did not happen in time."""
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any ``NOTIFSVC_*`` variable."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(config.PREFIX)}
+
+
+class Infra:
+    """``notifsvc dev --infra-only`` as a child process: a Tansu broker and PostgreSQL."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.env: dict[str, str] = {}
+        self._proc: Any = None
+        self._out: IO[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> dict[str, str]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        out_path = self.state_dir / "infra.out"
+        self._out = open(out_path, "wb")  # noqa: SIM115 - closed in stop()
+        command = [PYTHON, "-m", "notifsvc", "dev", "--infra-only", "--state-dir"]
+        self._proc = spawn([*command, str(self.state_dir)], output=self._out, env=clean_environ())
+        deadline = time.monotonic() + timeout
+        wanted = {config.env_name("kafka_bootstrap"), config.env_name("database_url")}
+        while wanted - self.env.keys():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise Deadline(f"notifsvc dev --infra-only did not start:\n{out_path.read_text()}")
+            for line in out_path.read_text(errors="replace").splitlines():
+                key, sep, value = line.partition("=")
+                if sep and key in wanted:
+                    self.env[key] = value.strip()
+            time.sleep(0.1)
+        return self.env
+
+    @property
+    def pid(self) -> int:
+        return int(self._proc.pid)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop(proc, timeout=30.0)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def __enter__(self) -> Infra:
+        self.start()
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def stage_env(infra_env: Mapping[str, str], **values: object) -> dict[str, str]:
+    """The environment of a stage process: the infrastructure plus ``NOTIFSVC_<NAME>`` values."""
+    env = clean_environ() | dict(infra_env)
+    env.update({config.env_name(k): str(v) for k, v in values.items()})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def settings_of(env: Mapping[str, str]) -> Settings:
+    """The settings a stage started with ``env`` sees."""
+    return config.load({k: v for k, v in env.items() if k.startswith(config.PREFIX)})
+
+
+def run_id() -> str:
+    return f"b{uuid.uuid4().hex[:8]}"
+
+
+async def create_topics(settings: Settings) -> None:
+    names = topics.all_topics(settings, list(channels.REGISTRY))
+    await asyncio.to_thread(kafka.create_topics, settings, names)
+
+
+async def reset_database(dsn: str) -> None:
+    """Empty the notifications table, so each measurement starts from the same state."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE notifications")
+    finally:
+        await conn.close()
+
+
+async def fetch_one(dsn: str, sql: str, *args: object) -> asyncpg.Record:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(sql, *args)
+    finally:
+        await conn.close()
+    assert row is not None
+    return row
+
+
+def notifications(count: int, channel: str = "log", to: str = "ops-team") -> Iterable[Notification]:
+    now = time.time()
+    for _ in range(count):
+        yield Notification(uuid.uuid4(), channel, to, "disk almost full on db-7", accepted_at=now)
+
+
+async def preload(settings: Settings, topic: str, batch: Iterable[Notification]) -> int:
+    """Produce every notification (value = encode(), key = uuid); return how many."""
+    producer = Producer(settings, client_id="bench-preload", linger_ms=20)
+    await producer.start()
+    sent = 0
+    try:
+        chunk: list[Notification] = []
+        for n in batch:
+            chunk.append(n)
+            if len(chunk) == 20_000:
+                sent += await _send(producer, topic, chunk)
+                chunk = []
+        sent += await _send(producer, topic, chunk)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def _send(producer: Producer, topic: str, chunk: list[Notification]) -> int:
+    await producer.send_all((topic, n.encode(), n.key, ()) for n in chunk)
+    return len(chunk)
+
+
+def start_process(args: list[str], env: Mapping[str, str], log_path: Path) -> Any:
+    """A child process whose output goes to ``log_path``; it dies with us."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        return spawn([PYTHON, *args], output=out, env=dict(env))
+
+
+def stop_process(proc: Any) -> None:
+    stop(proc, timeout=30.0)
+
+
+async def wait_http(url: str, proc: Any, within: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200 (the process must stay alive meanwhile)."""
+    deadline = time.monotonic() + within
+    while True:
+        if proc.poll() is not None:
+            raise Deadline(f"process for {url} exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            if await asyncio.to_thread(_get_status, url) == 200:
+                return
+        if time.monotonic() > deadline:
+            raise Deadline(f"{url} did not answer within {within}s")
+        await asyncio.sleep(0.1)
+
+
+def _get_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=1) as resp:  # only 127.0.0.1 URLs
+        return int(resp.status)
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (those still alive)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time so far of these processes and their descendants."""
+    total = 0.0
+    for pid in pids:
+        for p in tree(pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = p.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+@dataclass
+class RssSampler:
+    """Samples the resident memory of one process every ``interval`` seconds."""
+
+    pid: int
+    interval: float = 1.0
+    limit: int = 7200  # samples: two hours at one a second, then it stops by itself
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        proc = psutil.Process(self.pid)
+        for _ in range(self.limit):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.samples.append((time.time(), proc.memory_info().rss))
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def scratch_dir(name: str) -> Path:
+    """A fresh folder under ``loadtest/results/`` (gitignored) for one run's files."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=RESULTS))
+
+
+def own_cpu_seconds() -> float:
+    """CPU time so far of this process and every descendant still alive."""
+    return cpu_seconds([os.getpid()])
+
+
+@dataclass
+class CpuSampler:
+    """Once a second: the machine's CPU use, and how much of it is this run's own processes
+    (so the work of others sharing the machine, and so the noise, can be told apart)."""
+
+    interval: float = 1.0
+    limit: int = 7200
+    samples: list[tuple[float, float, float]] = field(default_factory=list)  # t, all %, own %
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        cores = psutil.cpu_count() or 1
+        psutil.cpu_percent(None)
+        before, then = await asyncio.to_thread(own_cpu_seconds), time.monotonic()
+        for _ in range(self.limit):
+            await asyncio.sleep(self.interval)
+            machine = psutil.cpu_percent(None)
+            own, now = await asyncio.to_thread(own_cpu_seconds), time.monotonic()
+            share = max(0.0, 100 * (own - before) / (now - then) / cores)
+            self.samples.append((time.time(), machine, min(share, machine)))
+            before, then = own, now
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def others_mean(self) -> float:
+        """Mean share of all cores used by processes not of this run, in percent."""
+        others = [machine - own for _, machine, own in self.samples]
+        return sum(others) / len(others) if others else float("nan")
