@@ -244,6 +244,9 @@ class Consumer:
             "session.timeout.ms": settings.kafka_session_timeout_ms,
             "heartbeat.interval.ms": max(100, settings.kafka_session_timeout_ms // 5),
             "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
+            # Brokers without real long polling (Tansu) hold a fetch this long even when data
+            # arrives meanwhile; librdkafka's default of 500 ms would be paid at every hop.
+            "fetch.wait.max.ms": 50,
         }
         self._topics = list(topics)
         self.group_id = group_id

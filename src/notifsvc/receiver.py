@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid as uuid_mod
@@ -93,9 +94,19 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem(500, "Internal Server Error", "unexpected error; nothing was accepted")
     route = _route(request)
-    metrics.HTTP_REQUESTS.labels(route, str(response.status)).inc()
-    metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+    _requests(route, response.status).inc()
+    _seconds(route).observe(time.perf_counter() - started)
     return response
+
+
+@functools.cache  # bounded: canonical routes x statuses
+def _requests(route: str, status: int) -> prometheus_client.Counter:
+    return metrics.HTTP_REQUESTS.labels(route, str(status))
+
+
+@functools.cache
+def _seconds(route: str) -> prometheus_client.Histogram:
+    return metrics.HTTP_SECONDS.labels(route)
 
 
 @web.middleware
@@ -121,21 +132,24 @@ async def _read_json(request: web.Request, limit: int) -> object:
     """The JSON body, refusing one over ``limit`` bytes before reading it whole."""
     if request.content_type != "application/json":
         raise _Reject(problem(415, "Unsupported Media Type", "send Content-Type: application/json"))
-    too_large = problem(413, "Payload Too Large", f"the body is over {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise _Reject(too_large)
+        raise _Reject(_too_large(limit))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > limit:
-            raise _Reject(too_large)
+            raise _Reject(_too_large(limit))
         chunks.append(chunk)
     try:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
         detail = f"the body is not valid JSON: {exc}"
         raise _Reject(problem(400, "Malformed JSON", detail)) from None
+
+
+def _too_large(limit: int) -> web.Response:
+    return problem(413, "Payload Too Large", f"the body is over {limit} bytes")
 
 
 def validate(app: web.Application, data: object) -> Notification:
@@ -174,7 +188,8 @@ async def _store_one(app: web.Application, notification: Notification) -> None:
     """Wait until the broker holds ``notification``; :class:`_Reject` with 503 otherwise."""
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(_send(app, notification), app[SETTINGS].produce_timeout_ms / 1000)
+        async with asyncio.timeout(app[SETTINGS].produce_timeout_ms / 1000):
+            await _send(app, notification)
     except (KafkaError, TimeoutError) as exc:
         log.warning(
             "not accepted %s: broker did not acknowledge: %r",

@@ -37,10 +37,9 @@ def run_dev(settings: Settings, *, infra_only: bool, keep: bool, state_dir: str)
     code = 0
     try:
         ready = infra.start(settings)
-        if infra_only:
-            for key, value in infra.env.items():
-                print(f"{key}={value}", flush=True)
-        elif not stopping.is_set():
+        for key, value in infra.env.items():
+            print(f"{key}={value}", flush=True)
+        if not infra_only and not stopping.is_set():
             stages = _start_stages(ready, infra.env)
             _announce(ready, stages)
         code = _supervise(stages, stopping)
