@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import orjson
 
+from notifsvc import config
 from notifsvc.config import Settings
 from notifsvc.kafka import Consumer, Record
 from notifsvc.service import Stage
@@ -92,17 +93,7 @@ def notification(channel: str = "log", **overrides: object) -> dict[str, object]
 
 
 def stage_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes a ``notifsvc`` process use ``settings``' infrastructure."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFSVC_")}
-    env.update(
-        NOTIFSVC_KAFKA_BOOTSTRAP=settings.bootstrap,
-        NOTIFSVC_DATABASE_URL=settings.dsn,
-        NOTIFSVC_TOPIC_PREFIX=settings.topic_prefix,
-        NOTIFSVC_HTTP_PORT=str(settings.http_port),
-        NOTIFSVC_KAFKA_SESSION_TIMEOUT_MS=str(settings.kafka_session_timeout_ms),
-        NOTIFSVC_WEBHOOK_ALLOWED_HOSTS=",".join(sorted(settings.webhook_allowed_hosts)),
-    )
-    if settings.log_channel_path is not None:
-        env["NOTIFSVC_LOG_CHANNEL_PATH"] = str(settings.log_channel_path)
-    env.update(extra)
-    return env
+    """The environment that makes a ``notifsvc`` process use ``settings`` (and nothing else
+    inherited from ours)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(config.PREFIX)}
+    return env | config.to_env(settings) | extra

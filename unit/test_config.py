@@ -91,3 +91,19 @@ def test_known_variables_cover_every_field() -> None:
 
 def test_topic_prefix_applies_to_names() -> None:
     assert config.load({"NOTIFSVC_TOPIC_PREFIX": "staging."}).topic("x") == "staging.x"
+
+
+def test_to_env_is_the_inverse_of_load() -> None:
+    env = {
+        "NOTIFSVC_KAFKA_BOOTSTRAP": "k1:9092",
+        "NOTIFSVC_DATABASE_URL": "postgresql://u:pw@db/x",
+        "NOTIFSVC_HTTP_PORT": "9000",
+        "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS": "a.example,b.example",
+        "NOTIFSVC_API_KEYS": "k1,k2",
+        "NOTIFSVC_SEND_RATE": "2.5",
+        "NOTIFSVC_LOG_CHANNEL_PATH": "/tmp/x.jsonl",
+        "NOTIFSVC_SMTP_PASSWORD": "hunter2",
+    }
+    settings = config.load(env)
+    assert config.to_env(settings) == env
+    assert config.load(config.to_env(settings)) == settings

@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -52,33 +52,12 @@ class Lane:
     def for_settings(cls, name: str, settings: Settings, folder: Path) -> Lane:
         """A lane for infrastructure started elsewhere (e.g. the integration-test fixtures)."""
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(name, settings_env(settings), settings, folder)
+        return cls(name, config.to_env(settings), settings, folder)
 
     def stage_env(self, **extra: str) -> dict[str, str]:
         """The environment of a stage process: ours, minus any inherited NOTIFSVC_* setting."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(config.PREFIX)}
         return inherited | self.env | {config.env_name(k): v for k, v in extra.items()}
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``NOTIFSVC_*`` variables that reproduce ``settings`` (defaults left out)."""
-    env = {}
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        if value == f.default:
-            continue
-        env[config.env_name(f.name)] = _env_value(value)
-    return env
-
-
-def _env_value(value: object) -> str:
-    if isinstance(value, config.Secret):
-        return value.reveal()
-    if isinstance(value, frozenset | tuple):
-        return ",".join(sorted(_env_value(v) for v in value))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 class ChaosInfra:

@@ -48,15 +48,6 @@ class Secret:
         return hash(self._value)
 
 
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected true/false")
-
-
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -241,3 +232,22 @@ def _unknown(env: Iterable[str]) -> list[str]:
         for name in sorted(env)
         if name.startswith(PREFIX) and name not in known
     ]
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The ``NOTIFSVC_*`` variables that reproduce ``settings`` (defaults left out): the
+    inverse of :func:`load`, for starting a stage process with the same configuration."""
+    env = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value != f.default:
+            env[env_name(f.name)] = _env_value(value)
+    return env
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, frozenset | tuple):
+        return ",".join(sorted(_env_value(v) for v in value))
+    return str(value)
