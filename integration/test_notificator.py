@@ -176,3 +176,31 @@ async def _arrived(sink: SlowSink, uid: object) -> bool:
 
 async def _arrived_count(sink: SlowSink, count: int) -> bool:
     return len(sink.order) >= count
+
+
+async def test_stopping_does_not_wait_for_a_retry_that_is_not_due(
+    settings: Settings, api: aiohttp.ClientSession, store: Store, sink: WebhookSink
+) -> None:
+    """A stop request while a retry batch waits for its due time returns at once and leaves
+    the batch uncommitted: the next notificator delivers it when due."""
+    policy = dataclasses.replace(
+        settings, inprocess_attempts=1, max_attempts=3, retry_delay_ms=8000
+    )
+    sink.script.push(500)
+    body = notification("webhook", to=sink.hook_url())
+    async with running(Router(policy)):
+        first = Notificator(policy, WebhookChannel(policy))
+        async with running(first):
+            await post(api, body)
+
+            async def postponed() -> bool:
+                return first.retried == 1
+
+            await eventually(postponed)
+            stop_asked = time.monotonic()
+        assert time.monotonic() - stop_asked < 4.0  # not the ~8 s until the retry is due
+        assert not sink.delivered
+        async with running(Notificator(policy, WebhookChannel(policy))):
+            row = await wait_state(store, body["uuid"], "sent", within=60)
+    assert row["attempts"] == 2 and len(sink.delivered) == 1
+    assert sink.delivered[0].at - sink.seen[0].at >= 7.5

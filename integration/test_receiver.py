@@ -113,6 +113,11 @@ async def test_broker_not_acknowledging_is_503_never_202(settings: Settings) -> 
         async with api.get("/readyz") as resp:
             assert resp.status == 503
             assert (await resp.json())["database"] == "ok"
+        batch = [notification(), {"uuid": "bad"}]
+        async with api.post("/notifications", json=batch) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+            body = await resp.json()
+        assert [r["status"] for r in body["results"]] == ["unavailable", "rejected"]
 
 
 async def test_status_of_a_notification(api: aiohttp.ClientSession, settings: Settings) -> None:
@@ -189,6 +194,16 @@ async def test_noisy_key_is_rate_limited_alone(keyed: aiohttp.ClientSession) -> 
         "/notification", json=notification(), headers={"Authorization": "Bearer k-two"}
     ) as resp:
         assert resp.status == 202
+
+
+async def test_a_batch_spends_one_unit_of_the_rate_limit_per_item(
+    keyed: aiohttp.ClientSession,
+) -> None:
+    key = {"Authorization": "Bearer k-one"}
+    batch = [notification() for _ in range(3)]  # the budget is 2 per second
+    async with keyed.post("/notifications", json=batch, headers=key) as resp:
+        await problem_of(resp, 429)
+        assert int(resp.headers["Retry-After"]) >= 1
 
 
 async def test_openapi_document_matches_validation(api: aiohttp.ClientSession) -> None:
