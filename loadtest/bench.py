@@ -3,7 +3,8 @@
 One local broker and database (``notifsvc dev --infra-only``) serve every measurement; each
 measurement has topics of its own and starts from an empty table. Results are printed as
 one table (figure, value, baseline, ratio) and written to ``loadtest/results/bench-*.json``.
-Settings (environment): BENCH_WORKERS, BENCH_USERS, BENCH_SECONDS, BENCH_ROUNDS (receiver);
+Settings (environment): BENCH_WORKERS, BENCH_USERS, BENCH_SECONDS, BENCH_ROUNDS, BENCH_PARTITIONS
+(receiver);
 BENCH_COUNT, BENCH_BASELINE_COUNT, BENCH_BASELINE_SECONDS (router); BENCH_SCALE (``all``:
 backlog sizes for the growth table); BENCH_NOTIFY_COUNT, BENCH_NOTIFY_BASELINE_COUNT,
 BENCH_SINK_DELAY_MS and NOTIFSVC_SEND_CONCURRENCY (notificator).
@@ -45,6 +46,7 @@ async def receiver(infra: harness.Infra, workdir: Path) -> dict[str, Any]:
         users=_int("BENCH_USERS", 32),
         seconds=_int("BENCH_SECONDS", 15),
         rounds=_int("BENCH_ROUNDS", 2),
+        partitions=_int("BENCH_PARTITIONS", 2),
         workdir=workdir,
     )
 

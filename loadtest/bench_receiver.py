@@ -6,8 +6,11 @@ both uvloop + SO_REUSEPORT), and are driven one after the other by the same Locu
 command (one FastHttpUser process, same users, same duration, same body shape). Rounds
 alternate the order (A B, B A, ...) so that drift of the shared machine hits both alike.
 The first seconds of each run are left out (connections opening) and only 202 answers
-count as accepted. The CPU time of the generator, of each server and of the broker and
-database is recorded, so a run where the generator itself was the limit shows as such.
+count as accepted. The topic the receiver writes to has ``partitions`` partitions (default 2):
+the in-memory broker shares the two cores with both servers and the generator, and its cost
+grows with the partitions a batch spreads over (see docs/performance.md). The CPU time of
+the generator, of each server and of the broker and database is recorded, so a run where
+the generator itself was the limit shows as such.
 """
 
 from __future__ import annotations
@@ -71,11 +74,19 @@ class Side:
 
 
 async def bench_receiver(
-    infra: harness.Infra, *, workers: int, users: int, seconds: int, rounds: int, workdir: Path
+    infra: harness.Infra,
+    *,
+    workers: int,
+    users: int,
+    seconds: int,
+    rounds: int,
+    partitions: int,
+    workdir: Path,
 ) -> dict[str, Any]:
     env = harness.stage_env(
         infra.env,
         topic_prefix=f"{harness.run_id()}-receiver.",
+        topic_partitions=partitions,
         http_port=free_port(),
         log_level="WARNING",
     )
@@ -110,7 +121,8 @@ async def bench_receiver(
     finally:
         for proc in servers.values():
             harness.stop_process(proc)
-    return _summary(sides, workers=workers, users=users, seconds=seconds, rounds=rounds)
+    setup = {"workers": workers, "users": users, "seconds": seconds, "rounds": rounds}
+    return _summary(sides, **setup, partitions=partitions)
 
 
 async def _one_run(

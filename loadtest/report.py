@@ -18,7 +18,8 @@ def _x(value: float | None, digits: int = 2) -> str:
 def receiver_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     setup, rec, bare = r["setup"], r["receiver"], r["bare"]
     rl, bl = rec["latency_ms"], bare["latency_ms"]
-    label = f"receiver accepted/s ({setup['workers']} worker(s), {setup['users']} users)"
+    parts = f", {setup['partitions']} partitions" if "partitions" in setup else ""
+    label = f"receiver accepted/s ({setup['workers']} worker(s), {setup['users']} users{parts})"
     return [
         (
             label,

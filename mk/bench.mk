@@ -1,6 +1,6 @@
 # Benchmarks (see docs/performance.md). Each starts its own broker and database
 # (`notifsvc dev --infra-only`), measures, prints a table and writes loadtest/results/bench-*.json.
-#   make bench-receiver     BENCH_WORKERS=1 BENCH_USERS=32 BENCH_SECONDS=15 BENCH_ROUNDS=2
+#   make bench-receiver     BENCH_WORKERS=1 BENCH_USERS=32 BENCH_SECONDS=15 BENCH_ROUNDS=2 BENCH_PARTITIONS=2
 #   make bench-router       BENCH_COUNT=200000 BENCH_BASELINE_COUNT=5000 BENCH_BASELINE_SECONDS=30
 #   make bench-notificator  BENCH_NOTIFY_COUNT=20000 NOTIFSVC_SEND_CONCURRENCY=64 BENCH_SINK_DELAY_MS=10
 #   make bench              all three plus BENCH_SCALE=10000,100000,1000000 (drain rate and router

@@ -111,9 +111,10 @@ def _seconds(route: str) -> prometheus_client.Histogram:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """API keys and the per-key rate limit, on the notification routes only."""
+    """API keys and the per-key rate limit, on the notification routes only (installed only
+    when keys are configured)."""
     gate = request.app[GATE]
-    if not gate.enabled or _route(request) not in PROTECTED:
+    if _route(request) not in PROTECTED:
         return await handler(request)
     try:
         key = gate.identify(request.headers.get("Authorization"))
@@ -132,17 +133,24 @@ async def _read_json(request: web.Request, limit: int) -> object:
     """The JSON body, refusing one over ``limit`` bytes before reading it whole."""
     if request.content_type != "application/json":
         raise _Reject(problem(415, "Unsupported Media Type", "send Content-Type: application/json"))
-    if request.content_length is not None and request.content_length > limit:
-        raise _Reject(_too_large(limit))
-    chunks: list[bytes] = []
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise _Reject(_too_large(limit))
+        return _loads(await request.read())
+    chunks: list[bytes] = []  # chunked: count while reading
     size = 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > limit:
             raise _Reject(_too_large(limit))
         chunks.append(chunk)
+    return _loads(b"".join(chunks))
+
+
+def _loads(body: bytes) -> object:
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         detail = f"the body is not valid JSON: {exc}"
         raise _Reject(problem(400, "Malformed JSON", detail)) from None
@@ -339,16 +347,16 @@ async def docs_page(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     """The receiver's application; its producer and store start with the app."""
-    app = web.Application(
-        middlewares=[observe, authenticate], client_max_size=settings.max_batch_bytes
-    )
+    gate = Gate(settings.api_keys, rate_per_second=settings.rate_limit_per_key)
+    middlewares = [observe, authenticate] if gate.enabled else [observe]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_batch_bytes)
     app[SETTINGS] = settings
     app[PRODUCER] = Producer(
         settings, client_id="notifsvc-receiver", linger_ms=2, timeout_ms=settings.produce_timeout_ms
     )
     app[STORE] = Store(settings.dsn, max_connections=4, attempts=2)
     app[CHANNELS] = channels.enabled(settings)
-    app[GATE] = Gate(settings.api_keys, rate_per_second=settings.rate_limit_per_key)
+    app[GATE] = gate
     doc = openapi.document(settings, app[CHANNELS])
     app[DOCS] = {"json": orjson.dumps(doc), "html": openapi.render_html(doc).encode()}
     app.router.add_post("/notification", post_notification)
