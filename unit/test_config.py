@@ -40,6 +40,8 @@ def test_every_malformed_value_is_reported_by_name() -> None:
                 "NOTIFSVC_KAFKA_BOOTSTRAP": "no-port-here",
                 "NOTIFSVC_BATCH_SIZE": "0",
                 "NOTIFSVC_SMTP_TLS": "maybe",
+                "NOTIFSVC_TRACING_ENDPOINT": "collector:4318",
+                "NOTIFSVC_TRACING_SAMPLE_RATIO": "1.5",
             }
         )
     text = str(caught.value)
@@ -48,9 +50,11 @@ def test_every_malformed_value_is_reported_by_name() -> None:
         "NOTIFSVC_KAFKA_BOOTSTRAP",
         "NOTIFSVC_BATCH_SIZE",
         "NOTIFSVC_SMTP_TLS",
+        "NOTIFSVC_TRACING_ENDPOINT",
+        "NOTIFSVC_TRACING_SAMPLE_RATIO",
     ):
         assert name in text
-    assert len(caught.value.problems) == 4
+    assert len(caught.value.problems) == 6
 
 
 def test_unknown_variable_is_an_error() -> None:
@@ -103,6 +107,8 @@ def test_to_env_is_the_inverse_of_load() -> None:
         "NOTIFSVC_SEND_RATE": "2.5",
         "NOTIFSVC_LOG_CHANNEL_PATH": "/tmp/x.jsonl",
         "NOTIFSVC_SMTP_PASSWORD": "hunter2",
+        "NOTIFSVC_TRACING_ENDPOINT": "http://otel-collector:4318",
+        "NOTIFSVC_TRACING_SAMPLE_RATIO": "0.25",
     }
     settings = config.load(env)
     assert config.to_env(settings) == env

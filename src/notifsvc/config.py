@@ -112,6 +112,20 @@ def _database_url(raw: str) -> Secret:
     return Secret(raw.strip())
 
 
+def _url(raw: str) -> str:
+    url = raw.strip()
+    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
+def _ratio(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a number between 0 and 1")
+    return value
+
+
 def _spec(parse: Callable[[str], Any], *, secret: bool = False) -> dict[str, Any]:
     return {"parse": parse, "secret": secret}
 
@@ -162,6 +176,8 @@ class Settings:
     slack_api_url: str = field(default="https://slack.com/api", metadata=_spec(str))
     slack_token: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
     metrics_port: int = field(default=0, metadata=_spec(_port))
+    tracing_endpoint: str | None = field(default=None, metadata=_spec(_url))
+    tracing_sample_ratio: float = field(default=1.0, metadata=_spec(_ratio))
 
     def require(self, *names: str) -> None:
         """Raise :class:`ConfigError` naming every listed setting that is unset."""

@@ -50,6 +50,10 @@ class Delivery:
     error: str | None = None
     retry_after: float = 0.0  # the provider's own wish, for the retry lane
 
+    @property
+    def sent(self) -> bool:
+        return self.state is State.SENT
+
     def outcome(self) -> Outcome:
         return Outcome(self.notification.uuid, self.state, self.attempts, self.error)
 

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid as uuid_mod
 
-from notifsvc import metrics, topics
+from notifsvc import metrics, topics, tracing
 from notifsvc.batching import BatchLoop, Postponed
 from notifsvc.channels import Channel
 from notifsvc.config import Settings
@@ -35,6 +35,9 @@ NOT_BEFORE = "notifsvc-not-before"
 MAX_WAIT = 60.0
 
 
+Incoming = tuple[Notification, int, tracing.Headers]  # prior attempts, trace context
+
+
 class Notificator:
     def __init__(self, settings: Settings, channel: Channel, *, store: Store | None = None) -> None:
         self.settings = settings
@@ -43,6 +46,7 @@ class Notificator:
         self.store = store or Store(settings.dsn)
         self.producer = Producer(settings, client_id=self.name)
         self.policy = DeliveryPolicy(settings, channel)
+        self.tracing = tracing.Tracing(settings, self.name)
         self.consumers: dict[str, Consumer] = {}
         self.loops: dict[str, BatchLoop] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -75,6 +79,7 @@ class Notificator:
         self._done[lane] = {}
 
     async def start(self) -> None:
+        self.tracing.start()
         await self.channel.start()
         await self.store.start()
         await self.producer.start()
@@ -85,6 +90,7 @@ class Notificator:
         await self.producer.stop()
         await self.store.stop()
         await self.channel.stop()
+        await self.tracing.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._stopping = stopping
@@ -92,10 +98,8 @@ class Notificator:
             for loop in self.loops.values():
                 group.create_task(loop.run(stopping))
 
-    def _decode(
-        self, records: list[Record]
-    ) -> tuple[dict[uuid_mod.UUID, tuple[Notification, int]], list[Message]]:
-        unique: dict[uuid_mod.UUID, tuple[Notification, int]] = {}
+    def _decode(self, records: list[Record]) -> tuple[dict[uuid_mod.UUID, Incoming], list[Message]]:
+        unique: dict[uuid_mod.UUID, Incoming] = {}
         poison: list[Message] = []
         stage = f"notificator[{self.channel.name}]"
         for record in records:
@@ -105,7 +109,7 @@ class Notificator:
                 poison.append(dead_letter(self.settings, record, reason=str(exc), stage=stage))
                 continue
             prior = int(record.header(ATTEMPTS) or 0)
-            unique.setdefault(n.uuid, (n, prior))
+            unique.setdefault(n.uuid, (n, prior, tracing.carried(record.headers)))
         return unique, poison
 
     async def handle(self, lane: str, records: list[Record]) -> None:
@@ -114,10 +118,11 @@ class Notificator:
         unique, poison = self._decode(records)
         finished = await self.store.finished(list(unique))
         todo = [v for u, v in unique.items() if u not in finished]
-        deliveries = await asyncio.gather(*(self._deliver(lane, n, prior) for n, prior in todo))
+        deliveries = await asyncio.gather(*(self._deliver(lane, *incoming) for incoming in todo))
         await self.store.record([d.outcome() for d in deliveries])
         await self.producer.send_all(
-            poison + [self._next_hop(d) for d in deliveries if d.state is not State.SENT]
+            poison
+            + [self._next_hop(d, unique[d.notification.uuid][2]) for d in deliveries if not d.sent]
         )
         self._account(deliveries, skipped=len(unique) - len(todo), poison=len(poison))
         self._done[lane].clear()
@@ -135,21 +140,39 @@ class Notificator:
             return
         raise Postponed("stopping before the retry batch was due")
 
-    async def _deliver(self, lane: str, n: Notification, prior: int) -> Delivery:
+    async def _deliver(
+        self, lane: str, n: Notification, prior: int, trace: tracing.Headers
+    ) -> Delivery:
         done = self._done[lane].get(n.uuid)
         if done is None:
-            done = await self.policy.deliver(n, prior=prior, slots=self._slots[lane])
+            done = await self._traced_delivery(lane, n, prior, trace)
             self._done[lane][n.uuid] = done
         return done
 
-    def _next_hop(self, d: Delivery) -> Message:
-        """Where a notification goes when it was not sent: the retry lane or the DLQ."""
+    async def _traced_delivery(
+        self, lane: str, n: Notification, prior: int, trace: tracing.Headers
+    ) -> Delivery:
+        """One pass of the delivery policy; with tracing on, in a span continuing the trace."""
+        attributes = {"notifsvc.uuid": str(n.uuid), "notifsvc.lane": lane}
+        kind = tracing.SpanKind.CLIENT
+        name = f"send {self.channel.name}"
+        with self.tracing.span(name, parent=trace, kind=kind, attributes=attributes) as span:
+            done = await self.policy.deliver(n, prior=prior, slots=self._slots[lane])
+            tracing.annotate(span, state=done.state.value, attempts=done.attempts)
+            if not done.sent:
+                tracing.fail(span, done.error or done.state.value)
+        return done
+
+    def _next_hop(self, d: Delivery, trace: tracing.Headers) -> Message:
+        """Where a notification goes when it was not sent: the retry lane or the DLQ (with
+        its trace context, so that later attempts join the same trace)."""
         n = d.notification
         if d.state is State.FORWARDED:
             due = time.time() + self.policy.retry_delay(d)
             headers: Headers = (
                 (ATTEMPTS, str(d.total).encode()),
                 (NOT_BEFORE, f"{due:.3f}".encode()),
+                *trace,
             )
             return (
                 topics.channel(self.settings, self.channel.name, "retry"),
@@ -161,6 +184,7 @@ class Notificator:
             ("notifsvc-error", (d.error or "").encode()[:2000]),
             ("notifsvc-stage", f"notificator[{self.channel.name}]".encode()),
             (ATTEMPTS, str(d.total).encode()),
+            *trace,
         )
         return topics.dlq(self.settings), n.encode(), n.key, headers
 

@@ -14,7 +14,7 @@ import orjson
 import prometheus_client
 from aiohttp import web
 
-from notifsvc import channels, metrics, openapi, topics
+from notifsvc import channels, metrics, openapi, topics, tracing
 from notifsvc.auth import Gate, RateLimited, Unauthorized
 from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoreUnavailable
@@ -30,6 +30,7 @@ STORE = web.AppKey("store", Store)
 CHANNELS = web.AppKey("channels", dict[str, channels.Channel])
 GATE = web.AppKey("gate", Gate)
 DOCS = web.AppKey("docs", dict[str, bytes])
+TRACING = web.AppKey("tracing", tracing.Tracing)
 API_KEY = web.RequestKey("api_key", bytes)
 PROTECTED = frozenset({"/notification", "/notifications", "/notification/{uuid}"})
 RETRY_LATER = {"Retry-After": "1"}
@@ -187,17 +188,21 @@ def _destination_errors(app: web.Application, data: object) -> list[FieldError]:
     return [FieldError("destination", f"{why} (enabled: {known})")]
 
 
-def _send(app: web.Application, notification: Notification) -> asyncio.Future[None]:
+def _send(
+    app: web.Application, notification: Notification, trace: tracing.Headers
+) -> asyncio.Future[None]:
     topic = topics.outstanding(app[SETTINGS])
-    return app[PRODUCER].send(topic, notification.encode(), key=notification.key)
+    return app[PRODUCER].send(topic, notification.encode(), key=notification.key, headers=trace)
 
 
-async def _store_one(app: web.Application, notification: Notification) -> None:
+async def _store_one(
+    app: web.Application, notification: Notification, trace: tracing.Headers
+) -> None:
     """Wait until the broker holds ``notification``; :class:`_Reject` with 503 otherwise."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(app[SETTINGS].produce_timeout_ms / 1000):
-            await _send(app, notification)
+            await _send(app, notification, trace)
     except (KafkaError, TimeoutError) as exc:
         log.warning(
             "not accepted %s: broker did not acknowledge: %r",
@@ -214,11 +219,29 @@ def _unavailable() -> web.Response:
     return problem(503, "Service Unavailable", detail, headers=RETRY_LATER)
 
 
+def _server_span(request: web.Request) -> tracing.Span | None:
+    """The request's span (None while tracing is off), continuing the client's trace."""
+    tracer = request.app[TRACING]
+    if not tracer.enabled:
+        return None
+    name = f"{request.method} {_route(request)}"
+    return tracer.begin(name, parent=request.headers, kind=tracing.SpanKind.SERVER)
+
+
 async def post_notification(request: web.Request) -> web.Response:
+    span = _server_span(request)
+    response = await _accept_one(request, span)
+    tracing.end_http(span, response.status)
+    return response
+
+
+async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Response:
     limit = request.app[SETTINGS].max_body_bytes
     try:
         notification = validate(request.app, await _read_json(request, limit))
-        await _store_one(request.app, notification)
+        if span is not None:
+            tracing.annotate(span, uuid=str(notification.uuid), channel=notification.channel)
+        await _store_one(request.app, notification, tracing.headers(span))
     except _Reject as reject:
         return reject.response
     except InvalidNotification as exc:
@@ -227,7 +250,15 @@ async def post_notification(request: web.Request) -> web.Response:
 
 
 async def post_notifications(request: web.Request) -> web.Response:
-    """Up to ``max_batch_items`` notifications; each item is accepted or rejected on its own."""
+    """Up to ``max_batch_items`` notifications; each item is accepted or rejected on its own.
+    With tracing on, the items share the request's trace."""
+    span = _server_span(request)
+    response = await _accept_batch(request, tracing.headers(span))
+    tracing.end_http(span, response.status)
+    return response
+
+
+async def _accept_batch(request: web.Request, trace: tracing.Headers) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     try:
@@ -252,7 +283,7 @@ async def post_notifications(request: web.Request) -> web.Response:
             continue
         result = {"index": index, "uuid": str(n.uuid), "status": "accepted"}
         results.append(result)
-        pending.append((result, _send(app, n)))
+        pending.append((result, _send(app, n, trace)))
     await _settle_batch(app[SETTINGS], pending)
     return _batch_response(results, stored=len(pending))
 
@@ -357,6 +388,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = Store(settings.dsn, max_connections=4, attempts=2)
     app[CHANNELS] = channels.enabled(settings)
     app[GATE] = gate
+    app[TRACING] = tracing.Tracing(settings, "notifsvc-receiver")
     doc = openapi.document(settings, app[CHANNELS])
     app[DOCS] = {"json": orjson.dumps(doc), "html": openapi.render_html(doc).encode()}
     app.router.add_post("/notification", post_notification)
@@ -376,6 +408,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _start(app: web.Application) -> None:
+    app[TRACING].start()
     await app[PRODUCER].start()
     await app[STORE].start()
     for name, reason in channels.disabled(app[SETTINGS]).items():
@@ -385,6 +418,7 @@ async def _start(app: web.Application) -> None:
 async def _stop(app: web.Application) -> None:
     await app[PRODUCER].stop()
     await app[STORE].stop()
+    await app[TRACING].stop()
 
 
 class ReceiverServer:

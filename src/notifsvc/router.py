@@ -16,7 +16,7 @@ import uuid as uuid_mod
 from collections import Counter
 from dataclasses import dataclass, field
 
-from notifsvc import channels, metrics, topics
+from notifsvc import channels, metrics, topics, tracing
 from notifsvc.batching import BatchLoop
 from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoredRow
@@ -35,6 +35,7 @@ class Plan:
     poison: list[Message] = field(default_factory=list)
     conflicts: Counter[uuid_mod.UUID] = field(default_factory=Counter)
     duplicates: int = 0
+    trace: dict[uuid_mod.UUID, tracing.Headers] = field(default_factory=dict)  # tracing on
 
 
 class Router:
@@ -42,6 +43,7 @@ class Router:
         self.settings = settings
         self.store = store or Store(settings.dsn)
         self.producer = Producer(settings, client_id="notifsvc-router")
+        self.tracing = tracing.Tracing(settings, "notifsvc-router")
         self.consumer = Consumer(
             settings,
             group_id=settings.topic("notifsvc-router"),
@@ -59,6 +61,7 @@ class Router:
         self.duplicates = 0
 
     async def start(self) -> None:
+        self.tracing.start()
         await self.store.start()
         await self.producer.start()
         await self.consumer.start()
@@ -67,6 +70,7 @@ class Router:
         await self.consumer.stop()
         await self.producer.stop()
         await self.store.stop()
+        await self.tracing.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
         await self.loop.run(stopping)
@@ -84,6 +88,8 @@ class Router:
                 plan.poison.append(poison)
                 continue
             first = plan.unique.setdefault(n.uuid, n)
+            if first is n and self.tracing.enabled:
+                plan.trace[n.uuid] = tracing.carried(record.headers)
             if first is not n:
                 plan.duplicates += 1
                 if first.fingerprint() != n.fingerprint():
@@ -91,16 +97,41 @@ class Router:
         return plan
 
     async def handle(self, records: list[Record]) -> None:
+        started = time.time_ns()
         plan = self.plan(records)
         inserted = await self.store.insert(list(plan.unique.values()))
         existing = await self.store.lookup([u for u in plan.unique if u not in inserted])
         forward = [plan.unique[u] for u in inserted] + self._unforwarded(plan, existing)
-        await self.producer.send_all(
-            [(self._lane_topic(n), n.encode(), n.key, ()) for n in forward] + plan.poison
-        )
-        await self.store.mark_forwarded([n.uuid for n in forward])
+        with self._route_spans(plan, forward, inserted, started) as spans:
+            await self.producer.send_all(
+                [(self._lane_topic(n), n.encode(), n.key, spans.headers(n.uuid)) for n in forward]
+                + plan.poison
+            )
+            await self.store.mark_forwarded([n.uuid for n in forward])
         await self.store.add_conflicts(dict(plan.conflicts))
         self._account(plan, forward, duplicates=plan.duplicates + len(existing))
+
+    def _route_spans(
+        self, plan: Plan, forward: list[Notification], inserted: set[uuid_mod.UUID], started: int
+    ) -> tracing.Spans:
+        """With tracing on, a span per forwarded notification, continuing its trace."""
+        spans = tracing.Spans()
+        if not self.tracing.enabled:
+            return spans
+        for n in forward:
+            spans[n.uuid] = self.tracing.begin(
+                "route notification",
+                parent=plan.trace.get(n.uuid, ()),
+                kind=tracing.SpanKind.CONSUMER,
+                attributes={
+                    "notifsvc.uuid": str(n.uuid),
+                    "notifsvc.channel": n.channel,
+                    "notifsvc.priority": n.priority.value,
+                    "notifsvc.reforwarded": n.uuid not in inserted,
+                },
+                start_time=started,
+            )
+        return spans
 
     def _account(self, plan: Plan, forward: list[Notification], *, duplicates: int) -> None:
         self.forwarded += len(forward)
