@@ -65,7 +65,12 @@ class Tracing:
             sampler=ParentBased(TraceIdRatioBased(self.ratio)),
         )
         exporter = OTLPSpanExporter(endpoint=f"{self.endpoint.rstrip('/')}/v1/traces", timeout=5)
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+        # A full queue drops spans rather than slow a request down: room for a few seconds
+        # at a few thousand notifications per second.
+        processor = BatchSpanProcessor(
+            exporter, max_queue_size=16_384, max_export_batch_size=2_048, schedule_delay_millis=1000
+        )
+        provider.add_span_processor(processor)
         self._provider = provider
         self._tracer = provider.get_tracer("notifsvc")
         where = urlsplit(self.endpoint).netloc.rpartition("@")[2]  # never log credentials
