@@ -163,3 +163,14 @@ async def test_a_failed_batch_marks_every_span_of_it_failed() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_server_span_fails_on_a_5xx_answer_only() -> None:
+    async with OtlpCollector() as collector:
+        t = tracing.Tracing(Settings(**collector.settings()), "svc")
+        t.start()
+        for status in (202, 422, 503):
+            tracing.end_http(t.begin(f"answer {status}"), status)
+        await t.stop()
+    got = {s.name: (s.status, s.attributes["http.response.status_code"]) for s in collector.spans}
+    assert got == {"answer 202": (0, 202), "answer 422": (0, 422), "answer 503": (ERROR, 503)}

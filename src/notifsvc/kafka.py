@@ -197,13 +197,13 @@ class Producer:
     def _produce_outbox(self) -> None:
         """Hand this loop iteration's sends to librdkafka."""
         outbox, self._outbox = self._outbox, []
+        if not outbox:  # stop() handed it over already
+            return
         producer = self._producer
+        assert producer is not None, "stop() hands the outbox over before dropping the producer"
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
         for topic, value, key, headers, future in outbox:
-            if producer is None:
-                future.set_exception(KafkaError("the producer stopped before the send"))
-                continue
             try:
                 producer.produce(
                     topic,
