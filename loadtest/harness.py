@@ -214,8 +214,27 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
+class Sampling:
+    """A sampler's lifecycle: ``start()`` runs its ``_run()`` as a task, ``stop()`` ends it."""
+
+    _task: asyncio.Task[None] | None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 @dataclass
-class RssSampler:
+class RssSampler(Sampling):
     """Samples the resident memory of one process every ``interval`` seconds."""
 
     pid: int
@@ -224,22 +243,12 @@ class RssSampler:
     samples: list[tuple[float, int]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
     async def _run(self) -> None:
         proc = psutil.Process(self.pid)
         for _ in range(self.limit):
             with contextlib.suppress(psutil.NoSuchProcess):
                 self.samples.append((time.time(), proc.memory_info().rss))
             await asyncio.sleep(self.interval)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def scratch_dir(name: str) -> Path:
@@ -254,7 +263,7 @@ def own_cpu_seconds() -> float:
 
 
 @dataclass
-class CpuSampler:
+class CpuSampler(Sampling):
     """Once a second: the machine's CPU use, and how much of it is this run's own processes
     (so the work of others sharing the machine, and so the noise, can be told apart)."""
 
@@ -262,9 +271,6 @@ class CpuSampler:
     limit: int = 7200
     samples: list[tuple[float, float, float]] = field(default_factory=list)  # t, all %, own %
     _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         cores = psutil.cpu_count() or 1
@@ -277,13 +283,6 @@ class CpuSampler:
             share = max(0.0, 100 * (own - before) / (now - then) / cores)
             self.samples.append((time.time(), machine, min(share, machine)))
             before, then = own, now
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def others_mean(self) -> float:
         """Mean share of all cores used by processes not of this run, in percent."""

@@ -71,8 +71,9 @@ class Producer:
     """An idempotent, ``acks=all`` producer whose sends are awaitable.
 
     Sends made during one event-loop iteration are handed to librdkafka together at its
-    end, and the delivery reports of one poll come back to the loop in one wake-up: under
-    load, a request costs a share of a thread switch, not one of its own.
+    end, so a send never raises into its caller: a message that cannot be queued fails its
+    own future. The delivery reports of one poll come back to the loop in one wake-up.
+    (Neither changed the receiver's measured rate; see docs/performance.md.)
     """
 
     def __init__(

@@ -16,6 +16,7 @@ import functools
 import logging
 import time
 import uuid as uuid_mod
+from typing import NamedTuple
 
 from notifsvc import metrics, topics, tracing
 from notifsvc.batching import BatchLoop, Postponed
@@ -35,7 +36,10 @@ NOT_BEFORE = "notifsvc-not-before"
 MAX_WAIT = 60.0
 
 
-Incoming = tuple[Notification, int, tracing.Headers]  # prior attempts, trace context
+class Incoming(NamedTuple):
+    notification: Notification
+    prior: int  # attempts made in earlier passes
+    trace: tracing.Headers  # the trace context it came with (empty while tracing is off)
 
 
 class Notificator:
@@ -109,7 +113,7 @@ class Notificator:
                 poison.append(dead_letter(self.settings, record, reason=str(exc), stage=stage))
                 continue
             prior = int(record.header(ATTEMPTS) or 0)
-            unique.setdefault(n.uuid, (n, prior, tracing.carried(record.headers)))
+            unique.setdefault(n.uuid, Incoming(n, prior, tracing.carried(record.headers)))
         return unique, poison
 
     async def handle(self, lane: str, records: list[Record]) -> None:
@@ -120,10 +124,9 @@ class Notificator:
         todo = [v for u, v in unique.items() if u not in finished]
         deliveries = await asyncio.gather(*(self._deliver(lane, *incoming) for incoming in todo))
         await self.store.record([d.outcome() for d in deliveries])
-        await self.producer.send_all(
-            poison
-            + [self._next_hop(d, unique[d.notification.uuid][2]) for d in deliveries if not d.sent]
-        )
+        later = [d for d in deliveries if not d.sent]
+        hops = [self._next_hop(d, unique[d.notification.uuid].trace) for d in later]
+        await self.producer.send_all(poison + hops)
         self._account(deliveries, skipped=len(unique) - len(todo), poison=len(poison))
         self._done[lane].clear()
 
@@ -153,6 +156,8 @@ class Notificator:
         self, lane: str, n: Notification, prior: int, trace: tracing.Headers
     ) -> Delivery:
         """One pass of the delivery policy; with tracing on, in a span continuing the trace."""
+        if not self.tracing.enabled:
+            return await self.policy.deliver(n, prior=prior, slots=self._slots[lane])
         attributes = {"notifsvc.uuid": str(n.uuid), "notifsvc.lane": lane}
         kind = tracing.SpanKind.CLIENT
         name = f"send {self.channel.name}"
