@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
+from notifsvc.channels.base import (
+    Channel,
+    DeliveryError,
+    PermanentError,
+    Throttled,
+    TransientError,
+)
 from notifsvc.channels.email import EmailChannel
 from notifsvc.channels.log import LogChannel
 from notifsvc.channels.slack import SlackChannel
@@ -23,6 +29,7 @@ __all__ = [
     "Channel",
     "DeliveryError",
     "PermanentError",
+    "Throttled",
     "TransientError",
     "disabled",
     "enabled",

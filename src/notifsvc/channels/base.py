@@ -32,6 +32,11 @@ class TransientError(DeliveryError):
         super().__init__(message, retriable=True, retry_after=retry_after)
 
 
+class Throttled(TransientError):
+    """The provider asked us to slow down (HTTP 429, SMTP 421/451 rate limits): never spends
+    a delivery attempt; ``retry_after`` is the provider's wish when it gave one."""
+
+
 class PermanentError(DeliveryError):
     """Rejected by the provider for good (4xx, invalid recipient): never retried."""
 
