@@ -18,7 +18,8 @@ from notifsvc import topics
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
-from notifsvc.notificator import ATTEMPTS, NOT_BEFORE, Notificator
+from notifsvc.headers import ATTEMPTS, NOT_BEFORE
+from notifsvc.notificator import Notificator
 from notifsvc.process import free_port
 from notifsvc.router import Router
 

@@ -2,10 +2,21 @@ from __future__ import annotations
 
 import asyncio
 
+import confluent_kafka
 import pytest
 
 from notifsvc.config import load
-from notifsvc.kafka import KafkaError, Producer, ProducerBusy, Record, next_offsets
+from notifsvc.kafka import (
+    KafkaError,
+    KafkaRecordError,
+    KafkaStageError,
+    KafkaUnavailable,
+    Producer,
+    ProducerBusy,
+    Record,
+    classify,
+    next_offsets,
+)
 from notifsvc.process import free_port
 
 
@@ -46,3 +57,26 @@ async def test_send_before_start_raises() -> None:
     producer = Producer(load({"NOTIFSVC_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), client_id="test")
     with pytest.raises(KafkaError, match="not started"):
         producer.send("t", b"1")
+
+
+async def test_a_message_too_large_is_a_record_error_not_an_outage() -> None:
+    """librdkafka refuses a message over message.max.bytes locally and for good: send_all
+    must say so (the batch loop then isolates it) instead of retrying it forever."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=1_000)
+    await producer.start()
+    try:
+        with pytest.raises(KafkaRecordError, match="size too large"):
+            await producer.send_all([("t", b"x" * 2_000_000, None, ()), ("t", b"ok", None, ())])
+    finally:
+        await producer.stop(flush_seconds=0.1)
+
+
+def test_librdkafka_errors_are_classified_by_code() -> None:
+    err = confluent_kafka.KafkaError
+    assert isinstance(classify(err(err.MSG_SIZE_TOO_LARGE)), KafkaRecordError)
+    assert isinstance(classify(err(err.UNKNOWN_TOPIC_OR_PART)), KafkaStageError)
+    assert isinstance(classify(err(err.TOPIC_AUTHORIZATION_FAILED)), KafkaStageError)
+    assert isinstance(classify(err(err._MSG_TIMED_OUT)), KafkaUnavailable)
+    assert isinstance(classify(err(err._TRANSPORT)), KafkaUnavailable)
+    assert isinstance(classify("not a KafkaError"), KafkaUnavailable)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from notifsvc.model import InvalidNotification, Notification, Priority, parse
+from notifsvc.model import FIELDS, InvalidNotification, Notification, Priority, parse
 
 UID = "0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
 
@@ -64,3 +67,43 @@ def test_accepted_at_survives_the_wire() -> None:
         {"uuid": UID, "destination": "log", "to": "o", "txt": "t", "accepted_at": 12.5}
     )
     assert Notification.decode(raw).accepted_at == 12.5
+
+
+def test_nul_characters_are_refused_in_every_field_the_database_stores() -> None:
+    """PostgreSQL refuses U+0000 in text (SQLSTATE 22021): refuse it at the door."""
+    for field in ("to", "txt", "subject", "destination"):
+        body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "a", "txt": "b"}
+        body[field] = "bad\x00value"
+        with pytest.raises(InvalidNotification) as caught:
+            parse(body)
+        assert any(e.field == field and "NUL" in e.message for e in caught.value.errors)
+
+
+@pytest.mark.parametrize("accepted_at", [1e300, -5, "yesterday", [1], 5e9])
+def test_an_out_of_range_accepted_at_on_a_topic_is_invalid_not_a_crash(accepted_at: object) -> None:
+    body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "a", "txt": "b"}
+    with pytest.raises(InvalidNotification, match="accepted_at"):
+        Notification.decode(orjson.dumps({**body, "accepted_at": accepted_at}))
+
+
+@given(st.binary(max_size=300))
+def test_decoding_any_bytes_gives_a_notification_or_invalid_notification(raw: bytes) -> None:
+    with contextlib.suppress(InvalidNotification):
+        Notification.decode(raw)
+
+
+FIELD_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([*FIELDS, "accepted_at", "x"]), FIELD_VALUES)
+def test_decoding_any_field_value_never_raises_anything_else(field: str, value: object) -> None:
+    body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "a", "txt": "b"}
+    with contextlib.suppress(InvalidNotification):
+        Notification.decode(orjson.dumps({**body, field: value}))

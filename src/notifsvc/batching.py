@@ -1,11 +1,19 @@
 """The consume → process → commit loop shared by the router and the notificators.
 
-A batch is processed until its handler succeeds, and only then are its offsets committed.
-While the handler keeps failing on infrastructure (database or broker), the consumer is
-paused and still polled, so the member keeps its partitions without reading further and
-without exceeding ``max.poll.interval.ms``; it resumes by itself when the handler succeeds.
-Records of partitions revoked meanwhile are dropped: their new owner reads them again from
-the last committed offset.
+A batch's offsets are committed only once every record in it was handled or isolated.
+What happens when the handler fails depends on the kind of error (:mod:`notifsvc.errors`):
+
+- *unavailable* or *stage*: the consumer is paused (still polled, so the member keeps its
+  partitions without reading further) and the unfinished part is retried with backoff; it
+  resumes by itself when the handler succeeds.
+- *record* (and any unexpected exception): the failing part is bisected until the record
+  that causes it is alone; that record is handed to ``on_poison`` (dead-lettered with the
+  reason) and the rest carries on, in order. No input can stop a stage.
+
+A handler that runs long (a slow provider) never costs the group membership: the consumer
+is paused and polled every :data:`KEEPALIVE` seconds meanwhile, so ``max.poll.interval.ms``
+is never exceeded. Records of partitions revoked meanwhile are neither handled further nor
+committed: their new owner reads them again from the last committed offset.
 """
 
 from __future__ import annotations
@@ -14,30 +22,42 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
-from notifsvc import metrics
-from notifsvc.db.store import StoreUnavailable
-from notifsvc.kafka import Consumer, KafkaError, Record, next_offsets
+from notifsvc import errors, metrics
+from notifsvc.kafka import Consumer, Record, next_offsets
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Record]], Awaitable[None]]
+#: Called with a record that fails on its own, and why; dead-letters it. May raise an
+#: *unavailable* error (then it is called again after a pause).
+PoisonHandler = Callable[[Record, str], Awaitable[None]]
 #: Seconds between consumer-lag samples (the notifsvc_consumer_lag gauge).
 LAG_EVERY = 5.0
+#: Seconds a handler may run before the consumer is paused and polled to keep its membership.
+KEEPALIVE = 5.0
+#: Longest pause between retries of a failing batch.
+MAX_BACKOFF = 5.0
 
 
-class Postponed(Exception):
+class Postponed(errors.Unavailable):
     """A handler cannot finish its batch yet; the batch is tried again (or, when stopping,
     left uncommitted for the next owner)."""
 
 
-RETRIABLE = (StoreUnavailable, KafkaError, Postponed)
-
-
-def backoff(attempt: int, *, base: float = 0.2, cap: float = 5.0) -> float:
+def backoff(attempt: int, *, base: float = 0.2, cap: float = MAX_BACKOFF) -> float:
     """Exponential backoff with full jitter, ``attempt`` counting from 1."""
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - not crypto
+
+
+def describe(exc: BaseException) -> str:
+    """A reason for a dead-letter header: the error's class and message."""
+    text = str(exc)
+    if isinstance(exc, errors.PipelineError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class BatchLoop:
@@ -46,23 +66,31 @@ class BatchLoop:
         consumer: Consumer,
         handler: Handler,
         *,
+        on_poison: PoisonHandler,
         batch_size: int,
         batch_timeout: float,
         name: str,
+        keepalive: float = KEEPALIVE,
     ) -> None:
         self._consumer = consumer
         self._handler = handler
+        self._on_poison = on_poison
         self._batch_size = batch_size
         self._batch_timeout = batch_timeout
         self._name = name
+        self._keepalive = keepalive
+        self._extra: list[Record] = []  # read while paused: handled next, never skipped
         self.batches = 0
+        self.poisoned = 0
         self.paused = False
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Process batches until ``stopping`` is set; the batch under way is finished first."""
         next_lag = 0.0
         while not stopping.is_set():
-            records = await self._consumer.consume(self._batch_size, self._batch_timeout)
+            records, self._extra = self._extra, []
+            if not records:
+                records = await self._consumer.consume(self._batch_size, self._batch_timeout)
             if records:
                 await self._process(records, stopping)
             if time.monotonic() >= next_lag:
@@ -73,48 +101,110 @@ class BatchLoop:
         for (topic, partition), lag in (await self._consumer.lag()).items():
             metrics.LAG.labels(self._consumer.group_id, topic, str(partition)).set(lag)
 
+    def _owned(self, records: list[Record]) -> list[Record]:
+        return [r for r in records if (r.topic, r.partition) in self._consumer.assignment]
+
     async def _process(self, records: list[Record], stopping: asyncio.Event) -> None:
+        """Handle ``records`` (isolating poison) and commit them, or leave them uncommitted
+        when stopping in the middle of an outage."""
+        started = time.monotonic()
+        parts: deque[tuple[list[Record], str | None]] = deque([(records, None)])
         attempt = 0
-        while True:
-            records = [r for r in records if (r.topic, r.partition) in self._consumer.assignment]
-            if not records:
-                break
-            started = time.monotonic()
+        while parts:
+            part, poison = parts[0]
+            part = self._owned(part)
             try:
-                await self._handler(records)
-            except RETRIABLE as exc:
-                attempt += 1
-                metrics.BATCH_RETRIES.labels(self._name).inc()
-                if stopping.is_set():
-                    log.warning("%s: stopping with an unfinished batch (not committed)", self._name)
-                    break
-                records += await self._hold(attempt, exc)
-                continue
-            await self._consumer.commit(next_offsets(records))
-            self.batches += 1
-            metrics.BATCH_SIZE.labels(self._name).observe(len(records))
-            metrics.BATCH_SECONDS.labels(self._name).observe(time.monotonic() - started)
-            break
+                if part:
+                    await self._step(part, poison)
+                parts.popleft()
+                attempt = 0
+            except Exception as exc:  # noqa: BLE001 - every failure is classified below
+                if errors.retriable(exc):
+                    attempt += 1
+                    if stopping.is_set():
+                        log.warning(
+                            "%s: stopping with an unfinished batch (uncommitted)", self._name
+                        )
+                        return
+                    await self._hold(attempt, exc)
+                    continue
+                parts.popleft()
+                parts.extendleft(reversed(self._split(part, poison, exc)))
+        await self._finish(records, started)
+
+    def _split(
+        self, part: list[Record], poison: str | None, exc: Exception
+    ) -> list[tuple[list[Record], str | None]]:
+        """What to try next after ``part`` failed for good: its halves, or the lone record
+        marked as poison."""
+        if poison is not None:  # dead-lettering itself failed for good: nothing more to try
+            log.error("%s: cannot dead-letter %s: %s", self._name, _where(part[0]), exc)
+            return []
+        if len(part) == 1:
+            return [(part, describe(exc))]
+        middle = len(part) // 2
+        return [(part[:middle], None), (part[middle:], None)]
+
+    async def _step(self, part: list[Record], poison: str | None) -> None:
+        if poison is None:
+            await self._with_keepalive(self._handler(part))
+            return
+        log.warning("%s: isolating %s: %s", self._name, _where(part[0]), poison)
+        await self._on_poison(part[0], poison)
+        self.poisoned += 1
+        metrics.DLQ.labels(self._name).inc()
+
+    async def _with_keepalive(self, work: Awaitable[None]) -> None:
+        """Await ``work``; while it runs long, keep the group membership by polling paused."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not (await asyncio.wait({task}, timeout=self._keepalive))[0]:
+                await self._pause()
+                self._extra += await self._consumer.consume(self._batch_size, 0)
+        finally:
+            if not task.done():
+                task.cancel()
+        task.result()
+
+    async def _finish(self, records: list[Record], started: float) -> None:
+        owned = self._owned(records)
+        await self._consumer.commit(next_offsets(owned))
+        self.batches += 1
+        metrics.BATCH_SIZE.labels(self._name).observe(len(owned))
+        metrics.BATCH_SECONDS.labels(self._name).observe(time.monotonic() - started)
         if self.paused:
             await self._consumer.resume()
             self.paused = False
             metrics.PAUSED.labels(self._name).set(0)
             log.info("%s: resumed", self._name)
 
-    async def _hold(self, attempt: int, exc: BaseException) -> list[Record]:
-        """Wait before the next attempt, paused but still polling the group."""
-        delay = backoff(attempt)
-        log.warning(
-            "%s: batch failed (attempt %d), retrying in %.2fs: %s", self._name, attempt, delay, exc
-        )
+    async def _pause(self) -> None:
         if not self.paused:
             await self._consumer.pause()
             self.paused = True
             metrics.PAUSED.labels(self._name).set(1)
-        extra: list[Record] = []
+
+    async def _hold(self, attempt: int, exc: BaseException) -> None:
+        """Wait before the next attempt, paused but still polling the group."""
+        metrics.BATCH_RETRIES.labels(self._name).inc()
+        delay = backoff(attempt)
+        level = logging.ERROR if errors.kind_of(exc) is errors.Kind.STAGE else logging.WARNING
+        log.log(
+            level,
+            "%s: batch failed (%s, attempt %d), retrying in %.2fs: %s",
+            self._name,
+            errors.kind_of(exc).value,
+            attempt,
+            delay,
+            exc,
+        )
+        await self._pause()
         deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:
-            # Paused partitions yield nothing; anything that does arrive joins the batch,
+            # Paused partitions yield nothing; anything that does arrive is handled next,
             # because its position has moved and skipping it could lose it.
-            extra += await self._consumer.consume(self._batch_size, min(left, 0.5))
-        return extra
+            self._extra += await self._consumer.consume(self._batch_size, min(left, 0.5))
+
+
+def _where(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from notifsvc.ratelimit import rate_problem
+
 PREFIX: Final = "NOTIFSVC_"
 T = TypeVar("T")
 
@@ -55,10 +57,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-def _non_negative_float(raw: str) -> float:
+def _rate(raw: str) -> float:
+    """A rate per second for :func:`notifsvc.ratelimit.make_limiter`: 0 (off) or a finite
+    number of at least :data:`notifsvc.ratelimit.MIN_RATE`; fractions such as 0.5 work."""
     value = float(raw)
-    if not value >= 0:
-        raise ValueError("must be a number >= 0")
+    problem = rate_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -154,13 +159,14 @@ class Settings:
     max_attempts: int = field(default=5, metadata=_spec(_positive_int))
     inprocess_attempts: int = field(default=3, metadata=_spec(_positive_int))
     retry_delay_ms: int = field(default=30_000, metadata=_spec(_positive_int))
-    send_rate: float = field(default=0.0, metadata=_spec(_non_negative_float))
+    throttle_budget_seconds: int = field(default=3_600, metadata=_spec(_positive_int))
+    send_rate: float = field(default=0.0, metadata=_spec(_rate))
     channels: frozenset[str] | None = field(default=None, metadata=_spec(_csv))
     log_channel_path: Path | None = field(default=None, metadata=_spec(Path))
     webhook_allowed_hosts: frozenset[str] = field(default=frozenset(), metadata=_spec(_csv))
     webhook_secret: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
     api_keys: tuple[Secret, ...] = field(default=(), metadata=_spec(_secrets, secret=True))
-    rate_limit_per_key: float = field(default=0.0, metadata=_spec(_non_negative_float))
+    rate_limit_per_key: float = field(default=0.0, metadata=_spec(_rate))
     max_batch_items: int = field(default=500, metadata=_spec(_positive_int))
     max_batch_bytes: int = field(default=1_048_576, metadata=_spec(_positive_int))
     smtp_host: str | None = field(default=None, metadata=_spec(str))

@@ -1,13 +1,20 @@
 """The delivery policy of a channel, in one place: what to do after each send attempt.
 
-- A throttled answer (an error carrying ``retry_after``, e.g. HTTP 429) pauses the whole
-  channel for that long and does not spend an attempt; a pause longer than
-  :data:`MAX_INLINE_PAUSE`, or more than :data:`MAX_THROTTLES` of them, moves the
-  notification to the retry lane instead, due when the provider asked.
+- Before any attempt the channel's own validation runs again: a notification it would
+  refuse (written to a topic by something other than the receiver) fails with the reason.
+- A throttled answer (:class:`~notifsvc.channels.Throttled`, or any retriable error
+  carrying ``retry_after``) never spends an attempt. It pauses the whole channel for that
+  long; a pause longer than :data:`MAX_INLINE_PAUSE`, or more than :data:`MAX_THROTTLES`
+  of them in one pass, moves the notification to the retry lane instead, due when the
+  provider asked. What bounds throttling is time: once a notification is older than
+  ``NOTIFSVC_THROTTLE_BUDGET_SECONDS`` it fails with a reason starting ``throttled``.
 - Other retriable errors are retried in process with exponential backoff and jitter, up to
   ``NOTIFSVC_INPROCESS_ATTEMPTS``; then the notification goes to the channel's retry lane,
-  to be taken up again when due (without holding up fresh traffic).
-- A permanent error, or ``NOTIFSVC_MAX_ATTEMPTS`` attempts in all, fails the notification.
+  due after ``NOTIFSVC_RETRY_DELAY_MS``, doubling with each pass (at most
+  :data:`MAX_RETRY_DELAY`), without holding up fresh traffic.
+- A permanent error, or ``NOTIFSVC_MAX_ATTEMPTS`` attempts in all, fails the notification;
+  so does any unexpected exception raised by the channel (a bug there must not stop the
+  stage).
 Sends share one rate limiter (``NOTIFSVC_SEND_RATE`` per second, 0 for none).
 """
 
@@ -16,27 +23,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from aiolimiter import AsyncLimiter
 
 from notifsvc import metrics
 from notifsvc.batching import backoff
-from notifsvc.channels import Channel, DeliveryError, TransientError
+from notifsvc.channels import Channel, DeliveryError, PermanentError, Throttled, TransientError
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome
 from notifsvc.model import Notification, State
+from notifsvc.ratelimit import make_limiter
 
 log = logging.getLogger(__name__)
 
-#: Throttled answers waited out in process for one notification.
+#: Throttled answers waited out in process for one notification in one pass.
 MAX_THROTTLES = 3
 #: Longest provider-imposed pause waited out in process.
 MAX_INLINE_PAUSE = 10.0
+#: Pause after a throttled answer that did not say for how long (doubling per throttle).
+DEFAULT_PAUSE = 1.0
 #: Cap of the backoff between in-process attempts.
 MAX_BACKOFF = 5.0
 #: Longest wait before a notification is taken up again from the retry lane.
 MAX_RETRY_DELAY = 120.0
+#: Reasons of notifications failed because the provider kept throttling start with this.
+THROTTLED = "throttled"
+
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,35 +71,44 @@ class Delivery:
         return Outcome(self.notification.uuid, self.state, self.attempts, self.error)
 
 
+def is_throttle(exc: DeliveryError) -> bool:
+    """A "slow down" from the provider, as opposed to a failed attempt."""
+    return isinstance(exc, Throttled) or (exc.retriable and exc.retry_after is not None)
+
+
 class Throttle:
     """A channel-wide pause, set by the provider's ``Retry-After``."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self._until = 0.0
+        self._clock = clock
 
     def hold(self, seconds: float) -> None:
-        self._until = max(self._until, time.monotonic() + min(seconds, MAX_INLINE_PAUSE))
+        self._until = max(self._until, self._clock() + min(seconds, MAX_INLINE_PAUSE))
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - self._clock())
 
     async def wait(self) -> None:
         """Return once no pause is in force (a pause set meanwhile is waited out too)."""
         while True:
-            left = self._until - time.monotonic()
+            left = self._until - self._clock()
             if left <= 0:
                 return
             await asyncio.sleep(left)
 
 
 class DeliveryPolicy:
-    def __init__(self, settings: Settings, channel: Channel) -> None:
+    def __init__(self, settings: Settings, channel: Channel, *, clock: Clock = time.time) -> None:
         self.settings = settings
         self.channel = channel
         self.throttle = Throttle()
-        self._limiter = AsyncLimiter(settings.send_rate, 1.0) if settings.send_rate > 0 else None
+        self._clock = clock  # wall clock: a notification's age counts from its accepted_at
+        self._limiter = make_limiter(settings.send_rate)
 
-    def retry_delay(self, d: Delivery) -> float:
-        """Seconds before the retry lane takes ``d`` up again."""
-        passes = max(0, d.total // self.settings.inprocess_attempts - 1)
-        delay = self.settings.retry_delay_ms / 1000 * (1 << passes)
+    def retry_delay(self, d: Delivery, passes: int) -> float:
+        """Seconds before the retry lane takes ``d`` up again, after ``passes`` earlier ones."""
+        delay = self.settings.retry_delay_ms / 1000 * (1 << min(passes, 16))
         return min(MAX_RETRY_DELAY, max(delay, d.retry_after))
 
     def worst_case_seconds(self) -> float:
@@ -96,17 +118,22 @@ class DeliveryPolicy:
         return sends + (tries - 1) * MAX_BACKOFF + MAX_THROTTLES * MAX_INLINE_PAUSE
 
     async def deliver(self, n: Notification, *, prior: int, slots: asyncio.Semaphore) -> Delivery:
-        attempts = throttled = 0
+        problems = self.channel.validate(n)
+        if problems:
+            reason = "; ".join(f"{p.field}: {p.message}" for p in problems)
+            return self._failed(n, 0, prior, f"not deliverable by {self.channel.name}: {reason}")
+        attempts = throttles = 0
         while True:
             try:
                 async with slots:
-                    await self._attempt(n, attempts + throttled)
+                    await self._attempt(n, attempts + throttles)
                 return self._sent(n, attempts + 1, prior)
             except DeliveryError as exc:
-                pause = exc.retry_after if exc.retriable else None
-                if pause is not None and pause <= MAX_INLINE_PAUSE and throttled < MAX_THROTTLES:
-                    throttled += 1
-                    self.throttle.hold(pause)
+                if is_throttle(exc):
+                    throttles += 1
+                    verdict = self._after_throttle(n, exc, throttles, attempts, prior)
+                    if verdict is not None:
+                        return verdict
                     continue
                 attempts += 1
                 verdict = self._verdict(n, exc, attempts, prior)
@@ -114,22 +141,46 @@ class DeliveryPolicy:
                     return verdict
                 await asyncio.sleep(backoff(attempts, base=0.1, cap=MAX_BACKOFF))
 
+    def _after_throttle(
+        self, n: Notification, exc: DeliveryError, throttles: int, attempts: int, prior: int
+    ) -> Delivery | None:
+        """None to wait the pause out here; otherwise the retry lane, or failure once the
+        notification's throttling budget is spent."""
+        pause = exc.retry_after
+        if pause is None:
+            pause = min(MAX_INLINE_PAUSE, DEFAULT_PAUSE * 2 ** (throttles - 1))
+        age = self._clock() - n.accepted_at
+        if age + pause > self.settings.throttle_budget_seconds:
+            why = f"{THROTTLED}: the provider kept throttling for {age:.0f}s ({exc})"
+            return self._failed(n, attempts, prior, why)
+        if pause <= MAX_INLINE_PAUSE and throttles <= MAX_THROTTLES:
+            self.throttle.hold(pause)
+            return None
+        self._log("postponed (throttled)", n, prior + attempts, str(exc))
+        error = f"{THROTTLED}: {exc}"
+        return Delivery(n, State.FORWARDED, attempts, prior + attempts, error, retry_after=pause)
+
     def _verdict(
         self, n: Notification, exc: DeliveryError, attempts: int, prior: int
     ) -> Delivery | None:
         """None to try again now; otherwise the notification's fate for this pass."""
         total = prior + attempts
-        error = str(exc)
         if not exc.retriable or total >= self.settings.max_attempts:
-            context = {"uuid": n.uuid, "channel": self.channel.name}
-            log.warning("%s failed after %d attempts: %s", n.uuid, total, error, extra=context)
-            return Delivery(n, State.FAILED, attempts, total, error)
-        if exc.retry_after is not None or attempts >= self.settings.inprocess_attempts:
-            later = exc.retry_after or 0.0
-            context = {"uuid": n.uuid, "channel": self.channel.name}
-            log.info("%s postponed after %d attempts: %s", n.uuid, total, error, extra=context)
-            return Delivery(n, State.FORWARDED, attempts, total, error, retry_after=later)
+            return self._failed(n, attempts, prior, str(exc))
+        if attempts >= self.settings.inprocess_attempts:
+            self._log("postponed", n, total, str(exc))
+            return Delivery(n, State.FORWARDED, attempts, total, str(exc))
         return None
+
+    def _failed(self, n: Notification, attempts: int, prior: int, error: str) -> Delivery:
+        self._log("failed", n, prior + attempts, error, level=logging.WARNING)
+        return Delivery(n, State.FAILED, attempts, prior + attempts, error)
+
+    def _log(
+        self, what: str, n: Notification, total: int, error: str, *, level: int = logging.INFO
+    ) -> None:
+        context = {"uuid": n.uuid, "channel": self.channel.name}
+        log.log(level, "%s %s after %d attempts: %s", n.uuid, what, total, error, extra=context)
 
     def _sent(self, n: Notification, attempts: int, prior: int) -> Delivery:
         metrics.END_TO_END.labels(self.channel.name).observe(max(0.0, time.time() - n.accepted_at))
@@ -147,6 +198,12 @@ class DeliveryPolicy:
                 await self.channel.send(n)
         except TimeoutError as exc:
             raise TransientError(f"{self.channel.name} send timed out") from exc
+        except DeliveryError:
+            raise
+        except Exception as exc:  # a channel's bug fails this notification only
+            log.exception("%s: unexpected error sending %s", self.channel.name, n.uuid)
+            why = f"unexpected {type(exc).__name__} in {self.channel.name}: {exc}"
+            raise PermanentError(why) from exc
         finally:
             elapsed = time.monotonic() - started
             metrics.PROVIDER_SECONDS.labels(self.channel.name).observe(elapsed)

@@ -22,6 +22,7 @@ import confluent_kafka
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from notifsvc import errors
 from notifsvc.config import Settings
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,63 @@ TopicPartition = tuple[str, int]
 
 
 class KafkaError(Exception):
-    """A produce, commit or admin call that did not succeed."""
-
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
-        super().__init__(message)
-        self.retriable = retriable
+    """A produce, commit or admin call that did not succeed (see the subclasses' kinds)."""
 
 
-class ProducerBusy(KafkaError):
+class KafkaUnavailable(KafkaError, errors.Unavailable):
+    """The broker is unreachable, slow or mid-failover: try again later."""
+
+
+class ProducerBusy(KafkaUnavailable):
     """The local produce queue is full: the broker is slow or unreachable."""
+
+
+class KafkaRecordError(KafkaError, errors.RecordError):
+    """The broker (or librdkafka) refuses this message for good, e.g. it is too large."""
+
+
+class KafkaStageError(KafkaError, errors.StageError):
+    """The topic does not exist, or this client may not use it: an operator must act."""
+
+
+_E = confluent_kafka.KafkaError
+#: Error codes that no retry can fix for the message at hand.
+_RECORD_CODES = frozenset(
+    {
+        _E.MSG_SIZE_TOO_LARGE,
+        _E.RECORD_LIST_TOO_LARGE,
+        _E.INVALID_RECORD,
+        _E.INVALID_MSG,
+        _E._BAD_MSG,
+        _E._INVALID_ARG,
+        _E.POLICY_VIOLATION,
+    }
+)
+#: Error codes that no retry can fix for any message of the stage.
+_STAGE_CODES = frozenset(
+    {
+        _E.UNKNOWN_TOPIC_OR_PART,
+        _E._UNKNOWN_TOPIC,
+        _E._UNKNOWN_PARTITION,
+        _E.TOPIC_AUTHORIZATION_FAILED,
+        _E.CLUSTER_AUTHORIZATION_FAILED,
+        _E.SASL_AUTHENTICATION_FAILED,
+        _E._AUTHENTICATION,
+        _E._SSL,
+    }
+)
+
+
+def classify(err: confluent_kafka.KafkaError | object) -> KafkaError:
+    """A librdkafka error (or anything raised in its place) as one of the three kinds."""
+    if not isinstance(err, confluent_kafka.KafkaError):
+        return KafkaUnavailable(str(err))
+    code = err.code()
+    if code in _RECORD_CODES:
+        return KafkaRecordError(err.str())
+    if code in _STAGE_CODES:
+        return KafkaStageError(err.str())
+    return KafkaUnavailable(err.str())
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +237,7 @@ class Producer:
         """Queue one message. The future resolves once the broker has acknowledged it, or
         fails with :class:`KafkaError` (:class:`ProducerBusy` when the local queue is full)."""
         if self._producer is None or self._loop is None:
-            raise KafkaError("producer is not started")
+            raise KafkaUnavailable("producer is not started")
         future: asyncio.Future[None] = self._loop.create_future()
         if not self._outbox:
             self._loop.call_soon(self._produce_outbox)
@@ -217,10 +266,16 @@ class Producer:
                 future.set_exception(ProducerBusy("produce queue is full"))
             except confluent_kafka.KafkaException as exc:
                 self._on_error(exc.args[0])
-                future.set_exception(KafkaError(str(exc)))
+                future.set_exception(classify(exc.args[0]))
+            except (TypeError, ValueError) as exc:  # e.g. a header librdkafka cannot take
+                future.set_exception(KafkaRecordError(f"cannot produce: {exc}"))
 
     async def send_all(self, messages: Iterable[tuple[str, bytes, bytes | None, Headers]]) -> None:
-        """Send many messages and wait until every one is acknowledged; raise on any failure."""
+        """Send many messages and wait until every one is acknowledged.
+
+        On any failure, raise the gravest kind among the failures: a message refused for good
+        (:class:`KafkaRecordError`) over a stage problem over an outage, so that the batch
+        loop isolates a bad message instead of retrying it forever."""
         futures = [self.send(t, v, key=k, headers=h) for t, v, k, h in messages]
         if not futures:
             return
@@ -228,20 +283,24 @@ class Producer:
         done, pending = await asyncio.wait(futures, timeout=self._timeout + 10)
         for future in pending:
             future.cancel()
-        failures = [f.exception() for f in done if f.exception() is not None]
-        if failures or pending:
-            first = failures[0] if failures else "no delivery report in time"
-            lost = len(failures) + len(pending)
-            raise KafkaError(f"{lost} of {len(futures)} messages not delivered: {first}")
+        failures = [e for f in done if (e := f.exception()) is not None]
+        if not failures and not pending:
+            return
+        lost = f"{len(failures) + len(pending)} of {len(futures)} messages not delivered"
+        for kind in (KafkaRecordError, KafkaStageError):
+            first = next((e for e in failures if isinstance(e, kind)), None)
+            if first is not None:
+                raise kind(f"{lost}: {first}")
+        raise KafkaUnavailable(f"{lost}: {failures[0] if failures else 'no report in time'}")
 
     def ping(self, timeout: float) -> None:
         """Raise :class:`KafkaError` unless the cluster answers a metadata request (blocking)."""
         if self._producer is None:
-            raise KafkaError("producer is not started")
+            raise KafkaUnavailable("producer is not started")
         try:
             self._producer.list_topics(timeout=timeout)
         except confluent_kafka.KafkaException as exc:
-            raise KafkaError(f"broker unreachable: {exc}") from exc
+            raise KafkaUnavailable(f"broker unreachable: {exc}") from exc
 
     async def stop(self, flush_seconds: float = 10.0) -> None:
         if self._producer is None:
@@ -269,7 +328,7 @@ def _settle_all(reports: list[_Report]) -> None:
         if err is None:
             future.set_result(None)
         else:
-            future.set_exception(KafkaError(err.str(), retriable=err.retriable()))
+            future.set_exception(classify(err))
 
 
 RevokeHandler = Callable[[list[TopicPartition]], None]
@@ -437,7 +496,7 @@ def wait_ready(bootstrap: str, timeout: float) -> None:
     try:
         admin.list_topics(timeout=timeout)
     except confluent_kafka.KafkaException as exc:
-        raise KafkaError(f"broker at {bootstrap} not ready after {timeout}s: {exc}") from exc
+        raise KafkaUnavailable(f"broker at {bootstrap} not ready after {timeout}s: {exc}") from exc
 
 
 def create_topics(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> list[str]:
@@ -462,7 +521,7 @@ def create_topics(settings: Settings, names: Iterable[str], *, timeout: float = 
                 err.code() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS
             )
             if not exists:
-                raise KafkaError(f"cannot create topic {name}: {exc}") from exc
+                raise KafkaStageError(f"cannot create topic {name}: {exc}") from exc
     return created
 
 

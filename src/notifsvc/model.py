@@ -136,9 +136,19 @@ _REQUIRED = tuple(f.name for f in REQUEST_FIELDS if f.required)
 _INTERNAL = ("accepted_at",)
 
 
+#: Latest ``accepted_at`` taken from a topic (2100-01-01): later is not a clock reading.
+MAX_ACCEPTED_AT = 4_102_444_800.0
+
+
 def _accepted_at(data: Any) -> float:
+    """The internal ``accepted_at`` of a message read from a topic (0.0 when absent)."""
     value = data.get("accepted_at") if isinstance(data, dict) else None
-    return float(value) if isinstance(value, int | float) else 0.0
+    if value is None:
+        return 0.0
+    if not isinstance(value, int | float) or not 0 <= value <= MAX_ACCEPTED_AT:
+        why = f"must be unix seconds between 0 and {MAX_ACCEPTED_AT:.0f}"
+        raise InvalidNotification([FieldError("accepted_at", why)])
+    return float(value)
 
 
 def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
@@ -158,6 +168,11 @@ def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
         if data.get(k) is not None and not isinstance(data[k], str)
     ]
     errors += [FieldError(str(k), "is not a known field") for k in data if k not in allowed]
+    errors += [
+        FieldError(k, "must not contain the NUL character (U+0000)")
+        for k in FIELDS
+        if isinstance(data.get(k), str) and "\x00" in data[k]
+    ]
     bad = {e.field for e in errors}
     uid = _parse_uuid(data["uuid"], errors) if "uuid" not in bad else None
     priority = _parse_priority(data.get("priority"), errors) if "priority" not in bad else None

@@ -2,43 +2,48 @@
 
 It reads the channel's four lanes (high, normal and low priority, and retry) with one
 consumer each, so that a backlog in one lane never holds up another; low priority gets a
-quarter of the send slots. Per batch: drop UUIDs already sent or failed, deliver the rest
-concurrently under the channel's :class:`~notifsvc.delivery.DeliveryPolicy`, write every
-outcome in one statement, send failures to the DLQ and postponed ones to the retry lane,
-and only then commit. Outcomes survive a retried batch, so a database outage after a send
-does not send again.
+quarter of the send slots. Per batch: dead-letter undecodable records, drop UUIDs already
+sent or failed, deliver the rest concurrently under the channel's
+:class:`~notifsvc.delivery.DeliveryPolicy`, and, every :data:`FLUSH_EVERY` seconds and at
+the end, write the finished deliveries: first their next hop (dead-letter topic or retry
+lane), then their outcomes in one statement; only then are offsets committed. So a slow
+provider never holds finished outcomes back, a rebalance re-sends only what was in flight,
+and a row is never ``failed`` without its dead-letter record. Outcomes survive a retried
+batch, so a database outage after a send does not send again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
 import uuid as uuid_mod
 from typing import NamedTuple
 
-from notifsvc import metrics, topics, tracing
+from notifsvc import deadletter, headers, metrics, topics, tracing
 from notifsvc.batching import BatchLoop, Postponed
 from notifsvc.channels import Channel
 from notifsvc.config import Settings
-from notifsvc.db.store import Store
+from notifsvc.db.store import Outcome, Store, StoreRefused
 from notifsvc.deadletter import Message, dead_letter
-from notifsvc.delivery import Delivery, DeliveryPolicy
+from notifsvc.delivery import MAX_RETRY_DELAY, Delivery, DeliveryPolicy
 from notifsvc.kafka import Consumer, Headers, Producer, Record
 from notifsvc.model import InvalidNotification, Notification, State
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = "notifsvc-attempts"
-NOT_BEFORE = "notifsvc-not-before"
 #: Longest a retry-lane batch waits for its due time before handing back (poll interval).
 MAX_WAIT = 60.0
+#: Seconds between writes of the outcomes finished so far in a batch.
+FLUSH_EVERY = 1.0
 
 
 class Incoming(NamedTuple):
     notification: Notification
     prior: int  # attempts made in earlier passes
+    passes: int  # earlier passes through the retry lane
     trace: tracing.Headers  # the trace context it came with (empty while tracing is off)
 
 
@@ -54,7 +59,9 @@ class Notificator:
         self.consumers: dict[str, Consumer] = {}
         self.loops: dict[str, BatchLoop] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._done: dict[str, dict[uuid_mod.UUID, Delivery]] = {}
+        self._done: dict[str, dict[uuid_mod.UUID, Delivery]] = {}  # survives a batch retry
+        self._written: dict[str, set[uuid_mod.UUID]] = {}  # outcomes already recorded
+        self.stage = f"notificator[{channel.name}]"
         for lane in topics.LANES:
             self._add_lane(lane)
         self._stopping = asyncio.Event()
@@ -74,6 +81,7 @@ class Notificator:
         self.loops[lane] = BatchLoop(
             consumer,
             functools.partial(self.handle, lane),
+            on_poison=self.isolate,
             batch_size=self.settings.batch_size,
             batch_timeout=self.settings.batch_timeout_ms / 1000,
             name=f"notificator[{self.channel.name}:{lane}]",
@@ -81,6 +89,7 @@ class Notificator:
         share = 4 if lane == "low" else 1
         self._slots[lane] = asyncio.Semaphore(max(1, self.settings.send_concurrency // share))
         self._done[lane] = {}
+        self._written[lane] = set()
 
     async def start(self) -> None:
         self.tracing.start()
@@ -105,33 +114,75 @@ class Notificator:
     def _decode(self, records: list[Record]) -> tuple[dict[uuid_mod.UUID, Incoming], list[Message]]:
         unique: dict[uuid_mod.UUID, Incoming] = {}
         poison: list[Message] = []
-        stage = f"notificator[{self.channel.name}]"
         for record in records:
             try:
                 n = Notification.decode(record.value)
             except InvalidNotification as exc:
-                poison.append(dead_letter(self.settings, record, reason=str(exc), stage=stage))
+                poison.append(dead_letter(self.settings, record, reason=str(exc), stage=self.stage))
                 continue
-            prior = int(record.header(ATTEMPTS) or 0)
-            unique.setdefault(n.uuid, Incoming(n, prior, tracing.carried(record.headers)))
+            if not n.accepted_at:  # written by something else: its age counts from the topic
+                n = dataclasses.replace(n, accepted_at=record.timestamp_ms / 1000 or time.time())
+            prior = headers.read_int(record, headers.ATTEMPTS)
+            passes = headers.read_int(record, headers.PASSES, high=64)
+            trace = tracing.carried(record.headers)
+            unique.setdefault(n.uuid, Incoming(n, prior, passes, trace))
         return unique, poison
 
     async def handle(self, lane: str, records: list[Record]) -> None:
         if lane == "retry":
             await self._until_due(records)
         unique, poison = self._decode(records)
+        await self.producer.send_all(poison)
         finished = await self.store.finished(list(unique))
         todo = [v for u, v in unique.items() if u not in finished]
-        deliveries = await asyncio.gather(*(self._deliver(lane, *incoming) for incoming in todo))
-        await self.store.record([d.outcome() for d in deliveries])
-        later = [d for d in deliveries if not d.sent]
-        hops = [self._next_hop(d, unique[d.notification.uuid].trace) for d in later]
-        await self.producer.send_all(poison + hops)
-        self._account(deliveries, skipped=len(unique) - len(todo), poison=len(poison))
-        self._done[lane].clear()
+        tasks = [asyncio.ensure_future(self._deliver(lane, incoming)) for incoming in todo]
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
+                await self._write(lane, [t.result() for t in done], unique)
+        finally:
+            for task in tasks:
+                task.cancel()
+        self._account_batch(skipped=len(unique) - len(todo), poison=len(poison))
+        for uid in unique:  # this part is done; a retried batch would find it finished
+            self._done[lane].pop(uid, None)
+            self._written[lane].discard(uid)
+
+    async def _write(
+        self, lane: str, deliveries: list[Delivery], unique: dict[uuid_mod.UUID, Incoming]
+    ) -> None:
+        """Next hops first (so that a ``failed`` row always has its dead-letter record),
+        then the outcomes, in one statement; each delivery once even if a batch is retried."""
+        fresh = [d for d in deliveries if d.notification.uuid not in self._written[lane]]
+        if not fresh:
+            return
+        hops = [self._next_hop(d, unique[d.notification.uuid]) for d in fresh if not d.sent]
+        await self.producer.send_all(hops)
+        await self.store.record([d.outcome() for d in fresh])
+        self._written[lane].update(d.notification.uuid for d in fresh)
+        self._account(fresh)
+
+    async def isolate(self, record: Record, reason: str) -> None:
+        """A record that fails on its own: dead-letter it, and fail its row with the reason
+        (when it names one), so that its state does not stay ``forwarded``."""
+        await deadletter.isolate(
+            self.producer, self.settings, record, reason=reason, stage=self.stage
+        )
+        uid = _uuid_of(record)
+        if uid is None:
+            return
+        try:
+            await self.store.record([Outcome(uid, State.FAILED, 0, reason)])
+        except StoreRefused as exc:
+            log.error("%s: cannot mark %s failed: %s", self.stage, uid, exc)
 
     async def _until_due(self, records: list[Record]) -> None:
-        due = max(float(r.header(NOT_BEFORE) or 0) for r in records)
+        latest = time.time() + MAX_RETRY_DELAY  # a later due time is not ours: clamp it
+        due = max(
+            headers.read_float(r, headers.NOT_BEFORE, default=0.0, low=0.0, high=latest)
+            for r in records
+        )
         wait = due - time.time()
         if wait <= 0:
             return
@@ -143,57 +194,61 @@ class Notificator:
             return
         raise Postponed("stopping before the retry batch was due")
 
-    async def _deliver(
-        self, lane: str, n: Notification, prior: int, trace: tracing.Headers
-    ) -> Delivery:
+    async def _deliver(self, lane: str, incoming: Incoming) -> Delivery:
+        """One pass over a notification; the same answer again if its batch is retried."""
+        n = incoming.notification
         done = self._done[lane].get(n.uuid)
         if done is None:
-            done = await self._traced_delivery(lane, n, prior, trace)
+            try:
+                done = await self._traced_delivery(lane, incoming)
+            except Exception as exc:  # a bug fails this notification, not the stage
+                log.exception("%s: delivery of %s failed unexpectedly", self.stage, n.uuid)
+                error = f"unexpected {type(exc).__name__}: {exc}"
+                done = Delivery(n, State.FAILED, 0, incoming.prior, error)
             self._done[lane][n.uuid] = done
         return done
 
-    async def _traced_delivery(
-        self, lane: str, n: Notification, prior: int, trace: tracing.Headers
-    ) -> Delivery:
+    async def _traced_delivery(self, lane: str, incoming: Incoming) -> Delivery:
         """One pass of the delivery policy; with tracing on, in a span continuing the trace."""
+        n, prior, slots = incoming.notification, incoming.prior, self._slots[lane]
         if not self.tracing.enabled:
-            return await self.policy.deliver(n, prior=prior, slots=self._slots[lane])
+            return await self.policy.deliver(n, prior=prior, slots=slots)
         attributes = {"notifsvc.uuid": str(n.uuid), "notifsvc.lane": lane}
         kind = tracing.SpanKind.CLIENT
         name = f"send {self.channel.name}"
-        with self.tracing.span(name, parent=trace, kind=kind, attributes=attributes) as span:
-            done = await self.policy.deliver(n, prior=prior, slots=self._slots[lane])
+        with self.tracing.span(
+            name, parent=incoming.trace, kind=kind, attributes=attributes
+        ) as span:
+            done = await self.policy.deliver(n, prior=prior, slots=slots)
             tracing.annotate(span, state=done.state.value, attempts=done.attempts)
             if not done.sent:
                 tracing.fail(span, done.error or done.state.value)
         return done
 
-    def _next_hop(self, d: Delivery, trace: tracing.Headers) -> Message:
+    def _next_hop(self, d: Delivery, incoming: Incoming) -> Message:
         """Where a notification goes when it was not sent: the retry lane or the DLQ (with
         its trace context, so that later attempts join the same trace)."""
         n = d.notification
+        attempts = (headers.ATTEMPTS, str(d.total).encode())
         if d.state is State.FORWARDED:
-            due = time.time() + self.policy.retry_delay(d)
-            headers: Headers = (
-                (ATTEMPTS, str(d.total).encode()),
-                (NOT_BEFORE, f"{due:.3f}".encode()),
-                *trace,
+            due = time.time() + self.policy.retry_delay(d, incoming.passes)
+            hop: Headers = (
+                attempts,
+                (headers.PASSES, str(incoming.passes + 1).encode()),
+                (headers.NOT_BEFORE, f"{due:.3f}".encode()),
+                *incoming.trace,
             )
-            return (
-                topics.channel(self.settings, self.channel.name, "retry"),
-                n.encode(),
-                n.key,
-                headers,
-            )
-        headers = (
-            ("notifsvc-error", (d.error or "").encode()[:2000]),
-            ("notifsvc-stage", f"notificator[{self.channel.name}]".encode()),
-            (ATTEMPTS, str(d.total).encode()),
-            *trace,
+            topic = topics.channel(self.settings, self.channel.name, "retry")
+            return topic, n.encode(), n.key, hop
+        dlq: Headers = (
+            deadletter.reason_header(d.error or ""),
+            (deadletter.STAGE, self.stage.encode()),
+            attempts,
+            *incoming.trace,
         )
-        return topics.dlq(self.settings), n.encode(), n.key, headers
+        return topics.dlq(self.settings), n.encode(), n.key, dlq
 
-    def _account(self, deliveries: list[Delivery], *, skipped: int, poison: int) -> None:
+    def _account(self, deliveries: list[Delivery]) -> None:
         name = self.channel.name
         counts = {s: sum(d.state is s for d in deliveries) for s in State}
         self.sent += counts[State.SENT]
@@ -202,5 +257,20 @@ class Notificator:
         metrics.SENDS.labels(name, "sent").inc(counts[State.SENT])
         metrics.SENDS.labels(name, "failed").inc(counts[State.FAILED])
         metrics.SENDS.labels(name, "postponed").inc(counts[State.FORWARDED])
-        metrics.SENDS.labels(name, "skipped").inc(skipped)
-        metrics.DLQ.labels(f"notificator[{name}]").inc(counts[State.FAILED] + poison)
+        metrics.DLQ.labels(self.stage).inc(counts[State.FAILED])
+
+    def _account_batch(self, *, skipped: int, poison: int) -> None:
+        metrics.SENDS.labels(self.channel.name, "skipped").inc(skipped)
+        metrics.DLQ.labels(self.stage).inc(poison)
+
+
+def _uuid_of(record: Record) -> uuid_mod.UUID | None:
+    """The notification a record is about, from its value or else its key."""
+    try:
+        return Notification.decode(record.value).uuid
+    except InvalidNotification:
+        pass
+    try:
+        return uuid_mod.UUID((record.key or b"").decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None

@@ -20,7 +20,7 @@ from notifsvc import channels, metrics, topics, tracing
 from notifsvc.batching import BatchLoop
 from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoredRow
-from notifsvc.deadletter import Message, dead_letter
+from notifsvc.deadletter import Message, dead_letter, isolate
 from notifsvc.kafka import Consumer, Producer, Record
 from notifsvc.model import FieldError, InvalidNotification, Notification, State
 
@@ -53,6 +53,7 @@ class Router:
         self.loop = BatchLoop(
             self.consumer,
             self.handle,
+            on_poison=self.isolate,
             batch_size=settings.batch_size,
             batch_timeout=settings.batch_timeout_ms / 1000,
             name="router",
@@ -74,6 +75,10 @@ class Router:
 
     async def run(self, stopping: asyncio.Event) -> None:
         await self.loop.run(stopping)
+
+    async def isolate(self, record: Record, reason: str) -> None:
+        """Dead-letter a record that fails on its own (the batch loop found it)."""
+        await isolate(self.producer, self.settings, record, reason=reason, stage="router")
 
     def plan(self, records: list[Record]) -> Plan:
         plan = Plan()

@@ -2,8 +2,10 @@
 
 Every statement here is idempotent, so a statement whose outcome is unknown (a dropped
 connection, CockroachDB's 40003) or that lost a serialization race (40001) is simply run
-again. Short retries happen here; a longer outage surfaces as :class:`StoreUnavailable`
-for the stage to pause on.
+again. Short retries happen here. Every error leaves this module classified (see
+:mod:`notifsvc.errors`): :class:`StoreUnavailable` for the stage to pause on,
+:class:`StoreRefused` for data the database will never take, :class:`StoreMisconfigured`
+for a schema or access problem.
 """
 
 from __future__ import annotations
@@ -24,24 +26,75 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from notifsvc import errors
 from notifsvc.model import Notification, Priority, State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRIABLE_SQLSTATES = frozenset(
-    {"40001", "40003", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+#: SQLSTATE classes (first two characters) and what they mean for a stage. Anything not
+#: listed is taken as a refusal of the data at hand (22 data exception, 23 integrity, 54
+#: program limit, ...): the batch loop isolates the record that causes it.
+_UNAVAILABLE_CLASSES = frozenset(
+    {
+        "08",  # connection exception
+        "25",  # invalid transaction state (e.g. read-only during a failover)
+        "40",  # 40001 serialization, 40003 unknown completion, 40P01 deadlock
+        "53",  # insufficient resources: 53300 too many connections, disk full
+        "55",  # object not in prerequisite state: 55P03 lock not available
+        "57",  # operator intervention: 57014 statement timeout, 57P01 admin shutdown
+        "58",  # system error (I/O)
+    }
 )
+_STAGE_CLASSES = frozenset(
+    {
+        "0A",  # feature not supported: the SQL does not run on this database
+        "28",  # invalid authorization
+        "3D",  # the database does not exist
+        "3F",  # the schema does not exist
+        "42",  # undefined table or column (not migrated), insufficient privilege
+    }
+)
+#: Longest error text kept in ``last_error``.
+MAX_ERROR_CHARS = 2_000
+#: Bytes of client data per insert statement: CockroachDB refuses a Raft command over 64 MiB
+#: and PostgreSQL's memory use grows with it; a 1,000-row batch of near-limit bodies is split.
+MAX_STATEMENT_BYTES = 4 * 1024 * 1024
+#: Seconds before a statement is abandoned (then retried as an outage).
+COMMAND_TIMEOUT = 30.0
 
 
-class StoreUnavailable(Exception):
-    """The database did not answer (or kept refusing) after the short retries."""
+class StoreUnavailable(errors.Unavailable):
+    """The database did not answer (or kept refusing for now) after the short retries."""
+
+
+class StoreRefused(errors.RecordError):
+    """The database refused the data of this statement for good (SQLSTATE 22, 23, 54...)."""
+
+
+class StoreMisconfigured(errors.StageError):
+    """The database is unusable as configured: schema missing, no access, wrong database."""
+
+
+def classify(exc: BaseException) -> errors.PipelineError:
+    """The taxonomy's view of an exception raised by asyncpg or the connection."""
+    if isinstance(exc, errors.PipelineError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(exc.sqlstate or "")
+        message = f"database error {state}: {exc}"
+        if state[:2] in _UNAVAILABLE_CLASSES:
+            return StoreUnavailable(message)
+        if state[:2] in _STAGE_CLASSES:
+            return StoreMisconfigured(message)
+        return StoreRefused(message)
+    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | ConnectionError):
+        return StoreUnavailable(f"database unavailable: {exc!r}")
+    return StoreRefused(f"unexpected database client error: {exc!r}")
 
 
 def is_retriable(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.PostgresError):
-        return exc.sqlstate in RETRIABLE_SQLSTATES
-    return isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | ConnectionError)
+    return isinstance(classify(exc), errors.Unavailable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +176,7 @@ class Store:
             await pool.close()
 
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op``, retrying outages briefly; every failure leaves here classified."""
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_retriable),
@@ -135,32 +189,38 @@ class Store:
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise StoreUnavailable(f"database unavailable: {cause!r}") from cause
+        except Exception as exc:
+            raise classify(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def op() -> list[asyncpg.Record]:
             if self._pool is None:
                 raise StoreUnavailable("store is not started")
-            return await self._pool.fetch(sql, *args)
+            return await self._pool.fetch(sql, *args, timeout=COMMAND_TIMEOUT)
 
         return await self._retry(op)
 
     async def insert(self, batch: Sequence[Notification]) -> set[uuid_mod.UUID]:
-        """Insert new notifications in one statement; return the UUIDs that were new."""
-        if not batch:
-            return set()
-        rows = await self._fetch(
-            _INSERT,
-            [n.uuid for n in batch],
-            [n.channel for n in batch],
-            [n.to for n in batch],
-            [n.txt for n in batch],
-            [n.subject for n in batch],
-            [n.priority.value for n in batch],
-            [n.fingerprint() for n in batch],
-            [_ts(n.accepted_at) for n in batch],
-        )
-        return {r["uuid"] for r in rows}
+        """Insert new notifications; return the UUIDs that were new.
+
+        One statement per :data:`MAX_STATEMENT_BYTES` of data (one for any ordinary batch),
+        rows in UUID order so that concurrent writers lock them in the same order."""
+        new: set[uuid_mod.UUID] = set()
+        for chunk in _chunks(sorted(batch, key=lambda n: n.uuid)):
+            rows = await self._fetch(
+                _INSERT,
+                [n.uuid for n in chunk],
+                [n.channel for n in chunk],
+                [n.to for n in chunk],
+                [n.txt for n in chunk],
+                [n.subject for n in chunk],
+                [n.priority.value for n in chunk],
+                [n.fingerprint() for n in chunk],
+                [_ts(n.accepted_at) for n in chunk],
+            )
+            new.update(r["uuid"] for r in rows)
+        return new
 
     async def lookup(self, uuids: Sequence[uuid_mod.UUID]) -> dict[uuid_mod.UUID, StoredRow]:
         """The stored rows for ``uuids`` (those that exist)."""
@@ -170,11 +230,12 @@ class Store:
 
     async def mark_forwarded(self, uuids: Sequence[uuid_mod.UUID]) -> None:
         if uuids:
-            await self._fetch(_MARK_FORWARDED, list(uuids))
+            await self._fetch(_MARK_FORWARDED, sorted(uuids))
 
     async def add_conflicts(self, counts: dict[uuid_mod.UUID, int]) -> None:
         if counts:
-            await self._fetch(_CONFLICTS, list(counts), list(counts.values()))
+            ordered = sorted(counts)
+            await self._fetch(_CONFLICTS, ordered, [counts[u] for u in ordered])
 
     async def finished(self, uuids: Sequence[uuid_mod.UUID]) -> set[uuid_mod.UUID]:
         """Those of ``uuids`` already sent or failed for good."""
@@ -185,12 +246,13 @@ class Store:
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         """Write sends' outcomes in one statement; a row already sent stays sent."""
         if outcomes:
+            ordered = sorted(outcomes, key=lambda o: o.uuid)
             await self._fetch(
                 _OUTCOMES,
-                [o.uuid for o in outcomes],
-                [o.state.value for o in outcomes],
-                [o.attempts for o in outcomes],
-                [o.error for o in outcomes],
+                [o.uuid for o in ordered],
+                [o.state.value for o in ordered],
+                [o.attempts for o in ordered],
+                [None if o.error is None else o.error[:MAX_ERROR_CHARS] for o in ordered],
             )
 
     async def get(self, uuid: uuid_mod.UUID) -> dict[str, Any] | None:
@@ -207,6 +269,20 @@ class Store:
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
+
+
+def _chunks(batch: list[Notification]) -> list[list[Notification]]:
+    """``batch`` cut into runs of at most :data:`MAX_STATEMENT_BYTES` of client data."""
+    out: list[list[Notification]] = [[]]
+    size = 0
+    for n in batch:
+        cost = len(n.txt.encode()) + len(n.to.encode()) + len((n.subject or "").encode()) + 128
+        if out[-1] and size + cost > MAX_STATEMENT_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(n)
+        size += cost
+    return out if out[-1] else []
 
 
 def _stored(r: asyncpg.Record) -> StoredRow:

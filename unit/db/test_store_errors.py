@@ -1,0 +1,71 @@
+"""Every database error leaves the store classified (unavailable / record / stage)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from notifsvc import errors
+from notifsvc.db import store
+from notifsvc.model import Notification
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),  # 40P01
+        asyncpg.exceptions.SerializationError("restart transaction"),  # 40001
+        asyncpg.exceptions.TooManyConnectionsError("too many clients"),  # 53300
+        asyncpg.exceptions.QueryCanceledError("statement timeout"),  # 57014
+        asyncpg.exceptions.AdminShutdownError("terminating"),  # 57P01
+        asyncpg.exceptions.ReadOnlySQLTransactionError("read-only"),  # 25006
+        ConnectionResetError("reset"),
+        TimeoutError(),
+        asyncpg.exceptions.InterfaceError("connection is closed"),
+    ],
+)
+def test_outages_deadlocks_and_timeouts_are_unavailable(exc: BaseException) -> None:
+    classified = store.classify(exc)
+    assert isinstance(classified, store.StoreUnavailable)
+    assert store.is_retriable(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence"),  # 22021
+        asyncpg.exceptions.CheckViolationError("violates check"),  # 23514
+        asyncpg.exceptions.ProgramLimitExceededError("row too big"),  # 54000
+        asyncpg.exceptions.DataError("invalid input for query argument"),
+        RuntimeError("unexpected"),
+    ],
+)
+def test_refused_data_is_permanent_for_the_record(exc: BaseException) -> None:
+    assert isinstance(store.classify(exc), store.StoreRefused)
+    assert errors.kind_of(store.classify(exc)) is errors.Kind.RECORD
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.exceptions.UndefinedTableError("relation does not exist"),  # 42P01
+        asyncpg.exceptions.InsufficientPrivilegeError("permission denied"),  # 42501
+        asyncpg.exceptions.InvalidPasswordError("password authentication failed"),  # 28P01
+        asyncpg.exceptions.InvalidCatalogNameError("database does not exist"),  # 3D000
+    ],
+)
+def test_schema_and_access_problems_are_permanent_for_the_stage(exc: BaseException) -> None:
+    assert isinstance(store.classify(exc), store.StoreMisconfigured)
+
+
+def test_insert_is_cut_into_statements_by_bytes_and_ordered_by_uuid() -> None:
+    big = "x" * (store.MAX_STATEMENT_BYTES // 3)
+    batch = [Notification(uuid.uuid4(), "log", "ops", big if i % 2 else "small") for i in range(10)]
+    chunks = store._chunks(sorted(batch, key=lambda n: n.uuid))
+    assert len(chunks) > 1
+    assert [n for c in chunks for n in c] == sorted(batch, key=lambda n: n.uuid)
+    for chunk in chunks:
+        assert sum(len(n.txt) for n in chunk) <= store.MAX_STATEMENT_BYTES
+    assert store._chunks([]) == []
