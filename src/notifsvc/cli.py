@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from notifsvc import channels, config, kafka, logs, metrics, topics
+from notifsvc import channels, config, errors, kafka, logs, metrics, topics
 from notifsvc.config import ConfigError, Settings
 from notifsvc.service import run_stage, serve
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(settings.log_level, settings.log_format)
     try:
         return _dispatch(args, settings)
-    except ConfigError as exc:
+    except (ConfigError, errors.StageError) as exc:
         print(f"notifsvc {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -499,6 +499,17 @@ def wait_ready(bootstrap: str, timeout: float) -> None:
         raise KafkaUnavailable(f"broker at {bootstrap} not ready after {timeout}s: {exc}") from exc
 
 
+def missing_topics(settings: Settings, names: Iterable[str], *, timeout: float = 10.0) -> list[str]:
+    """Those of ``names`` the cluster does not have (blocking); :class:`KafkaUnavailable`
+    when it does not answer."""
+    admin = AdminClient(_common(settings, "notifsvc-admin"))
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except confluent_kafka.KafkaException as exc:
+        raise KafkaUnavailable(f"broker unreachable: {exc}") from exc
+    return sorted(set(names) - set(existing))
+
+
 def create_topics(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the ones created (blocking)."""
     admin = AdminClient(_common(settings, "notifsvc-admin"))

@@ -18,11 +18,12 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import time
 import uuid as uuid_mod
 from typing import NamedTuple
 
-from notifsvc import deadletter, headers, metrics, topics, tracing
+from notifsvc import deadletter, headers, metrics, preflight, topics, tracing
 from notifsvc.batching import BatchLoop, Postponed
 from notifsvc.channels import Channel
 from notifsvc.config import Settings
@@ -30,7 +31,7 @@ from notifsvc.db.store import Outcome, Store, StoreRefused
 from notifsvc.deadletter import Message, dead_letter
 from notifsvc.delivery import MAX_RETRY_DELAY, Delivery, DeliveryPolicy
 from notifsvc.kafka import Consumer, Headers, Producer, Record
-from notifsvc.model import InvalidNotification, Notification, State
+from notifsvc.model import FieldError, InvalidNotification, Notification, State
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class Notificator:
         self.tracing.start()
         await self.channel.start()
         await self.store.start()
+        names = [topics.dlq(self.settings)]
+        names += [topics.channel(self.settings, self.channel.name, lane) for lane in topics.LANES]
+        await preflight.check(self.settings, self.store, names)
         await self.producer.start()
         await asyncio.gather(*(c.start() for c in self.consumers.values()))
 
@@ -117,6 +121,9 @@ class Notificator:
         for record in records:
             try:
                 n = Notification.decode(record.value)
+                if n.channel != self.channel.name:
+                    why = f"a {n.channel!r} notification on a {self.channel.name!r} topic"
+                    raise InvalidNotification([FieldError("destination", why)])
             except InvalidNotification as exc:
                 poison.append(dead_letter(self.settings, record, reason=str(exc), stage=self.stage))
                 continue
@@ -178,11 +185,7 @@ class Notificator:
             log.error("%s: cannot mark %s failed: %s", self.stage, uid, exc)
 
     async def _until_due(self, records: list[Record]) -> None:
-        latest = time.time() + MAX_RETRY_DELAY  # a later due time is not ours: clamp it
-        due = max(
-            headers.read_float(r, headers.NOT_BEFORE, default=0.0, low=0.0, high=latest)
-            for r in records
-        )
+        due = max(_due(r) for r in records)
         wait = due - time.time()
         if wait <= 0:
             return
@@ -262,6 +265,13 @@ class Notificator:
     def _account_batch(self, *, skipped: int, poison: int) -> None:
         metrics.SENDS.labels(self.channel.name, "skipped").inc(skipped)
         metrics.DLQ.labels(self.stage).inc(poison)
+
+
+def _due(record: Record) -> float:
+    """When a retry-lane record is due; a time later than any retry delay was not written
+    by a notificator (or by a clock far off) and counts as due now."""
+    due = headers.read_float(record, headers.NOT_BEFORE, default=0.0, low=0.0, high=math.inf)
+    return due if due <= time.time() + MAX_RETRY_DELAY + 60 else 0.0
 
 
 def _uuid_of(record: Record) -> uuid_mod.UUID | None:

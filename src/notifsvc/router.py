@@ -16,7 +16,7 @@ import uuid as uuid_mod
 from collections import Counter
 from dataclasses import dataclass, field
 
-from notifsvc import channels, metrics, topics, tracing
+from notifsvc import channels, metrics, preflight, topics, tracing
 from notifsvc.batching import BatchLoop
 from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoredRow
@@ -64,6 +64,8 @@ class Router:
     async def start(self) -> None:
         self.tracing.start()
         await self.store.start()
+        names = topics.all_topics(self.settings, list(channels.REGISTRY))
+        await preflight.check(self.settings, self.store, names)
         await self.producer.start()
         await self.consumer.start()
 

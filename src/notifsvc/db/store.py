@@ -270,6 +270,13 @@ class Store:
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
 
+    async def check_schema(self) -> None:
+        """:class:`StoreMisconfigured` unless the schema is in place (run ``migrate``)."""
+        try:
+            await self._fetch("SELECT uuid, state, attempts FROM notifications LIMIT 0")
+        except StoreMisconfigured as exc:
+            raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
+
 
 def _chunks(batch: list[Notification]) -> list[list[Notification]]:
     """``batch`` cut into runs of at most :data:`MAX_STATEMENT_BYTES` of client data."""
