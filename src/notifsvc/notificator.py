@@ -52,7 +52,7 @@ class Notificator:
     def __init__(self, settings: Settings, channel: Channel, *, store: Store | None = None) -> None:
         self.settings = settings
         self.channel = channel
-        self.name = f"notifsvc-notificator-{channel.name}"
+        self.name = topics.notificator_name(channel.name)
         self.store = store or Store(settings.dsn)
         self.producer = Producer(settings, client_id=self.name)
         self.policy = DeliveryPolicy(settings, channel)
@@ -71,12 +71,12 @@ class Notificator:
         self.retried = 0
 
     def _add_lane(self, lane: str) -> None:
-        suffix = "" if lane == "normal" else f"-{lane}"
+        group = topics.notificator_group(self.settings, self.channel.name, lane)
         consumer = Consumer(
             self.settings,
-            group_id=self.settings.topic(self.name + suffix),
+            group_id=group,
             topics=[topics.channel(self.settings, self.channel.name, lane)],
-            client_id=self.name + suffix,
+            client_id=group.removeprefix(self.settings.topic_prefix),
         )
         self.consumers[lane] = consumer
         self.loops[lane] = BatchLoop(

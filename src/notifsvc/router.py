@@ -42,13 +42,13 @@ class Router:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings.dsn)
-        self.producer = Producer(settings, client_id="notifsvc-router")
-        self.tracing = tracing.Tracing(settings, "notifsvc-router")
+        self.producer = Producer(settings, client_id=topics.ROUTER)
+        self.tracing = tracing.Tracing(settings, topics.ROUTER)
         self.consumer = Consumer(
             settings,
-            group_id=settings.topic("notifsvc-router"),
+            group_id=topics.router_group(settings),
             topics=[topics.outstanding(settings)],
-            client_id="notifsvc-router",
+            client_id=topics.ROUTER,
         )
         self.loop = BatchLoop(
             self.consumer,

@@ -35,11 +35,10 @@ class Snapshot:
 
 def _groups(settings: Settings) -> list[tuple[str, str]]:
     """(consumer group, topic) of the router and of every lane of every channel."""
-    out = [(settings.topic("notifsvc-router"), topics.outstanding(settings))]
+    out = [(topics.router_group(settings), topics.outstanding(settings))]
     for name in channels.REGISTRY:
         for lane in topics.LANES:
-            suffix = "" if lane == "normal" else f"-{lane}"
-            group = settings.topic(f"notifsvc-notificator-{name}{suffix}")
+            group = topics.notificator_group(settings, name, lane)
             out.append((group, topics.channel(settings, name, lane)))
     return out
 

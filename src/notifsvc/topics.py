@@ -33,3 +33,25 @@ def all_topics(settings: Settings, channels: list[str]) -> list[str]:
     """Every topic the pipeline uses with these channels."""
     lanes = [channel(settings, c, lane) for c in channels for lane in LANES]
     return [outstanding(settings), dlq(settings), *lanes]
+
+
+#: Client and consumer-group name of the router (the group is prefixed like the topics).
+ROUTER = "notifsvc-router"
+
+
+def notificator_name(channel_name: str) -> str:
+    """Client name (and service name in traces) of a channel's notificator."""
+    return f"notifsvc-notificator-{channel_name}"
+
+
+def router_group(settings: Settings) -> str:
+    return settings.topic(ROUTER)
+
+
+def notificator_group(settings: Settings, channel_name: str, lane: str) -> str:
+    """The consumer group of one lane of a channel's notificator (one group per lane, so
+    that a backlog in one lane never delays another)."""
+    if lane not in LANES:
+        raise ValueError(f"unknown lane {lane!r}")
+    suffix = "" if lane == "normal" else f"-{lane}"
+    return settings.topic(notificator_name(channel_name) + suffix)
