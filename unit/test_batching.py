@@ -34,6 +34,9 @@ class Log:
         self.polls_while_paused = 0
         self.arrive: list[Record] = []  # handed out by the next poll, even while paused
 
+    def owns(self, record: Record) -> bool:
+        return (record.topic, record.partition) in self.assignment
+
     async def consume(self, max_messages: int, wait: float) -> list[Record]:
         await asyncio.sleep(0)
         if self.paused:

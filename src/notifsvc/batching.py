@@ -102,7 +102,7 @@ class BatchLoop:
             metrics.LAG.labels(self._consumer.group_id, topic, str(partition)).set(lag)
 
     def _owned(self, records: list[Record]) -> list[Record]:
-        return [r for r in records if (r.topic, r.partition) in self._consumer.assignment]
+        return [r for r in records if self._consumer.owns(r)]
 
     async def _process(self, records: list[Record], stopping: asyncio.Event) -> None:
         """Handle ``records`` (isolating poison) and commit them, or leave them uncommitted

@@ -101,6 +101,8 @@ class Record:
     value: bytes | None
     headers: Headers
     timestamp_ms: int
+    #: Which ownership of its partition by this member read it (see :meth:`Consumer.owns`).
+    epoch: int = 0
 
     def header(self, name: str) -> bytes | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -365,6 +367,9 @@ class Consumer:
         self._consumer: confluent_kafka.Consumer | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{client_id}")
         self.assignment: set[TopicPartition] = set()
+        # Bumped each time a partition is assigned: records read under an earlier assignment
+        # (e.g. from the log of a broker that has since lost it) are never committed.
+        self._epochs: dict[TopicPartition, int] = {}
         self._paused = False
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -386,13 +391,20 @@ class Consumer:
     ) -> None:
         added = {(p.topic, p.partition) for p in partitions}
         self.assignment |= added
-        if self._paused and partitions:
-            consumer.pause(partitions)  # a paused member stays paused across rebalances
+        for tp in added:
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        # librdkafka keeps a partition's pause flag through revocation and reassignment (the
+        # Java client does not): set it explicitly, so that a member paused now stays paused
+        # and a partition paused before it was lost does not come back paused for good.
+        _set_pause(consumer, partitions, paused=self._paused)
         log.info("assigned %s", sorted(added))
 
-    def _revoked(self, _c: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
+    def _revoked(
+        self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
+    ) -> None:
         gone = [(p.topic, p.partition) for p in partitions]
         self.assignment -= set(gone)
+        _set_pause(consumer, partitions, paused=False)  # a pause never outlives ownership
         log.info("revoked %s", sorted(gone))
         if self._on_revoke is not None:
             self._on_revoke(gone)
@@ -410,8 +422,18 @@ class Consumer:
                 level = logging.ERROR if err.fatal() else logging.WARNING
                 log.log(level, "consumer error: %s", err.str())
                 continue
-            records.append(_record(msg))
+            records.append(_record(msg, self._epochs))
         return records
+
+    def owns(self, record: Record) -> bool:
+        """Whether ``record`` was read under this member's current ownership of its partition.
+
+        False once the partition was revoked or lost, even if it has been assigned again
+        since: the log may have changed meanwhile (a broker that lost its data), and the
+        offsets read before are then no offsets of the log read now.
+        """
+        tp = (record.topic, record.partition)
+        return tp in self.assignment and self._epochs.get(tp) == record.epoch
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Messages between this member's position and the end, per assigned partition."""
@@ -468,16 +490,32 @@ class Consumer:
             consumer.close()
 
 
-def _record(msg: confluent_kafka.Message) -> Record:
+def _set_pause(
+    consumer: confluent_kafka.Consumer,
+    partitions: list[confluent_kafka.TopicPartition],
+    *,
+    paused: bool,
+) -> None:
+    if not partitions:
+        return
+    try:
+        (consumer.pause if paused else consumer.resume)(partitions)
+    except confluent_kafka.KafkaException as exc:  # never raise from a rebalance callback
+        log.warning("cannot %s %s: %s", "pause" if paused else "resume", partitions, exc)
+
+
+def _record(msg: confluent_kafka.Message, epochs: Mapping[TopicPartition, int]) -> Record:
     ts_type, ts = msg.timestamp()
+    topic, partition = msg.topic() or "", msg.partition() or 0
     return Record(
-        topic=msg.topic() or "",
-        partition=msg.partition() or 0,
+        topic=topic,
+        partition=partition,
         offset=msg.offset() or 0,
         key=msg.key(),
         value=msg.value(),
         headers=tuple((k, v or b"") for k, v in (msg.headers() or ())),
         timestamp_ms=ts if ts_type != confluent_kafka.TIMESTAMP_NOT_AVAILABLE else 0,
+        epoch=epochs.get((topic, partition), 0),
     )
 
 
