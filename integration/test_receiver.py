@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
+import logging
+import re
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 
 from integration.helpers import notification, running
@@ -112,7 +117,11 @@ async def test_broker_not_acknowledging_is_503_never_202(settings: Settings) -> 
             assert resp.headers["Retry-After"] == "1"
         async with api.get("/readyz") as resp:
             assert resp.status == 503
-            assert (await resp.json())["database"] == "ok"
+            assert await resp.json() == {
+                "status": "unavailable",
+                "broker": "unavailable",
+                "database": "ok",
+            }
         batch = [notification(), {"uuid": "bad"}]
         async with api.post("/notifications", json=batch) as resp:
             assert resp.status == 503 and resp.headers["Retry-After"] == "1"
@@ -148,8 +157,11 @@ async def test_batch_limits(api: aiohttp.ClientSession, settings: Settings) -> N
     async with api.post(
         "/notifications", json=[notification()] * (settings.max_batch_items + 1)
     ) as resp:
-        await problem_of(resp, 413)
+        problem = await problem_of(resp, 422)  # the document's maxItems: a validation error
+    assert f"at most {settings.max_batch_items} notifications" in str(problem["detail"])
     async with api.post("/notifications", json={"not": "a list"}) as resp:
+        await problem_of(resp, 422)
+    async with api.post("/notifications", json=[]) as resp:
         await problem_of(resp, 422)
 
 
@@ -196,14 +208,39 @@ async def test_noisy_key_is_rate_limited_alone(keyed: aiohttp.ClientSession) -> 
         assert resp.status == 202
 
 
+async def test_a_batch_over_a_keys_burst_is_refused_for_good(keyed: aiohttp.ClientSession) -> None:
+    key = {"Authorization": "Bearer k-one"}
+    batch = [notification() for _ in range(3)]  # the budget is 2 per second
+    async with keyed.post("/notifications", json=batch, headers=key) as resp:
+        problem = await problem_of(resp, 429)
+        assert "Retry-After" not in resp.headers  # waiting would not help
+    assert "exceed this API key's burst of 2" in str(problem["detail"])
+
+
 async def test_a_batch_spends_one_unit_of_the_rate_limit_per_item(
     keyed: aiohttp.ClientSession,
 ) -> None:
     key = {"Authorization": "Bearer k-one"}
-    batch = [notification() for _ in range(3)]  # the budget is 2 per second
+    batch = [notification() for _ in range(2)]  # the whole budget of 2 per second
     async with keyed.post("/notifications", json=batch, headers=key) as resp:
+        assert resp.status == 200, await resp.text()
+    async with keyed.post("/notification", json=notification(), headers=key) as resp:
         await problem_of(resp, 429)
         assert int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_a_rate_below_one_per_second_still_limits(settings: Settings) -> None:
+    slow = dataclasses.replace(settings, api_keys=(Secret("k"),), rate_limit_per_key=0.5)
+    key = {"Authorization": "Bearer k"}
+    async with (
+        running(ReceiverServer(slow)),
+        aiohttp.ClientSession(f"http://127.0.0.1:{slow.http_port}") as api,
+    ):
+        async with api.post("/notification", json=notification(), headers=key) as resp:
+            assert resp.status == 202
+        async with api.post("/notification", json=notification(), headers=key) as resp:
+            await problem_of(resp, 429)
+            assert resp.headers["Retry-After"] == "2"
 
 
 async def test_openapi_document_matches_validation(api: aiohttp.ClientSession) -> None:
@@ -212,8 +249,9 @@ async def test_openapi_document_matches_validation(api: aiohttp.ClientSession) -
     assert doc["openapi"].startswith("3.1")
     schema = doc["components"]["schemas"]["Notification"]
     assert set(schema["properties"]) == set(FIELDS)
-    assert schema["properties"]["priority"]["enum"] == ["high", "normal", "low"]
-    example = {name: prop["examples"][0] for name, prop in schema["properties"].items()}
+    priority = re.compile(schema["properties"]["priority"]["pattern"])
+    assert all(priority.search(p) for p in ("high", "normal", "LOW")) and not priority.search("x")
+    example = {k: p["examples"][0] for k, p in schema["properties"].items() if "examples" in p}
     example["destination"], example["to"] = "log", "ops"
     async with api.post("/notification", json=example) as resp:
         assert resp.status == 202
@@ -247,3 +285,87 @@ async def test_concurrent_clients_all_get_answers(api: aiohttp.ClientSession) ->
             return resp.status
 
     assert set(await asyncio.gather(*(one() for _ in range(200)))) == {202}
+
+
+def padded(limit: int) -> bytes:
+    """A valid notification followed by white space: valid JSON of more than ``limit`` bytes."""
+    return orjson.dumps(notification()) + b" " * limit
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_body_is_limited_by_its_decompressed_size(
+    api: aiohttp.ClientSession, settings: Settings, encoding: str
+) -> None:
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    bomb = compress(padded(settings.max_body_bytes))
+    assert len(bomb) < settings.max_body_bytes // 50
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    async with api.post("/notification", data=bomb, headers=headers) as resp:
+        await problem_of(resp, 413)
+    big = compress(b"[" + padded(settings.max_batch_bytes) + b"]")
+    async with api.post("/notifications", data=big, headers=headers) as resp:
+        await problem_of(resp, 413)
+    small = compress(orjson.dumps(notification()))
+    async with api.post("/notification", data=small, headers=headers) as resp:
+        assert resp.status == 202
+
+
+async def test_an_undecodable_or_unknown_encoding_is_refused(settings: Settings) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": "compress"}
+    body = orjson.dumps(notification())
+    base = f"http://127.0.0.1:{settings.http_port}"
+    async with running(ReceiverServer(settings)):
+        async with (
+            aiohttp.ClientSession(base) as api,
+            api.post("/notification", data=body, headers=headers) as resp,
+        ):
+            await problem_of(resp, 415)
+        async with aiohttp.ClientSession(base) as api:  # the server drops this connection
+            headers["Content-Encoding"] = "gzip"
+            async with api.post("/notification", data=b"not gzip" * 8, headers=headers) as resp:
+                await problem_of(resp, 400)
+
+
+async def test_ready_says_unavailable_never_why(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    down = dataclasses.replace(
+        settings, database_url=Secret(f"postgresql://alice:hunter2@127.0.0.1:{port}/secretdb")
+    )
+    caplog.set_level(logging.WARNING, logger="notifsvc.api.handlers")
+    async with (
+        running(ReceiverServer(down)),
+        aiohttp.ClientSession(f"http://127.0.0.1:{down.http_port}") as api,
+        api.get("/readyz") as resp,
+    ):
+        assert resp.status == 200  # accepting needs only the broker
+        text = await resp.text()
+    assert orjson.loads(text) == {"status": "degraded", "broker": "ok", "database": "unavailable"}
+    assert str(port) not in text and "secretdb" not in text
+    assert "database is unavailable" in caplog.text  # the detail is in the log
+
+
+async def test_webhook_urls_with_credentials_are_422(api: aiohttp.ClientSession) -> None:
+    for to in ("http://alice:hunter2@127.0.0.1/x", "http://a@b@127.0.0.1/", "http://:@127.0.0.1/"):
+        async with api.post("/notification", json=notification("webhook", to=to)) as resp:
+            problem = await problem_of(resp, 422)
+        assert "credentials" in str(problem["detail"])
+        assert "hunter2" not in str(problem)
+
+
+@pytest.mark.parametrize(
+    "char", ["\r", "\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1e"]
+)
+async def test_email_subjects_with_line_breaks_are_422(settings: Settings, char: str) -> None:
+    mail = dataclasses.replace(settings, smtp_host="smtp.example.com", smtp_from="a@example.com")
+    body = notification("email", to="bob@example.com", subject=f"Disk{char}Bcc: eve@example.com")
+    async with (
+        running(ReceiverServer(mail)),
+        aiohttp.ClientSession(f"http://127.0.0.1:{mail.http_port}") as api,
+        api.post("/notification", json=body) as resp,
+    ):
+        problem = await problem_of(resp, 422)
+    assert problem["errors"] == [
+        {"field": "subject", "message": "must not contain line breaks or control characters"}
+    ]

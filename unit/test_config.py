@@ -113,3 +113,19 @@ def test_to_env_is_the_inverse_of_load() -> None:
     settings = config.load(env)
     assert config.to_env(settings) == env
     assert config.load(config.to_env(settings)) == settings
+
+
+@pytest.mark.parametrize("name", ["NOTIFSVC_SEND_RATE", "NOTIFSVC_RATE_LIMIT_PER_KEY"])
+@pytest.mark.parametrize("raw", ["0.5", "0.001", "2.5", "0"])
+def test_fractional_rates_are_accepted(name: str, raw: str) -> None:
+    settings = config.load({name: raw})
+    assert getattr(settings, name.removeprefix("NOTIFSVC_").lower()) == float(raw)
+
+
+@pytest.mark.parametrize("name", ["NOTIFSVC_SEND_RATE", "NOTIFSVC_RATE_LIMIT_PER_KEY"])
+@pytest.mark.parametrize("raw", ["-1", "inf", "nan", "0.0001", "1e-300", "fast"])
+def test_unusable_rates_are_refused_by_name(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({name: raw})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{name}={raw!r}: ")

@@ -9,7 +9,7 @@ import pytest
 
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
 from integration.fakes import HANG, FakeSlack, Reply, slack_error
-from notifsvc.channels import PermanentError, TransientError
+from notifsvc.channels import PermanentError, Throttled, TransientError
 from notifsvc.channels.slack import SlackChannel
 from notifsvc.config import Secret, Settings
 
@@ -60,16 +60,16 @@ async def test_ok_false_is_permanent(slack: FakeSlack, error: str) -> None:
     assert slack.messages == []
 
 
-async def test_http_429_is_transient_with_retry_after(slack: FakeSlack) -> None:
+async def test_http_429_is_throttled_with_retry_after(slack: FakeSlack) -> None:
     slack.script.push(Reply(429, headers={"Retry-After": "3"}))
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(Throttled) as caught:
         await send(slack)
     assert caught.value.retry_after == 3.0
 
 
-async def test_ok_false_ratelimited_is_transient_with_retry_after(slack: FakeSlack) -> None:
+async def test_ok_false_ratelimited_is_throttled_with_retry_after(slack: FakeSlack) -> None:
     slack.script.push(slack_error("ratelimited", retry_after=5))
-    with pytest.raises(TransientError, match="ratelimited") as caught:
+    with pytest.raises(Throttled, match="ratelimited") as caught:
         await send(slack)
     assert caught.value.retry_after == 5.0
 

@@ -10,7 +10,7 @@ import pytest
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
 from integration.fakes import HANG, FakeTwilio, Reply, Script, twilio_error
 from integration.fakes.twilio import FROM_NUMBER, decode_basic_auth
-from notifsvc.channels import PermanentError, TransientError
+from notifsvc.channels import PermanentError, Throttled, TransientError
 from notifsvc.channels.sms import SmsChannel
 from notifsvc.config import Secret, Settings
 
@@ -61,10 +61,10 @@ async def test_twilio_400_is_permanent_with_its_code_and_message(twilio: FakeTwi
     assert twilio.messages == []
 
 
-async def test_429_is_transient_with_retry_after(twilio: FakeTwilio) -> None:
+async def test_429_is_throttled_with_retry_after(twilio: FakeTwilio) -> None:
     throttled = twilio_error(429, 20429, "Too Many Requests")
     twilio.script.push(Reply(429, throttled.body, {"Retry-After": "7"}))
-    with pytest.raises(TransientError, match="20429") as caught:
+    with pytest.raises(Throttled, match="20429") as caught:
         await send(twilio)
     assert caught.value.retry_after == 7.0
 

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from aiohttp import web
 
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
-from integration.fakes import HANG, Reply, WebhookSink
-from notifsvc.channels import PermanentError, TransientError
+from integration.fakes import HANG, Reply, Script, WebhookSink
+from notifsvc.channels import DeliveryError, PermanentError, Throttled, TransientError
+from notifsvc.channels.http import Answer, Request
 from notifsvc.channels.webhook import SIGNATURE_HEADER, WebhookChannel
 from notifsvc.config import Secret, Settings
 
@@ -64,7 +66,7 @@ async def test_503_is_transient_with_retry_after(sink: WebhookSink) -> None:
 
 async def test_hang_times_out_as_transient(sink: WebhookSink) -> None:
     sink.script.push(HANG)
-    with pytest.raises(TransientError, match="webhook request failed"):
+    with pytest.raises(TransientError, match=r"webhook to 127\.0\.0\.1:\d+ request failed"):
         await asyncio.wait_for(send(sink, send_timeout_ms=SHORT_TIMEOUT_MS), 5)
     assert sink.delivered == []
 
@@ -76,3 +78,99 @@ async def test_redirect_off_the_allowed_hosts_is_not_followed(sink: WebhookSink)
         with pytest.raises(PermanentError, match="307"):
             await send(sink)
         assert elsewhere.seen == []
+
+
+async def test_429_is_throttled_with_retry_after(sink: WebhookSink) -> None:
+    sink.script.push(Reply(429, "slow down", {"Retry-After": "9"}), Reply(429, "slow down"))
+    async with started(channel_for(sink)) as channel:
+        with pytest.raises(Throttled) as caught:
+            await channel.send(note("webhook", sink.hook_url()))
+        assert caught.value.retry_after == 9.0
+        with pytest.raises(Throttled) as caught:
+            await channel.send(note("webhook", sink.hook_url()))
+        assert caught.value.retry_after is None
+
+
+SECRET_PATH = "/hook/T0001/s3cret-path-token"
+SECRET_QUERY = "?token=s3cret-query-token"
+
+
+async def test_errors_name_the_host_but_never_the_path_or_query(sink: WebhookSink) -> None:
+    url = sink.hook_url(SECRET_PATH + SECRET_QUERY)
+    sink.script.push(Reply(404, f"no route for POST {SECRET_PATH}{SECRET_QUERY} ({url})"))
+    sink.script.push(HANG)
+    async with started(channel_for(sink, send_timeout_ms=SHORT_TIMEOUT_MS)) as channel:
+        with pytest.raises(PermanentError) as answered:
+            await channel.send(note("webhook", url))
+        with pytest.raises(TransientError) as hung:
+            await asyncio.wait_for(channel.send(note("webhook", url)), 5)
+    for error in (answered.value, hung.value):
+        assert f"webhook to 127.0.0.1:{sink.port}" in str(error)
+        assert "s3cret" not in str(error)
+        assert error.__cause__ is None  # an exception's text or repr could hold the URL
+
+
+async def test_connection_errors_name_the_host_only() -> None:
+    fake = WebhookSink(script=Script())
+    await fake.start()
+    url = fake.hook_url(SECRET_PATH + SECRET_QUERY)
+    await fake.stop()  # the port is free again: connection refused
+    with pytest.raises(
+        TransientError, match=f"webhook to 127.0.0.1:{fake.port} request failed"
+    ) as caught:
+        async with started(channel_for(fake)) as channel:
+            await channel.send(note("webhook", url))
+    assert "s3cret" not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+async def test_a_url_with_credentials_is_never_posted(sink: WebhookSink) -> None:
+    url = sink.hook_url().replace("http://", "http://alice:hunter2@")
+    with pytest.raises(PermanentError, match="credentials") as caught:
+        async with started(channel_for(sink)) as channel:
+            await channel.send(note("webhook", url))
+    assert "hunter2" not in str(caught.value)
+    assert sink.seen == []
+
+
+async def test_an_endless_answer_is_read_only_up_to_its_bound() -> None:
+    """A provider streaming an error page forever: the channel reads 64 KiB and classifies
+    the answer, rather than reading until it times out (or runs out of memory)."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        while True:  # until the client goes away
+            await response.write(b"x" * 65_536)
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        channel = channel_for(WebhookSink(), send_timeout_ms=60_000)
+        async with started(channel):
+            with pytest.raises(TransientError, match="answered HTTP 500: xxx"):
+                await asyncio.wait_for(
+                    channel.send(note("webhook", f"http://127.0.0.1:{port}/hook")), 30
+                )
+    finally:
+        await runner.cleanup()
+
+
+class _Buggy(WebhookChannel):
+    """A channel whose classification has a bug."""
+
+    def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
+        raise KeyError("ok")
+
+
+async def test_a_surprise_while_sending_is_a_permanent_error(sink: WebhookSink) -> None:
+    async with started(_Buggy(Settings(**sink.settings()))) as channel:
+        with pytest.raises(PermanentError, match="send failed unexpectedly: KeyError: 'ok'") as c:
+            await channel.send(note("webhook", sink.hook_url()))
+    assert f"webhook to 127.0.0.1:{sink.port}" in str(c.value)
+    assert len(sink.seen) == 1

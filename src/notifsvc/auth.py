@@ -1,4 +1,10 @@
-"""API keys (stored hashed, compared in constant time) and a per-key rate limit."""
+"""API keys (stored hashed, compared in constant time) and a per-key rate limit.
+
+Each key has its own limiter from :func:`notifsvc.ratelimit.make_limiter`: ``rate`` requests
+per second on average, up to :func:`~notifsvc.ratelimit.burst` at once. A request costs one
+unit per notification it carries, so a batch of N costs N; a batch larger than the burst
+could never be admitted and is refused as such, never let through for less.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import math
 from aiolimiter import AsyncLimiter
 
 from notifsvc.config import Secret
+from notifsvc.ratelimit import burst, make_limiter
 
 
 def _digest(key: str) -> bytes:
@@ -20,8 +27,11 @@ class Unauthorized(Exception):
 
 
 class RateLimited(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"rate limit exceeded; retry in {retry_after}s")
+    """Over the key's budget; ``retry_after`` whole seconds, or None when waiting cannot
+    help (the request costs more than the key may ever spend at once)."""
+
+    def __init__(self, message: str, retry_after: int | None) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
 
 
@@ -31,11 +41,17 @@ class Gate:
     def __init__(self, keys: tuple[Secret, ...], *, rate_per_second: float) -> None:
         self._digests = [_digest(k.reveal()) for k in keys]
         self._rate = rate_per_second
-        self._limiters: dict[bytes, AsyncLimiter] = {}
+        make_limiter(rate_per_second)  # refuses an unusable rate now, not per request
+        self._limiters: dict[bytes, AsyncLimiter | None] = {}
 
     @property
     def enabled(self) -> bool:
         return bool(self._digests)
+
+    @property
+    def burst(self) -> float | None:
+        """Most notifications one key may send at once; None without a rate limit."""
+        return burst(self._rate) if self._rate > 0 else None
 
     def identify(self, authorization: str | None) -> bytes:
         """The digest of a valid ``Bearer`` key, or :class:`Unauthorized`."""
@@ -50,14 +66,24 @@ class Gate:
             raise Unauthorized("the API key is not valid")
         return presented
 
-    async def admit(self, key: bytes, cost: int = 1) -> None:
-        """Spend ``cost`` of the key's budget, or raise :class:`RateLimited`."""
-        if self._rate <= 0:
-            return
-        limiter = self._limiters.get(key)
+    async def admit(self, key: bytes, cost: int = 1, *, prepaid: int = 0) -> None:
+        """Spend ``cost`` units of the key's budget (``prepaid`` of them spent already), or
+        raise :class:`RateLimited`."""
+        if key not in self._limiters:
+            self._limiters[key] = make_limiter(self._rate)
+        limiter = self._limiters[key]
         if limiter is None:
-            limiter = self._limiters[key] = AsyncLimiter(self._rate, 1.0)
-        cost = min(cost, int(limiter.max_rate))
-        if not limiter.has_capacity(cost):
-            raise RateLimited(max(1, math.ceil(cost / self._rate)))
-        await limiter.acquire(cost)  # has capacity, so this does not wait
+            return
+        if cost > limiter.max_rate:
+            raise RateLimited(
+                f"{cost} notifications in one request exceed this API key's burst of "
+                f"{math.floor(limiter.max_rate)}; send at most that many per request",
+                retry_after=None,
+            )
+        due = cost - prepaid
+        if due <= 0:
+            return
+        if not limiter.has_capacity(due):
+            retry_after = max(1, math.ceil(due / self._rate))
+            raise RateLimited(f"rate limit exceeded; retry in {retry_after}s", retry_after)
+        await limiter.acquire(due)  # has capacity, so this does not wait

@@ -1,75 +1,126 @@
-"""The OpenAPI 3.1 document of the receiver, built from the same definitions as validation."""
+"""The OpenAPI 3.1 document of the receiver, generated from the rules that validation enforces.
+
+Every constraint on a request comes from :class:`notifsvc.api.validation.Validator`: its
+field rules (:attr:`~notifsvc.api.validation.Validator.rules`) and, per enabled channel, what
+that channel's ``validate`` checks and JSON Schema can say
+(:attr:`~notifsvc.api.validation.Validator.branches`). What JSON Schema cannot say (an
+e-mail address's syntax, a phone number's validity, Slack's combined subject and text
+length, the body's size in bytes) is in the descriptions, and answered 422 or 413.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import Any
 
-from notifsvc.channels import Channel
+from notifsvc.api.validation import Validator
 from notifsvc.config import Settings
 from notifsvc.model import REQUEST_FIELDS
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+NOTIFICATION = {"$ref": "#/components/schemas/Notification"}
+BATCH_RESULT = {"$ref": "#/components/schemas/BatchResult"}
 
 
-def _notification_schema(channels: dict[str, Channel]) -> dict[str, Any]:
+def _examples(validator: Validator) -> dict[str, str]:
+    """An example per field that every enabled channel accepts in any combination."""
+    examples = {s.name: s.example for s in REQUEST_FIELDS if s.example is not None}
+    if validator.channels:
+        examples["destination"] = sorted(validator.channels)[0]
+    else:
+        examples.pop("destination", None)
+    if any(c.validate_recipient(examples.get("to", "")) for c in validator.channels.values()):
+        examples.pop("to", None)
+    return examples
+
+
+def notification_schema(validator: Validator) -> dict[str, Any]:
+    """The request body of ``POST /notification``: the field rules, then one ``anyOf``
+    branch per enabled channel (its destination, recipient, lengths)."""
+    examples = _examples(validator)
     properties: dict[str, Any] = {}
     for spec in REQUEST_FIELDS:
-        prop: dict[str, Any] = {"type": "string", "description": spec.description}
-        if spec.format:
-            prop["format"] = spec.format
+        prop = validator.rules[spec.name].schema() | {"description": spec.description}
         if spec.enum:
-            prop["enum"] = list(spec.enum)
-        if spec.example:
-            prop["examples"] = [spec.example]
+            prop["description"] += f" One of {', '.join(spec.enum)}, in any case."
+        if spec.name in examples:
+            prop["examples"] = [examples[spec.name]]
         properties[spec.name] = prop
-    limits = ", ".join(f"{name}: {c.max_body_chars}" for name, c in sorted(channels.items()))
-    properties["destination"]["description"] += f" Enabled: {', '.join(sorted(channels))}."
-    properties["txt"]["description"] += f" Limits (characters): {limits}."
-    return {
+    enabled = ", ".join(sorted(validator.channels)) or "none"
+    limits = ", ".join(f"{n}: {c.max_body_chars}" for n, c in sorted(validator.channels.items()))
+    properties["destination"]["description"] += f" Enabled: {enabled}."
+    properties["txt"]["description"] += f" Limits (characters): {limits or 'none'}."
+    branches = [
+        {
+            "title": name,
+            "properties": {field: rule.schema() for field, rule in rules.items()},
+        }
+        for name, rules in validator.branches.items()
+    ]
+    schema: dict[str, Any] = {
         "type": "object",
         "required": [s.name for s in REQUEST_FIELDS if s.required],
         "properties": properties,
         "additionalProperties": False,
     }
+    if branches:
+        schema["anyOf"] = branches
+    else:  # no channel is enabled: no notification is valid
+        properties["destination"]["not"] = {}
+    return schema
 
 
-def _components(settings: Settings, channels: dict[str, Channel]) -> dict[str, Any]:
+def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _batch_result() -> dict[str, Any]:
+    status = {"type": "string", "enum": ["accepted", "rejected", "unavailable"]}
+    item = _object(
+        {
+            "index": {"type": "integer", "minimum": 0},
+            "uuid": {"type": "string", "format": "uuid"},
+            "status": status,
+            "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+        },
+        ["index", "status"],
+    )
+    counts = {name: {"type": "integer", "minimum": 0} for name in status["enum"]}
+    results = {"type": "array", "items": item}
+    return _object(counts | {"results": results}, [*status["enum"], "results"])
+
+
+def _components(validator: Validator) -> dict[str, Any]:
+    string = {"type": "string"}
     schemas = {
-        "Notification": _notification_schema(channels),
-        "Accepted": {
-            "type": "object",
-            "required": ["uuid", "status"],
-            "properties": {
-                "uuid": {"type": "string", "format": "uuid"},
-                "status": {"const": "accepted"},
-            },
-        },
-        "Problem": {
-            "type": "object",
-            "description": "RFC 9457 problem details; `errors` lists every failing field.",
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
+        "Notification": notification_schema(validator),
+        "Accepted": _object(
+            {"uuid": {"type": "string", "format": "uuid"}, "status": {"const": "accepted"}},
+            ["uuid", "status"],
+        ),
+        "FieldError": _object({"field": string, "message": string}, ["field", "message"]),
+        "Problem": _object(
+            {
+                "type": string,
+                "title": string,
                 "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "errors": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-                    },
-                },
+                "detail": string,
+                "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
             },
-        },
-        "BatchResult": {
-            "type": "object",
-            "properties": {
-                "accepted": {"type": "integer"},
-                "rejected": {"type": "integer"},
-                "results": {"type": "array", "items": {"type": "object"}},
+            ["type", "title", "status", "detail"],
+        )
+        | {"description": "RFC 9457 problem details; `errors` lists every failing field."},
+        "BatchResult": _batch_result(),
+        "State": _object({"uuid": {"type": "string", "format": "uuid"}}, ["uuid"]),
+        "Readiness": _object(
+            {
+                "status": {"enum": ["ready", "degraded", "unavailable"]},
+                "broker": {"enum": ["ok", "unavailable"]},
+                "database": {"enum": ["ok", "unavailable"]},
             },
-        },
+            ["status", "broker", "database"],
+        ),
+        "Health": _object({"status": {"const": "ok"}}, ["status"]),
     }
     return {
         "schemas": schemas,
@@ -77,109 +128,130 @@ def _components(settings: Settings, channels: dict[str, Channel]) -> dict[str, A
     }
 
 
-def _responses(ok: tuple[str, str, dict[str, Any]], *errors: tuple[str, str]) -> dict[str, Any]:
-    status, text, schema = ok
-    out: dict[str, Any] = {
-        status: {"description": text, "content": {"application/json": {"schema": schema}}}
+def _json(status: str, text: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {status: {"description": text, "content": {"application/json": {"schema": schema}}}}
+
+
+def _problems(*errors: tuple[str, str]) -> dict[str, Any]:
+    content = {"application/problem+json": {"schema": PROBLEM}}
+    return {code: {"description": why, "content": content} for code, why in errors}
+
+
+def _errors(settings: Settings, burst: float | None) -> dict[str, tuple[str, str]]:
+    """The problem+json answers of the notification routes, by status."""
+    errors = {
+        "400": ("400", "Malformed JSON, or a body its Content-Encoding does not decode"),
+        "413": ("413", "Body (decompressed) larger than the configured limit"),
+        "415": ("415", "Content-Type is not application/json, or an unsupported encoding"),
+        "422": ("422", "Invalid notification; every failing field is listed"),
+        "503": ("503", "The broker did not acknowledge in time; retry with the same uuid"),
     }
-    for code, why in errors:
-        out[code] = {
-            "description": why,
-            "content": {"application/problem+json": {"schema": PROBLEM}},
-        }
-    return out
+    if settings.api_keys:
+        errors["401"] = ("401", "Missing or invalid API key")
+        limit = f" (at most {int(burst)} notifications per request)" if burst else ""
+        errors["429"] = ("429", f"Rate limit of this API key exceeded{limit}; see Retry-After")
+    return errors
 
 
-_ERRORS = (
-    ("400", "Malformed JSON"),
-    ("401", "Missing or invalid API key (when keys are configured)"),
-    ("413", "Body larger than the configured limit"),
-    ("415", "Content-Type is not application/json"),
-    ("422", "Invalid notification; every failing field is listed"),
-    ("429", "Rate limit of this API key exceeded; see Retry-After"),
-    ("503", "The broker did not acknowledge in time; retry with the same uuid"),
-)
-
-
-def _paths(settings: Settings) -> dict[str, Any]:
-    body = {"$ref": "#/components/schemas/Notification"}
+def _post_notification(errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
     return {
-        "/notification": {
-            "post": {
-                "summary": "Accept one notification (202 only once the broker holds it)",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": body}},
-                },
-                "responses": _responses(
-                    ("202", "Accepted", {"$ref": "#/components/schemas/Accepted"}), *_ERRORS
-                ),
-            }
+        "summary": "Accept one notification (202 only once the broker holds it)",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": NOTIFICATION}},
         },
-        "/notifications": {
-            "post": {
-                "summary": f"Accept up to {settings.max_batch_items} notifications, each answered",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "array",
-                                "items": body,
-                                "maxItems": settings.max_batch_items,
-                            }
-                        }
-                    },
-                },
-                "responses": _responses(
-                    ("200", "Per-item results", {"$ref": "#/components/schemas/BatchResult"}),
-                    *_ERRORS,
-                ),
-            }
-        },
-        "/notification/{uuid}": {
-            "get": {
-                "summary": "Stored state (received, forwarded, sent, failed), attempts, times",
-                "parameters": [
-                    {
-                        "name": "uuid",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "format": "uuid"},
-                    }
-                ],
-                "responses": _responses(
-                    ("200", "State", {"type": "object"}),
-                    ("404", "Not stored (yet)"),
-                    ("422", "Not a UUID"),
-                ),
-            }
-        },
+        "responses": _json("202", "Accepted", {"$ref": "#/components/schemas/Accepted"})
+        | _problems(*errors.values()),
+    }
+
+
+def _post_notifications(settings: Settings, errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    # An item is checked on its own: a request with invalid items is still answered 200, each
+    # of them "rejected" in `results`. So the request schema cannot require Notification items
+    # (the API would then accept what its document calls invalid); it names them instead.
+    item = {
+        "description": "A Notification (#/components/schemas/Notification); an item that is "
+        "not one is rejected in `results`, with its errors, while the others are stored."
+    }
+    batch = {
+        "type": "array",
+        "items": item,
+        "minItems": 1,
+        "maxItems": settings.max_batch_items,
+    }
+    unavailable = "The broker acknowledged none of the valid items; retry them"
+    answered = {k: v for k, v in errors.items() if k != "503"}
+    return {
+        "summary": f"Accept up to {settings.max_batch_items} notifications, each answered",
+        "description": "Each item is validated and stored on its own; `results` says which.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": batch}}},
+        "responses": _json("200", "Per-item results", BATCH_RESULT)
+        | _json("503", unavailable, BATCH_RESULT)
+        | _problems(*answered.values()),
+    }
+
+
+def _get_notification(validator: Validator, errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    keyed = [errors[k] for k in ("401", "429") if k in errors]
+    uuid = validator.rules["uuid"].schema()
+    return {
+        "summary": "Stored state (received, forwarded, sent, failed), attempts, times",
+        "parameters": [{"name": "uuid", "in": "path", "required": True, "schema": uuid}],
+        "responses": _json("200", "State", {"$ref": "#/components/schemas/State"})
+        | _problems(
+            ("404", "Not stored (yet)"),
+            ("422", "Not a UUID"),
+            ("503", "The database is unreachable"),
+            *keyed,
+        ),
+    }
+
+
+def _pages() -> dict[str, Any]:
+    text = {"200": {"description": "text", "content": {"text/plain": {"schema": {}}}}}
+    readiness = {"$ref": "#/components/schemas/Readiness"}
+    return {
         "/healthz": {
-            "get": {"summary": "Process alive", "responses": {"200": {"description": "ok"}}}
+            "get": {
+                "summary": "Process alive",
+                "responses": _json("200", "ok", {"$ref": "#/components/schemas/Health"}),
+            }
         },
         "/readyz": {
             "get": {
-                "summary": "Broker and database reachable",
-                "responses": {"200": {"description": "ready"}, "503": {"description": "not"}},
+                "summary": "Broker and database reachable (never says why not: see the log)",
+                "responses": _json("200", "ready or degraded", readiness)
+                | _json("503", "the broker is unavailable", readiness),
             }
         },
-        "/metrics": {
-            "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
-        },
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": text}},
     }
 
 
-def document(settings: Settings, channels: dict[str, Channel]) -> dict[str, Any]:
+def _paths(settings: Settings, validator: Validator, burst: float | None) -> dict[str, Any]:
+    errors = _errors(settings, burst)
+    return {
+        "/notification": {"post": _post_notification(errors)},
+        "/notifications": {"post": _post_notifications(settings, errors)},
+        "/notification/{uuid}": {"get": _get_notification(validator, errors)},
+        **_pages(),
+    }
+
+
+def document(
+    settings: Settings, validator: Validator, *, burst: float | None = None
+) -> dict[str, Any]:
+    """The document for ``settings``; ``burst`` is an API key's most notifications at once."""
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "notifsvc receiver",
             "version": "1",
-            "description": f"Bodies up to {settings.max_body_bytes} bytes.",
+            "description": f"Bodies up to {settings.max_body_bytes} bytes, batches up to "
+            f"{settings.max_batch_bytes} bytes (after any Content-Encoding is undone).",
         },
-        "paths": _paths(settings),
-        "components": _components(settings, channels),
+        "paths": _paths(settings, validator, burst),
+        "components": _components(validator),
     }
     if settings.api_keys:
         doc["security"] = [{"apiKey": []}]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from email.policy import SMTPUTF8
 from email.utils import parsedate_to_datetime
 
 import aiosmtplib
 import pytest
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from notifsvc.channels import PermanentError, TransientError
+from notifsvc.channels import email as email_channel
 from notifsvc.channels.email import (
     DEFAULT_SUBJECT,
     MAX_SUBJECT_CHARS,
@@ -17,7 +22,7 @@ from notifsvc.channels.email import (
     classify,
 )
 from notifsvc.config import Secret, Settings
-from notifsvc.model import Notification
+from notifsvc.model import MAX_ACCEPTED_AT, Notification
 
 SETTINGS = Settings(smtp_host="smtp.example.com", smtp_from="Ops <ops@example.com>")
 
@@ -53,10 +58,29 @@ def test_rejects_addresses(to: str) -> None:
     assert "valid email address" in errors[0].message
 
 
+#: Every line break str.splitlines() knows, and control characters that are none.
+UNSAFE = ["\r", "\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+UNSAFE += ["\t", "\x00", "\x07", "\x1b", "\x1f", "\x7f", "\x9f"]
+
+
 @pytest.mark.parametrize("subject", ["hi\r\nBcc: eve@example.com", "a\nb", "x" * 999])
 def test_rejects_unsafe_or_long_subjects(subject: str) -> None:
     errors = EmailChannel(SETTINGS).validate(note(subject=subject))
     assert [e.field for e in errors] == ["subject"]
+
+
+@pytest.mark.parametrize("char", UNSAFE, ids=[f"U+{ord(c):04X}" for c in UNSAFE])
+def test_rejects_subjects_with_line_breaks_or_control_characters(char: str) -> None:
+    errors = EmailChannel(SETTINGS).validate(note(subject=f"Disk{char}Bcc: eve@example.com"))
+    assert [e.field for e in errors] == ["subject"]
+    assert "control characters" in errors[0].message
+
+
+@pytest.mark.parametrize("subject", ["Ünïcødé ⚠", "bidi \u202e", "zero\u200bwidth"])
+def test_accepts_other_subjects(subject: str) -> None:
+    errors = EmailChannel(SETTINGS).validate(note(subject=subject))
+    assert errors == []
+    assert build_message(SETTINGS, note(subject=subject))["Subject"] == subject
 
 
 def test_accepts_a_subject_at_the_limit() -> None:
@@ -73,6 +97,56 @@ def test_message_has_id_from_uuid_subject_and_stable_date() -> None:
     assert parsedate_to_datetime(message["Date"]).timestamp() == 1_700_000_000
     assert message.get_content().strip() == "90% full"
     assert build_message(SETTINGS, n).as_bytes() == message.as_bytes()
+
+
+senders = (
+    st.sampled_from(
+        [
+            "ops@example.com",
+            "Ops <ops@example.com>",
+            '"Ops, Team" <ops@example.com>',
+            "ü@example.de",
+        ]
+    )
+    | st.emails()
+)
+texts = st.text(min_size=1, max_size=300)
+addresses = st.emails() | st.text(max_size=40) | st.builds(lambda a, b: f"{a}@{b}", texts, texts)
+
+
+@hsettings(max_examples=300, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    sender=senders,
+    to=addresses,
+    txt=texts,
+    subject=st.none() | st.text(max_size=MAX_SUBJECT_CHARS),
+    accepted_at=st.floats(min_value=0, max_value=MAX_ACCEPTED_AT),
+)
+def test_every_notification_validate_accepts_builds_a_message(
+    sender: str, to: str, txt: str, subject: str | None, accepted_at: float
+) -> None:
+    settings = Settings(smtp_host="smtp.example.com", smtp_from=sender)
+    assume(EmailChannel.disabled_reason(settings) is None)
+    n = note(to, txt=txt, subject=subject, accepted_at=accepted_at)
+    assume(EmailChannel(settings).validate(n) == [])
+    message = build_message(settings, n)
+    assert message.as_bytes(policy=SMTPUTF8)  # what aiosmtplib sends, at the latest
+
+
+async def test_a_message_that_cannot_be_built_is_a_permanent_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(settings: Settings, notification: Notification) -> None:
+        raise LookupError("no such codec")
+
+    monkeypatch.setattr(email_channel, "build_message", explode)
+    channel = EmailChannel(SETTINGS)
+    await channel.start()
+    try:
+        with pytest.raises(PermanentError, match="cannot build the message: LookupError"):
+            await channel.send(note())
+    finally:
+        await channel.stop()
 
 
 def test_message_without_subject_gets_the_default() -> None:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from notifsvc.channels import PermanentError, TransientError
+from notifsvc.channels import PermanentError, Throttled, TransientError
 from notifsvc.channels.slack import SlackChannel, classify_response, message_text
 from notifsvc.config import Secret, Settings
 from notifsvc.model import Notification
@@ -97,18 +97,25 @@ def test_ok_false_errors_are_permanent(error: str) -> None:
 )
 def test_slack_side_errors_are_transient(error: str) -> None:
     raw = f'{{"ok": false, "error": "{error}"}}'.encode()
-    assert isinstance(classify_response(200, {}, raw), TransientError)
+    result = classify_response(200, {}, raw)
+    assert isinstance(result, TransientError) and not isinstance(result, Throttled)
 
 
-def test_ratelimited_is_transient_with_retry_after() -> None:
+def test_ratelimited_is_throttled_with_retry_after() -> None:
     result = classify_response(200, {"Retry-After": "12"}, b'{"ok": false, "error": "ratelimited"}')
-    assert isinstance(result, TransientError)
+    assert isinstance(result, Throttled)
     assert result.retry_after == 12.0
 
 
-def test_http_429_is_transient_with_retry_after() -> None:
+def test_ratelimited_without_retry_after_is_throttled() -> None:
+    result = classify_response(200, {}, b'{"ok": false, "error": "ratelimited"}')
+    assert isinstance(result, Throttled)
+    assert result.retry_after is None
+
+
+def test_http_429_is_throttled_with_retry_after() -> None:
     result = classify_response(429, {"Retry-After": "3"}, b"")
-    assert isinstance(result, TransientError)
+    assert isinstance(result, Throttled)
     assert result.retry_after == 3.0
 
 

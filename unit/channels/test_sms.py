@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from notifsvc.channels import PermanentError, TransientError
+from notifsvc.channels import PermanentError, Throttled, TransientError
 from notifsvc.channels.sms import SmsChannel, classify_response, recipient_problem, twilio_detail
 from notifsvc.config import Secret, Settings
 
@@ -66,17 +66,18 @@ def test_auth_failure_is_permanent() -> None:
     assert isinstance(classify_response(401, {}, body), PermanentError)
 
 
-def test_throttling_is_transient_with_retry_after() -> None:
+def test_throttling_is_throttled_with_retry_after() -> None:
     body = '{"code": 20429, "message": "Too Many Requests", "status": 429}'
     error = classify_response(429, {"Retry-After": "7"}, body)
-    assert isinstance(error, TransientError)
+    assert isinstance(error, Throttled)
     assert error.retry_after == 7.0
     assert "20429" in str(error)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_server_errors_are_transient(status: int) -> None:
-    assert isinstance(classify_response(status, {}, ""), TransientError)
+    error = classify_response(status, {}, "")
+    assert isinstance(error, TransientError) and not isinstance(error, Throttled)
 
 
 def test_unsafe_api_url_disables_the_channel() -> None:

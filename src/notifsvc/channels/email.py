@@ -8,19 +8,31 @@ so a retried send is byte-for-byte the same message and a provider or mailbox ca
 Connections come from a small pool: an aiosmtplib client is not safe for concurrent use, so
 each send holds one connection for itself, returns it after a success and discards it after
 any error (the next send then opens a fresh one). Replies 4xx, connection errors and
-timeouts are :class:`TransientError`; 5xx replies are :class:`PermanentError`.
+timeouts are :class:`TransientError`; 5xx replies are :class:`PermanentError`; anything
+unexpected while building or sending a message is a :class:`PermanentError` naming it.
+
+Rate limits stay :class:`TransientError`, not
+:class:`~notifsvc.channels.base.Throttled`: an SMTP reply (421, 450, 451, 452) carries no
+time to wait, and the same codes also mean greylisting, a busy mailbox or a full disk, which
+must spend attempts so that a notification cannot be retried forever.
+
+A subject is one header line: :data:`SUBJECT_PATTERN` refuses every control character and
+line break (CR, LF, NEL, U+2028, U+2029, VT, FF, the file separators, NUL, ...) already at
+the receiver, where it would otherwise be accepted and then fail for good here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from typing import ClassVar
 
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
@@ -32,6 +44,11 @@ from notifsvc.model import FieldError, Notification
 DEFAULT_SUBJECT = "Notification"
 #: RFC 5322 line limit; longer subjects are almost certainly a client bug.
 MAX_SUBJECT_CHARS = 998
+#: A subject without control characters (Unicode Cc) or line and paragraph separators, in
+#: the regex dialect Python and JSON Schema share; the OpenAPI document publishes it.
+_FORBIDDEN = "\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029"
+SUBJECT_PATTERN = f"^[^{_FORBIDDEN}]*$"
+_UNSAFE = re.compile(f"[{_FORBIDDEN}]")
 #: Most connections open at once (providers commonly allow around ten per client).
 POOL_SIZE = 8
 #: An idle connection older than this is closed rather than reused (servers drop them).
@@ -126,6 +143,8 @@ class _Pool:
 
 class EmailChannel(Channel):
     name = "email"
+    subject_pattern: ClassVar[str] = SUBJECT_PATTERN
+    max_subject_chars: ClassVar[int] = MAX_SUBJECT_CHARS
 
     _pool: _Pool | None = None
     _local_hostname: str | None = None
@@ -156,8 +175,9 @@ class EmailChannel(Channel):
     def validate(self, notification: Notification) -> list[FieldError]:
         errors = super().validate(notification)
         subject = notification.subject
-        if subject is not None and ("\r" in subject or "\n" in subject):
-            errors.append(FieldError("subject", "must not contain line breaks"))
+        if subject is not None and _UNSAFE.search(subject):
+            message = "must not contain line breaks or control characters"
+            errors.append(FieldError("subject", message))
         elif subject is not None and len(subject) > MAX_SUBJECT_CHARS:
             errors.append(FieldError("subject", f"is longer than {MAX_SUBJECT_CHARS} characters"))
         return errors
@@ -194,10 +214,16 @@ class EmailChannel(Channel):
             raise TransientError("email channel is not started")
         try:
             message = build_message(self.settings, notification)
-        except ValueError as exc:  # header injection attempts and the like: never sendable
-            raise PermanentError(f"cannot build the message: {exc}") from exc
+        except Exception as exc:  # whatever it is, this message can never be sent
+            raise PermanentError(f"cannot build the message: {_describe(exc)}") from exc
         try:
             async with pool.connection() as client:
                 await client.send_message(message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise classify(exc) from exc
+        except Exception as exc:  # a surprise must not escape a send
+            raise PermanentError(f"SMTP send failed unexpectedly: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]

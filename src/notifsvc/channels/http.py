@@ -1,43 +1,85 @@
-"""Shared pieces for channels that talk HTTP to their provider."""
+"""Shared pieces for channels that talk HTTP to their provider.
+
+:class:`HttpChannel` owns the whole exchange: it POSTs the :class:`Request` a channel builds
+(never following a redirect), reads at most :data:`MAX_ANSWER_BYTES` of the answer and lets
+the channel classify it. Whatever goes wrong on the way becomes a
+:class:`~notifsvc.channels.base.DeliveryError`: timeouts and connection errors are
+transient, anything unexpected is permanent for the notification, so that no send can
+escape the delivery policy.
+"""
 
 from __future__ import annotations
 
 import email.utils
+import math
+import re
 import time
+from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
+from notifsvc.channels.base import (
+    Channel,
+    DeliveryError,
+    PermanentError,
+    Throttled,
+    TransientError,
+)
+from notifsvc.model import Notification
 
-#: Statuses that mean "not now" rather than "never".
+#: Statuses that mean "not now" rather than "never" (429 is :class:`Throttled`).
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Longest wait a ``Retry-After`` may ask for; longer requests are clamped to it.
+MAX_RETRY_AFTER = 86_400.0
+#: Most bytes of a provider's answer read into memory; the rest is never read.
+MAX_ANSWER_BYTES = 64 * 1024
+#: Characters of an answer or exception message quoted in an error.
+DETAIL_CHARS = 200
+
+_DELTA_SECONDS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts '²' and '٣'
+_REDACTED = "[redacted]"
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date).
+
+    Never raises: anything unusable (garbage, non-ASCII digits, a date no calendar holds) is
+    None, and a usable value is clamped to ``[0, MAX_RETRY_AFTER]``.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELTA_SECONDS.fullmatch(value):
+        # More digits than a day has seconds would overflow float() long before they matter.
+        return MAX_RETRY_AFTER if len(value) > 6 else min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322, not local time
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def classify_status(
     provider: str, status: int, headers: Mapping[str, str], detail: str
 ) -> DeliveryError | None:
-    """None for a 2xx answer, otherwise the error it means."""
+    """None for a 2xx answer, otherwise the error it means: 429 is :class:`Throttled`."""
     if 200 <= status < 300:
         return None
-    message = f"{provider} answered HTTP {status}: {detail[:200]}"
+    message = f"{provider} answered HTTP {status}: {detail[:DETAIL_CHARS]}"
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if status == 429:
+        return Throttled(message, retry_after=retry_after)
     if status in RETRIABLE_STATUSES or status >= 500:
-        return TransientError(message, retry_after=parse_retry_after(headers.get("Retry-After")))
+        return TransientError(message, retry_after=retry_after)
     return PermanentError(message)
 
 
@@ -52,11 +94,58 @@ def base_url_problem(variable: str, value: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a channel POSTs, and how its errors may speak of it.
+
+    ``label`` names the provider in every error message; each string of ``secrets`` is
+    replaced by ``[redacted]`` wherever it would appear in one (answer bodies, exception
+    messages), and exceptions are then not chained, so that their text stays out of logs.
+    """
+
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    label: str
+    secrets: tuple[str, ...] = ()
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, _REDACTED)
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The provider's answer: status, headers and at most :data:`MAX_ANSWER_BYTES` of body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    #: The body decoded (invalid UTF-8 replaced) with the request's secrets scrubbed.
+    text: str
+
+
+async def read_bounded(content: aiohttp.StreamReader, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """At most ``limit`` bytes of ``content``; the rest is left unread (and the connection
+    is then closed rather than reused)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class HttpChannel(Channel):
     """A channel whose provider speaks HTTP: one aiohttp session, opened by :meth:`start`.
 
     The session's total timeout is ``NOTIFSVC_SEND_TIMEOUT_MS`` and it never raises for a
-    status: the channel classifies answers. Subclasses post with ``allow_redirects=False``.
+    status. :meth:`send` POSTs :meth:`request` without following redirects (a 3xx is then
+    classified like any other answer) and raises what :meth:`classify` makes of the answer.
     """
 
     _session: aiohttp.ClientSession | None = None
@@ -70,3 +159,52 @@ class HttpChannel(Channel):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    @abstractmethod
+    def request(self, notification: Notification) -> Request:
+        """The request that delivers ``notification``; may raise :class:`DeliveryError`."""
+
+    @abstractmethod
+    def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
+        """None when ``answer`` means delivered, otherwise the error it means."""
+
+    async def send(self, notification: Notification) -> None:
+        session = self._session
+        if session is None:
+            raise TransientError(f"{self.name} channel is not started")
+        request: Request | None = None
+        try:
+            request = self.request(notification)
+            error = await self._exchange(session, request)
+        except DeliveryError:
+            raise
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            failure = _failure(request, exc, self.name, "request failed")
+            raise TransientError(failure) from _cause(request, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug or a surprise: never escape a send
+            failure = _failure(request, exc, self.name, "send failed unexpectedly")
+            raise PermanentError(failure) from _cause(request, exc)
+        if error is not None:
+            raise error
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, request: Request
+    ) -> DeliveryError | None:
+        async with session.post(
+            request.url, data=request.body, headers=dict(request.headers), allow_redirects=False
+        ) as resp:
+            body = await read_bounded(resp.content)
+        text = request.scrub(body.decode(errors="replace"))
+        return self.classify(Answer(resp.status, resp.headers, body, text), request)
+
+
+def _failure(request: Request | None, exc: BaseException, name: str, what: str) -> str:
+    label = request.label if request is not None else name
+    detail = str(exc) if request is None else request.scrub(str(exc))
+    shown = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return f"{label} {what}: {shown[:DETAIL_CHARS]}"
+
+
+def _cause(request: Request | None, exc: BaseException) -> BaseException | None:
+    """``exc`` as the cause, unless its text may hold a secret of the request."""
+    return None if request is None or request.secrets else exc

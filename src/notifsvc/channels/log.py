@@ -7,23 +7,36 @@ opened with ``O_APPEND``, so concurrent sends and several processes never interl
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
+from typing import ClassVar
 
 import orjson
 
 from notifsvc.channels.base import Channel, TransientError
 from notifsvc.model import FieldError, Notification
 
+#: Every character ``str.isspace()`` is true for, spelled out: ``\s`` means other things in
+#: Python and in JSON Schema's ECMA-262 patterns.
+WHITESPACE = (
+    "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+_VISIBLE = re.compile(f"[^{WHITESPACE}]")
+
 
 class LogChannel(Channel):
     name = "log"
+    #: What ``to`` must match (somewhere): a character that is not white space. Exactly the
+    #: rule of :meth:`validate_recipient`; the OpenAPI document publishes it.
+    recipient_pattern: ClassVar[str] = _VISIBLE.pattern
 
     _fd: int | None = None
     _owns_fd = False
 
     def validate_recipient(self, to: str) -> list[FieldError]:
-        return [] if to.strip() else [FieldError("to", "must not be empty")]
+        return [] if _VISIBLE.search(to) else [FieldError("to", "must not be empty")]
 
     async def start(self) -> None:
         if self._fd is not None:

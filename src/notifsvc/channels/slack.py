@@ -6,32 +6,41 @@ of the text, in bold. ``to`` is a channel ID (``C``/``G``/``D`` then upper-case 
 digits), a user ID (``U``/``W`` ...) or ``#channel-name``.
 
 Slack answers most failures with HTTP 200 and ``{"ok": false, "error": ...}``: ``ratelimited``
-and Slack-side errors are :class:`TransientError` (honouring ``Retry-After``), every other
-error (``channel_not_found``, ``invalid_auth``, ``msg_too_long``, ...) is
-:class:`PermanentError`. HTTP 429 and 5xx answers are transient too.
+is :class:`Throttled` and Slack-side errors are :class:`TransientError` (both honouring
+``Retry-After``), every other error (``channel_not_found``, ``invalid_auth``,
+``msg_too_long``, ...) is :class:`PermanentError`. HTTP 429 is :class:`Throttled` too, and
+5xx answers are transient.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import ClassVar
 
-import aiohttp
 import orjson
 
-from notifsvc.channels.base import DeliveryError, PermanentError, TransientError
-from notifsvc.channels.http import HttpChannel, base_url_problem, classify_status, parse_retry_after
+from notifsvc.channels.base import DeliveryError, PermanentError, Throttled, TransientError
+from notifsvc.channels.http import (
+    Answer,
+    HttpChannel,
+    Request,
+    base_url_problem,
+    classify_status,
+    parse_retry_after,
+)
 from notifsvc.config import ConfigError, Settings
 from notifsvc.model import FieldError, Notification
 
 CONVERSATION_ID = re.compile(r"[CGD][A-Z0-9]{8,20}")
 USER_ID = re.compile(r"[UW][A-Z0-9]{8,20}")
 CHANNEL_NAME = re.compile(r"#[a-z0-9_-]{1,80}")
+#: What ``to`` must be, exactly; also published in the OpenAPI document.
+RECIPIENT = re.compile("|".join(p.pattern for p in (CONVERSATION_ID, USER_ID, CHANNEL_NAME)))
 
 #: ``error`` values of an ``ok: false`` answer that may go away by themselves.
 TRANSIENT_ERRORS = frozenset(
     {
-        "ratelimited",
         "internal_error",
         "service_unavailable",
         "request_timeout",
@@ -50,8 +59,11 @@ def message_text(notification: Notification) -> str:
 def classify_error(error: str, headers: Mapping[str, str]) -> DeliveryError:
     """What an ``ok: false`` answer's ``error`` means."""
     message = f"slack API error: {error}"
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if error == "ratelimited":
+        return Throttled(message, retry_after=retry_after)
     if error in TRANSIENT_ERRORS:
-        return TransientError(message, retry_after=parse_retry_after(headers.get("Retry-After")))
+        return TransientError(message, retry_after=retry_after)
     return PermanentError(message)
 
 
@@ -75,6 +87,7 @@ def classify_response(status: int, headers: Mapping[str, str], raw: bytes) -> De
 class SlackChannel(HttpChannel):
     name = "slack"
     max_body_chars = 40_000
+    recipient_pattern: ClassVar[str] = f"^(?:{RECIPIENT.pattern})$"
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
@@ -85,7 +98,7 @@ class SlackChannel(HttpChannel):
         return base_url_problem("NOTIFSVC_SLACK_API_URL", settings.slack_api_url)
 
     def validate_recipient(self, to: str) -> list[FieldError]:
-        if any(p.fullmatch(to) for p in (CONVERSATION_ID, USER_ID, CHANNEL_NAME)):
+        if RECIPIENT.fullmatch(to):
             return []
         return [
             FieldError(
@@ -110,18 +123,10 @@ class SlackChannel(HttpChannel):
             "Content-Type": "application/json; charset=utf-8",
         }
 
-    async def send(self, notification: Notification) -> None:
-        if self._session is None:
-            raise TransientError("slack channel is not started")
+    def request(self, notification: Notification) -> Request:
         url = f"{self.settings.slack_api_url.rstrip('/')}/chat.postMessage"
         body = orjson.dumps({"channel": notification.to, "text": message_text(notification)})
-        try:
-            async with self._session.post(
-                url, data=body, headers=self._headers(), allow_redirects=False
-            ) as resp:
-                raw = await resp.read()
-                error = classify_response(resp.status, resp.headers, raw)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransientError(f"slack request failed: {exc!r}") from exc
-        if error is not None:
-            raise error
+        return Request(url, body, self._headers(), "slack")
+
+    def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
+        return classify_response(answer.status, answer.headers, answer.body)

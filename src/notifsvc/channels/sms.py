@@ -6,8 +6,9 @@ E.164 number (``+`` and digits only) that :mod:`phonenumbers` considers valid; `
 at most 1,600 characters (Twilio's limit); the subject is not sent. Twilio has no
 idempotency key for messages, so a send whose answer was lost may be repeated.
 
-HTTP 429 and 5xx answers are :class:`TransientError` (honouring ``Retry-After``); other 4xx
-answers are :class:`PermanentError` carrying Twilio's error code and message.
+HTTP 429 is :class:`Throttled` and 5xx answers are :class:`TransientError` (both honouring
+``Retry-After``); other 4xx answers are :class:`PermanentError` carrying Twilio's error code
+and message.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from urllib.parse import quote
+from typing import ClassVar
+from urllib.parse import quote, urlencode
 
-import aiohttp
 import orjson
 import phonenumbers
 
-from notifsvc.channels.base import DeliveryError, TransientError
-from notifsvc.channels.http import HttpChannel, base_url_problem, classify_status
+from notifsvc.channels.base import DeliveryError
+from notifsvc.channels.http import Answer, HttpChannel, Request, base_url_problem, classify_status
 from notifsvc.config import ConfigError, Secret, Settings
 from notifsvc.model import FieldError, Notification
 
@@ -65,6 +66,8 @@ def recipient_problem(to: str) -> str | None:
 class SmsChannel(HttpChannel):
     name = "sms"
     max_body_chars = 1_600
+    #: A necessary condition on ``to``, published in the OpenAPI document.
+    recipient_pattern: ClassVar[str] = f"^{E164.pattern}$"
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
@@ -86,21 +89,14 @@ class SmsChannel(HttpChannel):
         token = self.settings.twilio_auth_token
         return {"Authorization": basic_auth(self.settings.twilio_account_sid or "", token)}
 
-    async def send(self, notification: Notification) -> None:
-        if self._session is None:
-            raise TransientError("sms channel is not started")
+    def request(self, notification: Notification) -> Request:
         form = {
             "To": notification.to,
             "From": self.settings.twilio_from or "",
             "Body": notification.txt,
         }
-        try:
-            async with self._session.post(
-                self._url(), data=form, headers=self._headers(), allow_redirects=False
-            ) as resp:
-                text = await resp.text(errors="replace")
-                error = classify_response(resp.status, resp.headers, text)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransientError(f"twilio request failed: {exc!r}") from exc
-        if error is not None:
-            raise error
+        headers = self._headers() | {"Content-Type": "application/x-www-form-urlencoded"}
+        return Request(self._url(), urlencode(form).encode(), headers, "twilio")
+
+    def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
+        return classify_response(answer.status, answer.headers, answer.text)

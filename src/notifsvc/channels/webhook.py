@@ -3,55 +3,100 @@
 Every request carries ``Idempotency-Key: <uuid>`` so that the receiving side can drop a
 repeated delivery, and, when ``NOTIFSVC_WEBHOOK_SECRET`` is set, an
 ``X-Notifsvc-Signature: sha256=<hex HMAC of the body>`` header. URLs must be http(s), at
-most :data:`MAX_URL_CHARS` long and on a host of ``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS``;
-redirects are not followed (they could lead off the allowed hosts), so a 3xx answer is a
-:class:`~notifsvc.channels.base.PermanentError`.
+most :data:`MAX_URL_CHARS` long, without credentials (``user:pass@``) or backslashes, and on
+a host of ``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS``; redirects are not followed (they could lead off
+the allowed hosts), so a 3xx answer is a :class:`~notifsvc.channels.base.PermanentError`.
+
+A webhook URL may carry a secret in its path or query, so errors name the host only: the
+URL's path, query and fragment are scrubbed from every answer and exception quoted in one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from urllib.parse import urlsplit
+from typing import ClassVar
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-import aiohttp
 import orjson
 
-from notifsvc.channels.base import TransientError
-from notifsvc.channels.http import HttpChannel, classify_status
+from notifsvc.channels.base import DeliveryError, PermanentError
+from notifsvc.channels.http import Answer, HttpChannel, Request, classify_status
 from notifsvc.config import Settings
 from notifsvc.model import FieldError, Notification
 
 SIGNATURE_HEADER = "X-Notifsvc-Signature"
 #: Longest accepted URL; what most servers and proxies accept.
 MAX_URL_CHARS = 2_048
+#: Shorter parts of a URL are not scrubbed from error text (they would mangle it).
+MIN_SECRET_CHARS = 4
 
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def url_problem(to: str, allowed: frozenset[str]) -> str | None:
-    """Why ``to`` is not a URL webhooks may target, or None."""
+def _split(to: str) -> tuple[SplitResult, int | None] | None:
+    try:
+        url = urlsplit(to)
+        return url, url.port
+    except ValueError:
+        return None
+
+
+def _text_problem(to: str) -> str | None:
     if len(to) > MAX_URL_CHARS:
         return f"must be at most {MAX_URL_CHARS} characters"
     if any(c.isspace() or not c.isprintable() for c in to):
         return "must not contain spaces or control characters"
-    try:
-        url = urlsplit(to)
-        port = url.port
-    except ValueError:
+    if "\\" in to:
+        return "must not contain a backslash"
+    return None
+
+
+def url_problem(to: str, allowed: frozenset[str]) -> str | None:
+    """Why ``to`` is not a URL webhooks may target, or None. Never quotes more than the host."""
+    problem = _text_problem(to)
+    if problem is not None:
+        return problem
+    split = _split(to)
+    if split is None or split[0].scheme not in {"http", "https"} or not split[0].hostname:
         return "must be an http(s) URL"
-    if url.scheme not in {"http", "https"} or not url.hostname:
-        return "must be an http(s) URL"
-    host = url.hostname.lower()
+    url, port = split
+    if "@" in url.netloc:
+        return "must not contain credentials (user:password@); sign with NOTIFSVC_WEBHOOK_SECRET"
+    host = url.hostname or ""
     if host not in allowed and f"{host}:{port}" not in allowed:
         return f"host {host!r} is not in NOTIFSVC_WEBHOOK_ALLOWED_HOSTS"
     return None
 
 
+def host_of(to: str) -> str:
+    """``host`` or ``host:port`` of a webhook URL, lower case, or ``?`` when it has none."""
+    split = _split(to)
+    if split is None:
+        return "?"
+    url, port = split
+    host = url.hostname or "?"
+    return host if port is None else f"{host}:{port}"
+
+
+def url_secrets(to: str) -> tuple[str, ...]:
+    """The parts of a webhook URL that must never appear in an error message."""
+    split = _split(to)
+    if split is None:
+        return (to,)
+    url = split[0]
+    parts = [to, url.netloc.rpartition("@")[0], url.path, url.query, url.fragment]
+    parts += [f"{url.path}?{url.query}", *url.path.split("/")]
+    parts += [value for _, value in parse_qsl(url.query, keep_blank_values=True)]
+    return tuple(p for p in dict.fromkeys(parts) if len(p) >= MIN_SECRET_CHARS or p == to)
+
+
 class WebhookChannel(HttpChannel):
     name = "webhook"
+    #: A necessary condition on ``to``, published in the OpenAPI document.
+    recipient_pattern: ClassVar[str] = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\\\@/?#]+([/?#].*)?$"
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
@@ -78,17 +123,13 @@ class WebhookChannel(HttpChannel):
             headers[SIGNATURE_HEADER] = sign(self.settings.webhook_secret.reveal(), body)
         return body, headers
 
-    async def send(self, notification: Notification) -> None:
-        if self._session is None:
-            raise TransientError("webhook channel is not started")
+    def request(self, notification: Notification) -> Request:
+        label = f"webhook to {host_of(notification.to)}"
+        problem = url_problem(notification.to, self.settings.webhook_allowed_hosts)
+        if problem is not None:  # accepted under other settings, or never validated
+            raise PermanentError(f"{label}: the URL {problem}")
         body, headers = self._request(notification)
-        try:
-            async with self._session.post(
-                notification.to, data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                detail = await resp.text(errors="replace")
-                error = classify_status("webhook", resp.status, resp.headers, detail)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransientError(f"webhook request failed: {exc!r}") from exc
-        if error is not None:
-            raise error
+        return Request(notification.to, body, headers, label, url_secrets(notification.to))
+
+    def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
+        return classify_status(request.label, answer.status, answer.headers, answer.text)

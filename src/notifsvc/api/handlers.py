@@ -1,0 +1,228 @@
+"""The receiver's routes: one function each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import prometheus_client
+from aiohttp import web
+
+from notifsvc import metrics, topics, tracing
+from notifsvc.api.context import (
+    API_KEY,
+    DOCS,
+    GATE,
+    PRODUCER,
+    SETTINGS,
+    STORE,
+    TRACING,
+    VALIDATOR,
+)
+from notifsvc.api.plumbing import (
+    RETRY_LATER,
+    Reject,
+    json_response,
+    problem,
+    read_json,
+    route_of,
+    too_many_requests,
+)
+from notifsvc.auth import RateLimited
+from notifsvc.config import Settings
+from notifsvc.db.store import StoreUnavailable
+from notifsvc.kafka import KafkaError
+from notifsvc.model import FieldError, InvalidNotification, Notification
+
+log = logging.getLogger(__name__)
+
+Pending = list[tuple[dict[str, Any], asyncio.Future[None]]]
+
+
+def _send(
+    app: web.Application, notification: Notification, trace: tracing.Headers
+) -> asyncio.Future[None]:
+    topic = topics.outstanding(app[SETTINGS])
+    return app[PRODUCER].send(topic, notification.encode(), key=notification.key, headers=trace)
+
+
+async def _store_one(
+    app: web.Application, notification: Notification, trace: tracing.Headers
+) -> None:
+    """Wait until the broker holds ``notification``; :class:`Reject` with 503 otherwise."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(app[SETTINGS].produce_timeout_ms / 1000):
+            await _send(app, notification, trace)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning(
+            "not accepted %s: broker did not acknowledge: %r",
+            notification.uuid,
+            exc,
+            extra={"uuid": notification.uuid},
+        )
+        raise Reject(_unavailable()) from None
+    metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
+
+
+def _unavailable() -> web.Response:
+    detail = "the notification could not be stored; retry with the same uuid"
+    return problem(503, "Service Unavailable", detail, headers=RETRY_LATER)
+
+
+def _server_span(request: web.Request) -> tracing.Span | None:
+    """The request's span (None while tracing is off), continuing the client's trace."""
+    tracer = request.app[TRACING]
+    if not tracer.enabled:
+        return None
+    name = f"{request.method} {route_of(request)}"
+    return tracer.begin(name, parent=request.headers, kind=tracing.SpanKind.SERVER)
+
+
+async def post_notification(request: web.Request) -> web.Response:
+    span = _server_span(request)
+    response = await _accept_one(request, span)
+    tracing.end_http(span, response.status)
+    return response
+
+
+async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Response:
+    limit = request.app[SETTINGS].max_body_bytes
+    try:
+        notification = request.app[VALIDATOR].validate(await read_json(request, limit))
+        if span is not None:
+            tracing.annotate(span, uuid=str(notification.uuid), channel=notification.channel)
+        await _store_one(request.app, notification, tracing.headers(span))
+    except Reject as reject:
+        return reject.response
+    except InvalidNotification as exc:
+        return problem(422, "Invalid notification", str(exc), errors=exc.errors)
+    return json_response(202, {"uuid": str(notification.uuid), "status": "accepted"})
+
+
+async def post_notifications(request: web.Request) -> web.Response:
+    """Up to ``max_batch_items`` notifications; each item is accepted or rejected on its own.
+    With tracing on, the items share the request's trace."""
+    span = _server_span(request)
+    response = await _accept_batch(request, tracing.headers(span))
+    tracing.end_http(span, response.status)
+    return response
+
+
+async def _accept_batch(request: web.Request, trace: tracing.Headers) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    try:
+        items = _batch_items(settings, await read_json(request, settings.max_batch_bytes))
+        if API_KEY in request:  # the middleware took one unit already
+            await app[GATE].admit(request[API_KEY], len(items), prepaid=1)
+    except Reject as reject:
+        return reject.response
+    except RateLimited as exc:
+        return too_many_requests(exc)
+    results: list[dict[str, Any]] = []
+    pending: Pending = []
+    validator = app[VALIDATOR]
+    for index, item in enumerate(items):
+        try:
+            n = validator.validate(item)
+        except InvalidNotification as exc:
+            errors = [e.as_dict() for e in exc.errors]
+            results.append({"index": index, "status": "rejected", "errors": errors})
+            continue
+        result = {"index": index, "uuid": str(n.uuid), "status": "accepted"}
+        results.append(result)
+        pending.append((result, _send(app, n, trace)))
+    await _settle_batch(settings, pending)
+    return _batch_response(results, stored=len(pending))
+
+
+def _batch_items(settings: Settings, data: object) -> list[object]:
+    if not isinstance(data, list) or not data:
+        error = FieldError("", "expected a non-empty JSON array of notifications")
+        raise Reject(problem(422, "Invalid batch", error.message, errors=[error]))
+    if len(data) > settings.max_batch_items:
+        detail = f"a batch holds at most {settings.max_batch_items} notifications, got {len(data)}"
+        raise Reject(problem(422, "Invalid batch", detail, errors=[FieldError("", detail)]))
+    return data
+
+
+async def _settle_batch(settings: Settings, pending: Pending) -> None:
+    """Wait for every acknowledgement up to the produce timeout; mark the rest unavailable."""
+    if not pending:
+        return
+    futures = [f for _, f in pending]
+    await asyncio.wait(futures, timeout=settings.produce_timeout_ms / 1000)
+    for result, future in pending:
+        if not future.done() or future.exception() is not None:
+            result["status"] = "unavailable"
+            if not future.done():
+                future.cancel()
+
+
+def _batch_response(results: list[dict[str, Any]], *, stored: int) -> web.Response:
+    counts = {
+        s: sum(r["status"] == s for r in results) for s in ("accepted", "rejected", "unavailable")
+    }
+    body = {**counts, "results": results}
+    if counts["unavailable"] and counts["unavailable"] == stored:
+        return json_response(503, body, RETRY_LATER)
+    return json_response(200, body, RETRY_LATER if counts["unavailable"] else None)
+
+
+async def get_notification(request: web.Request) -> web.Response:
+    uid = request.app[VALIDATOR].parse_uuid(request.match_info["uuid"])
+    if uid is None:
+        error = FieldError("uuid", "must be a UUID")
+        return problem(422, "Invalid uuid", "the path must end with a UUID", errors=[error])
+    try:
+        state = await request.app[STORE].get(uid)
+    except StoreUnavailable:
+        return problem(
+            503, "Service Unavailable", "the database is unreachable", headers=RETRY_LATER
+        )
+    if state is None:
+        return problem(404, "Not Found", f"no notification {uid} is stored (yet)")
+    return json_response(200, state)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response(200, {"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness, open to anyone: says "unavailable" for a dependency that is down, never
+    why (that is logged at WARNING): error text may name hosts, users and databases."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.to_thread(request.app[PRODUCER].ping, 2.0)
+        checks["broker"] = "ok"
+    except KafkaError as exc:
+        log.warning("not ready: the broker is unavailable: %s", exc)
+        checks["broker"] = "unavailable"
+    try:
+        await request.app[STORE].ping()
+        checks["database"] = "ok"
+    except StoreUnavailable as exc:
+        log.warning("degraded: the database is unavailable: %s", exc)
+        checks["database"] = "unavailable"
+    # Accepting needs only the broker; a database outage degrades GET /notification/{uuid}
+    # but must not take the receiver out of rotation.
+    ready = checks["broker"] == "ok"
+    status = "unavailable" if not ready else "ready" if checks["database"] == "ok" else "degraded"
+    return json_response(200 if ready else 503, {"status": status, **checks})
+
+
+async def metrics_page(_request: web.Request) -> web.Response:
+    body = prometheus_client.generate_latest()
+    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCS]["json"], content_type="application/json")
+
+
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCS]["html"], content_type="text/html")

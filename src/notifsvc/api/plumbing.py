@@ -1,0 +1,178 @@
+"""HTTP mechanics of the receiver: problem+json, bounded body reading, middlewares."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import prometheus_client
+from aiohttp import web
+from aiohttp.web import RequestPayloadError
+
+from notifsvc import metrics
+from notifsvc.api.context import API_KEY, GATE
+from notifsvc.auth import RateLimited, Unauthorized
+from notifsvc.model import FieldError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_LATER = {"Retry-After": "1"}
+#: Routes that need an API key (when keys are configured) and spend the key's rate budget.
+PROTECTED = frozenset({"/notification", "/notifications", "/notification/{uuid}"})
+#: Bytes read from a request body at a time.
+READ_CHUNK = 64 * 1024
+#: Content-Encodings aiohttp undoes while the body is read (``br`` needs Brotli installed).
+DECODED = frozenset({"gzip", "deflate", "br"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Reject(Exception):
+    """Stop handling a request with this response."""
+
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An RFC 9457 problem details response."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = [e.as_dict() for e in errors]
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def too_many_requests(exc: RateLimited) -> web.Response:
+    """429; with ``Retry-After`` unless waiting cannot help (see :class:`RateLimited`)."""
+    headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return problem(429, "Too Many Requests", str(exc), headers=headers)
+
+
+def route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+async def read_json(request: web.Request, limit: int) -> object:
+    """The JSON body, refusing one over ``limit`` bytes without reading it whole.
+
+    The limit counts the bytes as the handler sees them, after aiohttp undid any
+    ``Content-Encoding`` (gzip, deflate, br): a small compressed body that inflates past the
+    limit is refused as soon as it does.
+    """
+    if request.content_type != "application/json":
+        raise Reject(problem(415, "Unsupported Media Type", "send Content-Type: application/json"))
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in DECODED | {"", "identity"}:
+        detail = "Content-Encoding must be one of identity, gzip, deflate or br"
+        raise Reject(problem(415, "Unsupported Media Type", detail))
+    length = request.content_length
+    try:
+        if encoding in {"", "identity"} and length is not None:
+            if length > limit:
+                raise Reject(_too_large(limit))
+            return _loads(await request.read())  # exactly Content-Length bytes: no more
+        return _loads(await _read_upto(request, limit))
+    except RequestPayloadError as exc:  # a body its Content-Encoding does not decode, ...
+        log.info("unreadable request body: %s", exc)
+        detail = "the body could not be read; does it match its Content-Encoding?"
+        raise Reject(problem(400, "Unreadable body", detail)) from None
+
+
+async def _read_upto(request: web.Request, limit: int) -> bytes:
+    """The body (chunked, or decompressed), counted while it is read."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise Reject(_too_large(limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _loads(body: bytes) -> object:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        detail = f"the body is not valid JSON: {exc}"
+        raise Reject(problem(400, "Malformed JSON", detail)) from None
+
+
+def _too_large(limit: int) -> web.Response:
+    return problem(413, "Payload Too Large", f"the body is over {limit} bytes")
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request; turn HTTP errors and crashes into problem+json."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        keep = {"allow", "retry-after"}
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in keep}
+        response = problem(exc.status, exc.reason, exc.text or exc.reason, headers=headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = problem(500, "Internal Server Error", "unexpected error; nothing was accepted")
+    route = route_of(request)
+    _requests(route, response.status).inc()
+    _seconds(route).observe(time.perf_counter() - started)
+    return response
+
+
+@functools.cache  # bounded: canonical routes x statuses
+def _requests(route: str, status: int) -> prometheus_client.Counter:
+    return metrics.HTTP_REQUESTS.labels(route, str(status))
+
+
+@functools.cache
+def _seconds(route: str) -> prometheus_client.Histogram:
+    return metrics.HTTP_SECONDS.labels(route)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API keys and the per-key rate limit, on the notification routes only (installed only
+    when keys are configured). Every request spends one unit; a batch spends the rest of
+    its cost once its items are counted."""
+    gate = request.app[GATE]
+    if route_of(request) not in PROTECTED:
+        return await handler(request)
+    try:
+        key = gate.identify(request.headers.get("Authorization"))
+        await gate.admit(key)
+    except Unauthorized as exc:
+        return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+    except RateLimited as exc:
+        return too_many_requests(exc)
+    request[API_KEY] = key
+    return await handler(request)

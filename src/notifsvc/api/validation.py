@@ -1,0 +1,190 @@
+"""What a valid request is: one table of rules, enforced here and published by
+:mod:`notifsvc.openapi`, so that the document and the behaviour cannot drift apart.
+
+A request passes three layers, and every failing field of all of them is reported:
+
+1. :func:`notifsvc.model.parse`: the fields, their JSON types, no unknown fields, no NUL;
+2. :attr:`Validator.rules`: one :class:`Rule` per field of
+   :data:`~notifsvc.model.REQUEST_FIELDS` (the canonical UUID form, the priorities in any
+   case, ...) and the destination, which must name an enabled channel;
+3. the channel's own :meth:`~notifsvc.channels.Channel.validate` (recipient, lengths).
+
+The channel rules that can be said in JSON Schema are published per channel
+(:attr:`Validator.branches`) from the same class attributes the channel's ``validate`` reads:
+``max_body_chars``, and where a channel has them ``recipient_pattern``, ``subject_pattern``
+and ``max_subject_chars``. Patterns are written in the subset of regular expressions that
+Python and JSON Schema (ECMA-262) read alike: explicit character classes, no ``\\s``,
+``\\d`` or ``\\w``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid as uuid_mod
+from dataclasses import dataclass
+from typing import Any
+
+from notifsvc import channels
+from notifsvc.config import Settings
+from notifsvc.model import REQUEST_FIELDS, FieldError, InvalidNotification, Notification, parse
+
+#: A UUID as RFC 9562 writes it (``uuid.UUID`` alone also takes braces, ``urn:uuid:``, ...).
+UUID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+#: No string may hold NUL: PostgreSQL refuses it in text (:func:`~notifsvc.model.parse` too).
+NO_NUL = "^[^\\u0000]*$"
+_UUID_MESSAGE = "must be a UUID, e.g. 0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
+_NUL_MESSAGE = "must not contain the NUL character (U+0000)"
+
+
+def anycase(words: list[str] | tuple[str, ...]) -> str:
+    """A pattern matching exactly one of ``words``, in any mix of ASCII cases."""
+    alternatives = (
+        "".join(
+            f"[{c.upper()}{c.lower()}]" if c.isascii() and c.isalpha() else re.escape(c) for c in w
+        )
+        for w in words
+    )
+    return f"^(?:{'|'.join(alternatives)})$"
+
+
+@functools.cache  # bounded: the patterns of the rules
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """JSON Schema's reading of ``pattern``: a search in which a closing ``$`` is the end of
+    the string (Python's ``$`` also matches before a final newline)."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What one string field must be; ``message`` says it when it is not."""
+
+    message: str
+    patterns: tuple[str, ...] = ()
+    min_length: int = 0
+    max_length: int | None = None
+    format: str | None = None
+    nullable: bool = False
+
+    def accepts(self, value: str) -> bool:
+        if len(value) < self.min_length:
+            return False
+        if self.max_length is not None and len(value) > self.max_length:
+            return False
+        return all(_compiled(p).search(value) for p in self.patterns)
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of the field (``null`` allowed for an optional one)."""
+        out: dict[str, Any] = {"type": ["string", "null"] if self.nullable else "string"}
+        if self.format is not None:
+            out["format"] = self.format
+        if len(self.patterns) == 1:
+            out["pattern"] = self.patterns[0]
+        elif self.patterns:
+            out["allOf"] = [{"pattern": p} for p in self.patterns]
+        if self.min_length:
+            out["minLength"] = self.min_length
+        if self.max_length is not None:
+            out["maxLength"] = self.max_length
+        return out
+
+
+def _field_rules() -> dict[str, Rule]:
+    rules: dict[str, Rule] = {}
+    for spec in REQUEST_FIELDS:
+        rule = Rule(_NUL_MESSAGE, (NO_NUL,), nullable=not spec.required)
+        if spec.format == "uuid":
+            rule = Rule(_UUID_MESSAGE, (UUID_PATTERN,), format="uuid")
+        elif spec.enum:
+            message = f"must be one of {', '.join(spec.enum)}"
+            rule = Rule(message, (anycase(spec.enum),), nullable=not spec.required)
+        rules[spec.name] = rule
+    # Channel.validate: every channel refuses an empty body.
+    rules["txt"] = Rule("must not be empty", (NO_NUL,), min_length=1)
+    return rules
+
+
+def channel_rules(channel: channels.Channel) -> dict[str, Rule]:
+    """The rules of ``channel`` that JSON Schema can say, read from the attributes its
+    ``validate`` uses (``recipient_pattern``, ``subject_pattern``, ``max_subject_chars``)."""
+    cls = type(channel)
+    rules = {
+        "destination": Rule(f"must be {cls.name!r}", (anycase([cls.name]),)),
+        "txt": Rule("is too long", max_length=cls.max_body_chars),
+    }
+    recipient = getattr(cls, "recipient_pattern", None)
+    if isinstance(recipient, str):
+        rules["to"] = Rule(f"is not a {cls.name} recipient", (recipient,))
+    subject = getattr(cls, "subject_pattern", None)
+    longest = getattr(cls, "max_subject_chars", None)
+    if isinstance(subject, str) or isinstance(longest, int):
+        patterns = (subject,) if isinstance(subject, str) else ()
+        limit = longest if isinstance(longest, int) else None
+        rules["subject"] = Rule("is not allowed", patterns, max_length=limit, nullable=True)
+    return rules
+
+
+class Validator:
+    """Built once at start-up: the rules, the enabled channels and why the others are off."""
+
+    def __init__(self, enabled: dict[str, channels.Channel], disabled: dict[str, str]) -> None:
+        self.channels = enabled
+        self.disabled = disabled
+        self.rules = _field_rules()
+        self.branches = {name: channel_rules(c) for name, c in sorted(enabled.items())}
+        self._known = ", ".join(sorted(enabled)) or "none"
+        self._destination = Rule("", (anycase(sorted(enabled)),)) if enabled else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Validator:
+        return cls(channels.enabled(settings), channels.disabled(settings))
+
+    def parse_uuid(self, raw: str) -> uuid_mod.UUID | None:
+        """``raw`` as a UUID when it has the form the ``uuid`` field needs, else None."""
+        return uuid_mod.UUID(raw) if self.rules["uuid"].accepts(raw) else None
+
+    def validate(self, data: object) -> Notification:
+        """A notification the pipeline can deliver, or :class:`InvalidNotification` listing
+        every failing field."""
+        try:
+            notification: Notification | None = parse(data)
+            errors: list[FieldError] = []
+        except InvalidNotification as exc:
+            notification, errors = None, list(exc.errors)
+        errors += self._rule_errors(data, {e.field for e in errors})
+        if notification is not None and "destination" not in {e.field for e in errors}:
+            flagged = {e.field for e in errors}
+            found = self.channels[notification.channel].validate(notification)
+            errors += [e for e in found if e.field not in flagged]
+        if errors or notification is None:
+            raise InvalidNotification(errors)
+        return notification
+
+    def _rule_errors(self, data: object, flagged: set[str]) -> list[FieldError]:
+        if not isinstance(data, dict):
+            return []
+        errors: list[FieldError] = []
+        for name, rule in self.rules.items():
+            value = data.get(name)
+            if name not in flagged and isinstance(value, str) and not rule.accepts(value):
+                errors.append(FieldError(name, rule.message))
+        destination = data.get("destination")
+        if (
+            "destination" not in flagged
+            and isinstance(destination, str)
+            and (self._destination is None or not self._destination.accepts(destination))
+        ):
+            errors.append(FieldError("destination", self._destination_problem(destination)))
+        return errors
+
+    def _destination_problem(self, raw: str) -> str:
+        name = raw.strip().lower()
+        if name in self.channels:
+            why = f"{raw!r} must be a channel name without surrounding white space"
+        elif name in self.disabled:
+            why = f"channel {name!r} is disabled: {self.disabled[name]}"
+        else:
+            why = f"unknown destination {name!r}"
+        return f"{why} (enabled: {self._known})"

@@ -1,0 +1,122 @@
+"""The OpenAPI document says what validation does: generated from the same rules, and checked
+against it on generated requests (for the channels whose rules JSON Schema can say exactly)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema_rs
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from notifsvc.api.validation import Validator
+from notifsvc.config import Secret, Settings
+from notifsvc.model import InvalidNotification
+from notifsvc.openapi import document, notification_schema, render_html
+
+#: Channels whose rules JSON Schema says exactly (log), or exactly for short texts (slack).
+EXACT = Settings(channels=frozenset({"log", "slack"}), slack_token=Secret("xoxb-1"))
+UID = "0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
+
+
+def accepts(validator: Validator, data: object) -> bool:
+    try:
+        validator.validate(data)
+    except InvalidNotification:
+        return False
+    return True
+
+
+def test_batches_hold_one_to_max_batch_items() -> None:
+    settings = Settings(max_batch_items=7)
+    doc = document(settings, Validator.from_settings(settings))
+    body = doc["paths"]["/notifications"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["minItems"] == 1
+    assert body["schema"]["maxItems"] == 7
+
+
+def test_notification_schema_states_every_rule() -> None:
+    schema = notification_schema(Validator.from_settings(EXACT))
+    props = schema["properties"]
+    assert schema["additionalProperties"] is False
+    assert schema["required"] == ["uuid", "destination", "to", "txt"]
+    assert props["uuid"]["format"] == "uuid" and "pattern" in props["uuid"]
+    assert props["txt"]["minLength"] == 1
+    assert props["subject"]["type"] == ["string", "null"]
+    assert all("\\u0000" in props[f]["pattern"] for f in ("destination", "to", "txt", "subject"))
+    branches = {b["title"]: b["properties"] for b in schema["anyOf"]}
+    assert set(branches) == {"log", "slack"}
+    assert branches["slack"]["txt"]["maxLength"] == 40_000
+    assert branches["log"]["txt"]["maxLength"] == 65_536
+
+
+def test_keyed_documents_state_the_batch_limit_of_a_key() -> None:
+    settings = Settings(api_keys=(Secret("k"),), rate_limit_per_key=20)
+    doc = document(settings, Validator.from_settings(settings), burst=20)
+    responses = doc["paths"]["/notification"]["post"]["responses"]
+    assert "at most 20 notifications per request" in responses["429"]["description"]
+    assert doc["security"] == [{"apiKey": []}]
+    assert "POST /notifications" in render_html(doc)
+
+
+def test_the_examples_together_are_a_valid_notification() -> None:
+    validator = Validator.from_settings(Settings(channels=frozenset({"log"})))
+    props = notification_schema(validator)["properties"]
+    assert accepts(validator, {k: p["examples"][0] for k, p in props.items()})
+
+
+def test_an_example_recipient_some_channel_refuses_is_left_out() -> None:
+    validator = Validator.from_settings(Settings(webhook_allowed_hosts=frozenset({"h.example"})))
+    assert "examples" not in notification_schema(validator)["properties"]["to"]
+
+
+def test_no_enabled_channel_means_no_valid_notification() -> None:
+    validator = Validator({}, {"log": "not listed"})
+    schema = notification_schema(validator)
+    body = {"uuid": UID, "destination": "log", "to": "x", "txt": "y"}
+    assert not jsonschema_rs.validator_for(schema).is_valid(body)
+    assert not accepts(validator, body)
+
+
+strings = st.text(max_size=12) | st.sampled_from(["", " ", "\u3000", "\x1c", "a\x00b", "\n"])
+uuids = st.uuids().map(str) | st.sampled_from(
+    [UID.upper(), UID.replace("-", ""), f"{{{UID}}}", f"urn:uuid:{UID}", UID + "\n", " " + UID]
+)
+destinations = st.sampled_from(["log", "LOG", "Slack", " log", "log\n", "fax", "webhook", ""])
+recipients = st.sampled_from(["ops", " ", "#ops", "C0123456789", "#Ops", "\u2028", "a\x00"])
+priorities = st.sampled_from(["high", "LOW", "Normal", " high", "high\n", "urgent"])
+values: st.SearchStrategy[Any] = st.none() | st.integers() | st.booleans() | strings
+requests = st.fixed_dictionaries(
+    {},
+    optional={
+        "uuid": uuids | values,
+        "destination": destinations | values,
+        "to": recipients | values,
+        "txt": st.text(max_size=300) | values,
+        "subject": st.none() | strings,
+        "priority": st.none() | priorities | values,
+        "accepted_at": st.floats(0, 1e9),
+        "extra": values,
+    },
+)
+
+
+@given(requests)
+@example({"uuid": UID, "destination": "log", "to": "ops", "txt": "x"})
+@example({"uuid": UID, "destination": "slack", "to": "#ops", "txt": "x", "priority": "HIGH"})
+@example({"uuid": f"{{{UID}}}", "destination": "log", "to": "ops", "txt": "x"})
+@example({"uuid": UID, "destination": " log", "to": "ops", "txt": "x"})
+@example({"uuid": UID, "destination": "log", "to": "ops", "txt": "x", "priority": " low"})
+def test_the_schema_accepts_exactly_what_validation_accepts(data: dict[str, Any]) -> None:
+    validator = Validator.from_settings(EXACT)
+    schema = jsonschema_rs.validator_for(notification_schema(validator))
+    assert schema.is_valid(data) == accepts(validator, data), data
+
+
+@pytest.mark.parametrize(
+    ("raw", "ok"),
+    [(UID, True), (UID.upper(), True), (UID.replace("-", ""), False), (f"{{{UID}}}", False)],
+)
+def test_the_path_uuid_follows_the_same_rule(raw: str, ok: bool) -> None:
+    assert (Validator.from_settings(EXACT).parse_uuid(raw) is not None) is ok
