@@ -250,3 +250,22 @@ def test_every_failure_has_a_kind() -> None:
     assert errors.kind_of(StoreRefused("x")) is errors.Kind.RECORD
     assert errors.kind_of(ValueError("x")) is errors.Kind.RECORD
     assert errors.retriable(Postponed("x")) and not errors.retriable(KeyError("x"))
+
+
+async def test_a_record_that_fails_for_good_only_once_is_not_dead_lettered() -> None:
+    """A permanent-looking error that was really an outage (asyncpg's InternalClientError on
+    a connection a database restart broke, seen in the chaos suite) must not cost a good
+    record: a lone failing record is tried again before it is dead-lettered."""
+    log = Log(values(4))
+    flukes = [ZeroDivisionError("fluke")] * 3  # the batch, a half, then the lone record
+    handled: list[bytes | None] = []
+    poisoned: list[tuple[bytes | None, str]] = []
+
+    def handler(records: list[Record]) -> None:
+        if flukes and any(r.value == b"m1" for r in records):
+            raise flukes.pop()
+        handled.extend(r.value for r in records)
+
+    loop = loop_on(log, handler, poisoned)
+    await run_until(loop, lambda: log.committed().get(("t", 0)) == 4)
+    assert poisoned == [] and sorted(v or b"" for v in handled) == values(4)

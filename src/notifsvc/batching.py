@@ -7,8 +7,10 @@ What happens when the handler fails depends on the kind of error (:mod:`notifsvc
   partitions without reading further) and the unfinished part is retried with backoff; it
   resumes by itself when the handler succeeds.
 - *record* (and any unexpected exception): the failing part is bisected until the record
-  that causes it is alone; that record is handed to ``on_poison`` (dead-lettered with the
-  reason) and the rest carries on, in order. No input can stop a stage.
+  that causes it is alone; that record is tried :data:`CONFIRMATIONS` more times after a
+  pause (an outage the error did not say it was must not cost a good record), then handed
+  to ``on_poison`` (dead-lettered with the reason) and the rest carries on, in order. No
+  input can stop a stage.
 
 A handler that runs long (a slow provider) never costs the group membership: the consumer
 is paused and polled every :data:`KEEPALIVE` seconds meanwhile, so ``max.poll.interval.ms``
@@ -24,6 +26,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from notifsvc import errors, metrics
 from notifsvc.kafka import Consumer, Record, next_offsets
@@ -40,6 +43,8 @@ LAG_EVERY = 5.0
 KEEPALIVE = 5.0
 #: Longest pause between retries of a failing batch.
 MAX_BACKOFF = 5.0
+#: Further tries of a lone record that fails for good before it is dead-lettered.
+CONFIRMATIONS = 2
 
 
 class Postponed(errors.Unavailable):
@@ -108,42 +113,41 @@ class BatchLoop:
         """Handle ``records`` (isolating poison) and commit them, or leave them uncommitted
         when stopping in the middle of an outage."""
         started = time.monotonic()
-        parts: deque[tuple[list[Record], str | None]] = deque([(records, None)])
+        parts: deque[Part] = deque([Part(records)])
         attempt = 0
         while parts:
-            part, poison = parts[0]
-            part = self._owned(part)
+            part = parts[0]
+            owned = self._owned(part.records)
             try:
-                if part:
-                    await self._step(part, poison)
+                if owned:
+                    await self._step(owned, part.poison)
                 parts.popleft()
                 attempt = 0
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                if errors.retriable(exc):
-                    attempt += 1
-                    if stopping.is_set():
-                        log.warning(
-                            "%s: stopping with an unfinished batch (uncommitted)", self._name
-                        )
-                        return
-                    await self._hold(attempt, exc)
+                retry = errors.retriable(exc) or part.doubt(owned)
+                if not retry:
+                    parts.popleft()
+                    parts.extendleft(reversed(self._split(owned, part, exc)))
                     continue
-                parts.popleft()
-                parts.extendleft(reversed(self._split(part, poison, exc)))
+                attempt += 1
+                if stopping.is_set():
+                    log.warning("%s: stopping with an unfinished batch (uncommitted)", self._name)
+                    return
+                if not errors.retriable(exc):
+                    parts[0] = part._replace(tries=part.tries + 1)
+                await self._hold(attempt, exc)
         await self._finish(records, started)
 
-    def _split(
-        self, part: list[Record], poison: str | None, exc: Exception
-    ) -> list[tuple[list[Record], str | None]]:
-        """What to try next after ``part`` failed for good: its halves, or the lone record
+    def _split(self, owned: list[Record], part: Part, exc: Exception) -> list[Part]:
+        """What to try next after ``owned`` failed for good: its halves, or the lone record
         marked as poison."""
-        if poison is not None:  # dead-lettering itself failed for good: nothing more to try
-            log.error("%s: cannot dead-letter %s: %s", self._name, _where(part[0]), exc)
+        if part.poison is not None:  # dead-lettering itself failed for good: nothing to try
+            log.error("%s: cannot dead-letter %s: %s", self._name, _where(owned[0]), exc)
             return []
-        if len(part) == 1:
-            return [(part, describe(exc))]
-        middle = len(part) // 2
-        return [(part[:middle], None), (part[middle:], None)]
+        if len(owned) == 1:
+            return [Part(owned, describe(exc))]
+        middle = len(owned) // 2
+        return [Part(owned[:middle]), Part(owned[middle:])]
 
     async def _step(self, part: list[Record], poison: str | None) -> None:
         if poison is None:
@@ -204,6 +208,20 @@ class BatchLoop:
             # Paused partitions yield nothing; anything that does arrive is handled next,
             # because its position has moved and skipping it could lose it.
             self._extra += await self._consumer.consume(self._batch_size, min(left, 0.5))
+
+
+class Part(NamedTuple):
+    """A run of a batch still to handle (``poison``: the lone record to dead-letter)."""
+
+    records: list[Record]
+    poison: str | None = None
+    tries: int = 0  # failures of this lone record, retried to tell poison from a fluke
+
+    def doubt(self, owned: list[Record]) -> bool:
+        """Whether a permanent-looking failure of this part is worth another try first: a
+        lone record is dead-lettered only after failing :data:`CONFIRMATIONS` more times,
+        so that a misclassified outage never dead-letters a good record."""
+        return self.poison is None and len(owned) == 1 and self.tries < CONFIRMATIONS
 
 
 def _where(record: Record) -> str:

@@ -24,6 +24,8 @@ from notifsvc.model import Notification
         ConnectionResetError("reset"),
         TimeoutError(),
         asyncpg.exceptions.InterfaceError("connection is closed"),
+        # seen in the database-outage chaos scenario on a connection the restart broke
+        asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation"),
     ],
 )
 def test_outages_deadlocks_and_timeouts_are_unavailable(exc: BaseException) -> None:
@@ -39,6 +41,7 @@ def test_outages_deadlocks_and_timeouts_are_unavailable(exc: BaseException) -> N
         asyncpg.exceptions.CheckViolationError("violates check"),  # 23514
         asyncpg.exceptions.ProgramLimitExceededError("row too big"),  # 54000
         asyncpg.exceptions.DataError("invalid input for query argument"),
+        asyncpg.exceptions._base.DataError("invalid input for query argument $1"),  # client side
         RuntimeError("unexpected"),
     ],
 )

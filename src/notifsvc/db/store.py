@@ -64,6 +64,9 @@ MAX_STATEMENT_BYTES = 4 * 1024 * 1024
 COMMAND_TIMEOUT = 30.0
 
 
+_CLIENT_STATE = asyncpg.exceptions.InternalClientError
+
+
 class StoreUnavailable(errors.Unavailable):
     """The database did not answer (or kept refusing for now) after the short retries."""
 
@@ -81,16 +84,25 @@ def classify(exc: BaseException) -> errors.PipelineError:
     if isinstance(exc, errors.PipelineError):
         return exc
     if isinstance(exc, asyncpg.PostgresError):
-        state = str(exc.sqlstate or "")
-        message = f"database error {state}: {exc}"
-        if state[:2] in _UNAVAILABLE_CLASSES:
-            return StoreUnavailable(message)
-        if state[:2] in _STAGE_CLASSES:
-            return StoreMisconfigured(message)
-        return StoreRefused(message)
-    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | ConnectionError):
+        return _classify_sqlstate(exc)
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+        # asyncpg's client-side DataError: a query argument it cannot encode.
+        return StoreRefused(f"the database client refused the data: {exc}")
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | _CLIENT_STATE):
+        # Includes asyncpg's InternalClientError ("another operation is in progress"), seen
+        # on connections broken by a database restart.
         return StoreUnavailable(f"database unavailable: {exc!r}")
     return StoreRefused(f"unexpected database client error: {exc!r}")
+
+
+def _classify_sqlstate(exc: asyncpg.PostgresError) -> errors.PipelineError:
+    state = str(exc.sqlstate or "")
+    message = f"database error {state}: {exc}"
+    if state[:2] in _UNAVAILABLE_CLASSES:
+        return StoreUnavailable(message)
+    if state[:2] in _STAGE_CLASSES:
+        return StoreMisconfigured(message)
+    return StoreRefused(message)
 
 
 def is_retriable(exc: BaseException) -> bool:
