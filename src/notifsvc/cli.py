@@ -61,7 +61,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "migrate":
         from notifsvc.db.migrate import migrate  # noqa: PLC0415
 
-        applied = asyncio.run(migrate(settings.dsn))
+        applied = asyncio.run(migrate(settings.database))
         print(f"applied: {', '.join(applied) or 'nothing, schema is up to date'}")
         return 0
     if command == "status":

@@ -8,6 +8,7 @@ each naming its variable, so that an operator fixes a deployment in one go.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -131,8 +132,100 @@ def _ratio(raw: str) -> float:
     return value
 
 
+def _readable_file(raw: str) -> Path:
+    path = Path(raw.strip())
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read the file: {exc.strerror or exc}") from None
+    return path
+
+
+def _choice(*allowed: str, upper: bool = True) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ValueError("expected true or false")
+    return value in {"true", "1", "yes"}
+
+
+_EXTRA_KEY = re.compile(r"[a-z][a-z0-9._-]*")
+
+
+def kafka_extra_pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    """``key=value`` librdkafka properties: one per line, or comma-separated on one line."""
+    entries = raw.splitlines() if "\n" in raw.strip() else raw.split(",")
+    pairs = []
+    for entry in (e.strip() for e in entries):
+        if not entry or entry.startswith("#"):
+            continue
+        key, sep, value = entry.partition("=")
+        if not sep or not _EXTRA_KEY.fullmatch(key.strip()):
+            raise ValueError(f"expected key=value entries, got {key.strip()[:40]!r}")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
+def _kafka_extra(raw: str) -> Secret:
+    kafka_extra_pairs(raw)  # validated now, kept secret (it may hold credentials)
+    return Secret(raw)
+
+
 def _spec(parse: Callable[[str], Any], *, secret: bool = False) -> dict[str, Any]:
     return {"parse": parse, "secret": secret}
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+DATABASE_SSLMODES = ("disable", "require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """How to reach and authenticate to the Kafka cluster; :mod:`notifsvc.kafka` turns it
+    into librdkafka properties (``extra`` passes any other property through as is)."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: Secret | None = None
+    ssl_endpoint_identification: bool = True
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: Secret | None = None
+    oauth_scope: str | None = None
+    extra: Secret | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in {"SSL", "SASL_SSL"}
+
+
+@dataclass(frozen=True)
+class DatabaseConnection:
+    """How to reach the database: the URL plus what Kubernetes mounts as files."""
+
+    dsn: str
+    password: Secret | None = None
+    sslmode: str | None = None  # None: as the URL says
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +234,13 @@ class Settings:
 
     kafka_bootstrap: str | None = field(default=None, metadata=_spec(_kafka_bootstrap))
     database_url: Secret | None = field(default=None, metadata=_spec(_database_url, secret=True))
+    database_password: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
+    database_sslmode: str | None = field(
+        default=None, metadata=_spec(_choice(*DATABASE_SSLMODES, upper=False))
+    )
+    database_ssl_ca_file: Path | None = field(default=None, metadata=_spec(_readable_file))
+    database_ssl_cert_file: Path | None = field(default=None, metadata=_spec(_readable_file))
+    database_ssl_key_file: Path | None = field(default=None, metadata=_spec(_readable_file))
     http_host: str = field(default="127.0.0.1", metadata=_spec(str))
     http_port: int = field(default=8090, metadata=_spec(_port))
     log_level: str = field(default="INFO", metadata=_spec(_log_level))
@@ -150,6 +250,26 @@ class Settings:
     topic_replication: int = field(default=1, metadata=_spec(_positive_int))
     kafka_session_timeout_ms: int = field(default=10_000, metadata=_spec(_positive_int))
     kafka_max_poll_interval_ms: int = field(default=300_000, metadata=_spec(_positive_int))
+    kafka_security_protocol: str = field(
+        default="PLAINTEXT", metadata=_spec(_choice(*KAFKA_PROTOCOLS))
+    )
+    kafka_ssl_ca_file: Path | None = field(default=None, metadata=_spec(_readable_file))
+    kafka_ssl_cert_file: Path | None = field(default=None, metadata=_spec(_readable_file))
+    kafka_ssl_key_file: Path | None = field(default=None, metadata=_spec(_readable_file))
+    kafka_ssl_key_password: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
+    kafka_ssl_endpoint_identification: bool = field(default=True, metadata=_spec(_bool))
+    kafka_sasl_mechanism: str | None = field(
+        default=None, metadata=_spec(_choice(*SASL_MECHANISMS))
+    )
+    kafka_sasl_username: str | None = field(default=None, metadata=_spec(str))
+    kafka_sasl_password: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
+    kafka_oauth_token_url: str | None = field(default=None, metadata=_spec(_url))
+    kafka_oauth_client_id: str | None = field(default=None, metadata=_spec(str))
+    kafka_oauth_client_secret: Secret | None = field(
+        default=None, metadata=_spec(Secret, secret=True)
+    )
+    kafka_oauth_scope: str | None = field(default=None, metadata=_spec(str))
+    kafka_extra: Secret | None = field(default=None, metadata=_spec(_kafka_extra, secret=True))
     produce_timeout_ms: int = field(default=5_000, metadata=_spec(_positive_int))
     max_body_bytes: int = field(default=65_536, metadata=_spec(_positive_int))
     batch_size: int = field(default=1_000, metadata=_spec(_positive_int))
@@ -216,14 +336,71 @@ class Settings:
         assert self.kafka_bootstrap is not None
         return self.kafka_bootstrap
 
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The Kafka connection: bootstrap servers, TLS and SASL."""
+        return KafkaConnection(
+            bootstrap=self.bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            ssl_ca_file=self.kafka_ssl_ca_file,
+            ssl_cert_file=self.kafka_ssl_cert_file,
+            ssl_key_file=self.kafka_ssl_key_file,
+            ssl_key_password=self.kafka_ssl_key_password,
+            ssl_endpoint_identification=self.kafka_ssl_endpoint_identification,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            oauth_token_url=self.kafka_oauth_token_url,
+            oauth_client_id=self.kafka_oauth_client_id,
+            oauth_client_secret=self.kafka_oauth_client_secret,
+            oauth_scope=self.kafka_oauth_scope,
+            extra=self.kafka_extra,
+        )
+
+    @property
+    def database(self) -> DatabaseConnection:
+        """The database connection: URL, password and TLS files."""
+        return DatabaseConnection(
+            dsn=self.dsn,
+            password=self.database_password,
+            sslmode=self.database_sslmode,
+            ssl_ca_file=self.database_ssl_ca_file,
+            ssl_cert_file=self.database_ssl_cert_file,
+            ssl_key_file=self.database_ssl_key_file,
+        )
+
 
 def env_name(field_name: str) -> str:
     return PREFIX + field_name.upper()
 
 
 def known_variables() -> frozenset[str]:
-    """Every ``NOTIFSVC_*`` variable the code reads."""
-    return frozenset(env_name(f.name) for f in fields(Settings))
+    """Every ``NOTIFSVC_*`` variable the code reads (secrets also as ``*_FILE``)."""
+    names = {env_name(f.name) for f in fields(Settings)}
+    files = {env_name(f.name) + FILE_SUFFIX for f in fields(Settings) if f.metadata["secret"]}
+    return frozenset(names | files)
+
+
+#: ``NOTIFSVC_<SECRET>_FILE`` names a file holding the secret (as Kubernetes mounts them).
+FILE_SUFFIX = "_FILE"
+
+
+def _raw(env: Mapping[str, str], f: Any, problems: list[str]) -> str | None:
+    """The raw value of setting ``f``: its variable, or for a secret the file its
+    ``*_FILE`` variable names (read once, here; a trailing newline is dropped)."""
+    name = env_name(f.name)
+    raw = env.get(name)
+    path = env.get(name + FILE_SUFFIX) if f.metadata["secret"] else None
+    if path is None or not path.strip():
+        return raw
+    if raw is not None and raw.strip():
+        problems.append(f"{name} and {name}{FILE_SUFFIX} are both set: set one")
+        return None
+    try:
+        return Path(path.strip()).read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{name}{FILE_SUFFIX}={path.strip()!r}: cannot read the file: {exc}")
+        return None
 
 
 def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -232,7 +409,7 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     values: dict[str, Any] = {}
     problems: list[str] = []
     for f in fields(Settings):
-        raw = env.get(env_name(f.name))
+        raw = _raw(env, f, problems)
         if raw is None or raw.strip() == "":
             continue
         try:
@@ -244,7 +421,42 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     if problems:
         raise ConfigError(problems)
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    problems = connection_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+_SASL_NEEDS = {
+    "PLAIN": ("kafka_sasl_username", "kafka_sasl_password"),
+    "SCRAM-SHA-256": ("kafka_sasl_username", "kafka_sasl_password"),
+    "SCRAM-SHA-512": ("kafka_sasl_username", "kafka_sasl_password"),
+    "OAUTHBEARER": ("kafka_oauth_token_url", "kafka_oauth_client_id", "kafka_oauth_client_secret"),
+}
+
+
+def connection_problems(settings: Settings) -> list[str]:
+    """Settings that are fine one by one but do not work together (TLS and SASL)."""
+    s = settings
+    mechanism, protocol = s.kafka_sasl_mechanism, s.kafka_security_protocol
+    problems = []
+    sasl = protocol.startswith("SASL_")
+    if sasl and mechanism is None:
+        problems.append(f"{env_name('kafka_sasl_mechanism')} is required with {protocol}")
+    if not sasl and mechanism is not None:
+        problems.append(f"{env_name('kafka_sasl_mechanism')} needs a SASL_* security protocol")
+    needs = _SASL_NEEDS.get(mechanism or "", ()) if sasl else ()
+    problems += [
+        f"{env_name(n)} is required with {env_name('kafka_sasl_mechanism')}={mechanism}"
+        for n in needs
+        if getattr(s, n) is None
+    ]
+    for prefix in ("kafka", "database"):
+        cert, key = f"{prefix}_ssl_cert_file", f"{prefix}_ssl_key_file"
+        if (getattr(s, cert) is None) != (getattr(s, key) is None):
+            problems.append(f"{env_name(cert)} and {env_name(key)} go together: set both")
+    return problems
 
 
 def _unknown(env: Iterable[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from notifsvc import errors
-from notifsvc.config import Settings
+from notifsvc.config import KafkaConnection, Settings, kafka_extra_pairs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,14 +109,67 @@ class Record:
         return next((v for k, v in self.headers if k == name), None)
 
 
-def _common(settings: Settings, client_id: str) -> dict[str, Any]:
+Connects = Settings | KafkaConnection  # a stage passes its Settings; others a connection
+
+
+def connection(where: Connects) -> KafkaConnection:
+    return where.kafka if isinstance(where, Settings) else where
+
+
+def security(conn: KafkaConnection) -> dict[str, Any]:
+    """The librdkafka properties of ``conn``'s TLS and SASL settings, then its extras."""
+    out: dict[str, Any] = {"security.protocol": conn.security_protocol.lower()}
+    if conn.uses_tls:
+        out["ssl.endpoint.identification.algorithm"] = (
+            "https" if conn.ssl_endpoint_identification else "none"
+        )
+        out |= {
+            prop: str(path)
+            for prop, path in (
+                ("ssl.ca.location", conn.ssl_ca_file),
+                ("ssl.certificate.location", conn.ssl_cert_file),
+                ("ssl.key.location", conn.ssl_key_file),
+            )
+            if path is not None
+        }
+        if conn.ssl_key_password is not None:
+            out["ssl.key.password"] = conn.ssl_key_password.reveal()
+    if conn.sasl_mechanism is not None:
+        out |= _sasl(conn)
+    if conn.extra is not None:
+        out |= dict(kafka_extra_pairs(conn.extra.reveal()))
+    return out
+
+
+def _sasl(conn: KafkaConnection) -> dict[str, Any]:
+    out: dict[str, Any] = {"sasl.mechanism": conn.sasl_mechanism}
+    if conn.sasl_mechanism != "OAUTHBEARER":
+        assert conn.sasl_password is not None, "validated by config.load"
+        return out | {
+            "sasl.username": conn.sasl_username,
+            "sasl.password": conn.sasl_password.reveal(),
+        }
+    assert conn.oauth_client_secret is not None, "validated by config.load"
+    out |= {
+        "sasl.oauthbearer.method": "oidc",
+        "sasl.oauthbearer.token.endpoint.url": conn.oauth_token_url,
+        "sasl.oauthbearer.client.id": conn.oauth_client_id,
+        "sasl.oauthbearer.client.secret": conn.oauth_client_secret.reveal(),
+    }
+    if conn.oauth_scope:
+        out["sasl.oauthbearer.scope"] = conn.oauth_scope
+    return out
+
+
+def _common(where: Connects, client_id: str) -> dict[str, Any]:
+    conn = connection(where)
     return {
-        "bootstrap.servers": settings.bootstrap,
+        "bootstrap.servers": conn.bootstrap,
         "client.id": client_id,
         "logger": logging.getLogger("notifsvc.librdkafka"),
         "socket.keepalive.enable": True,
         "reconnect.backoff.max.ms": 1000,
-    }
+    } | security(conn)
 
 
 class Producer:
@@ -129,7 +183,7 @@ class Producer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Connects,
         *,
         client_id: str,
         linger_ms: int = 5,
@@ -341,22 +395,29 @@ class Consumer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Connects,
         *,
         group_id: str,
         topics: Sequence[str],
         client_id: str,
         on_revoke: RevokeHandler | None = None,
+        session_timeout_ms: int | None = None,
+        max_poll_interval_ms: int | None = None,
     ) -> None:
+        """``settings`` may be a bare connection; the group-liveness timeouts then come from
+        the arguments (or the defaults of :class:`~notifsvc.config.Settings`)."""
+        liveness = settings if isinstance(settings, Settings) else Settings()
+        session_ms = session_timeout_ms or liveness.kafka_session_timeout_ms
+        max_poll_ms = max_poll_interval_ms or liveness.kafka_max_poll_interval_ms
         self._config = _common(settings, client_id) | {
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": settings.kafka_session_timeout_ms,
-            "heartbeat.interval.ms": max(100, settings.kafka_session_timeout_ms // 5),
-            "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 5),
+            "max.poll.interval.ms": max_poll_ms,
             # Brokers without real long polling (Tansu) hold a fetch this long even when data
             # arrives meanwhile; librdkafka's default of 500 ms would be paid at every hop.
             "fetch.wait.max.ms": 50,
@@ -528,8 +589,17 @@ def next_offsets(records: Iterable[Record]) -> dict[TopicPartition, int]:
     return out
 
 
-def wait_ready(bootstrap: str, timeout: float) -> None:
-    """Block until the cluster answers a metadata request, or raise :class:`KafkaError`."""
+def wait_ready(bootstrap: str, timeout: float, *, metadata: bool = True) -> None:
+    """Block until the cluster answers a metadata request, or raise :class:`KafkaError`.
+    With ``metadata=False`` only wait until the port accepts connections (a broker that
+    advertises another address, e.g. a TLS terminator's, is checked through that)."""
+    if not metadata:
+        host, _, port = bootstrap.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError as exc:
+            raise KafkaUnavailable(f"broker at {bootstrap} not listening: {exc}") from exc
+        return
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": logging.getLogger(__name__)})
     try:
         admin.list_topics(timeout=timeout)
@@ -538,19 +608,34 @@ def wait_ready(bootstrap: str, timeout: float) -> None:
 
 
 def missing_topics(settings: Settings, names: Iterable[str], *, timeout: float = 10.0) -> list[str]:
-    """Those of ``names`` the cluster does not have (blocking); :class:`KafkaUnavailable`
-    when it does not answer."""
-    admin = AdminClient(_common(settings, "notifsvc-admin"))
+    """Those of ``names`` the cluster does not have (blocking). :class:`KafkaStageError` when
+    the cluster refuses this client (an untrusted certificate, a wrong password: librdkafka
+    would retry those silently forever), :class:`KafkaUnavailable` when it does not answer."""
+    seen: list[confluent_kafka.KafkaError] = []
+    admin = _admin(settings, "notifsvc-admin", error_cb=seen.append)
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except confluent_kafka.KafkaException as exc:
+        admin.poll(0.5)  # serves error_cb: why the connection failed
+        refused = [e for e in map(classify, seen) if isinstance(e, KafkaStageError)]
+        if refused:
+            raise KafkaStageError(f"the Kafka cluster refused this client: {refused[0]}") from exc
         raise KafkaUnavailable(f"broker unreachable: {exc}") from exc
     return sorted(set(names) - set(existing))
 
 
+def _admin(where: Connects, client_id: str, **callbacks: Any) -> AdminClient:
+    """An admin client; a configuration librdkafka refuses (an unreadable CA file, an
+    unknown property in NOTIFSVC_KAFKA_EXTRA) is a :class:`KafkaStageError`."""
+    try:
+        return AdminClient(_common(where, client_id) | callbacks)
+    except confluent_kafka.KafkaException as exc:
+        raise KafkaStageError(f"invalid Kafka client configuration: {exc.args[0]}") from exc
+
+
 def create_topics(settings: Settings, names: Iterable[str], *, timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the ones created (blocking)."""
-    admin = AdminClient(_common(settings, "notifsvc-admin"))
+    admin = _admin(settings, "notifsvc-admin")
     specs = [
         NewTopic(
             n,
@@ -608,7 +693,7 @@ def group_lag(
     settings: Settings, group: str, topic: str, *, timeout: float = 5.0
 ) -> list[PartitionLag]:
     """Committed offset and end of each partition of ``topic`` for consumer group ``group``."""
-    admin = AdminClient(_common(settings, "notifsvc-status"))
+    admin = _admin(settings, "notifsvc-status")
     ends = _ends(admin, topic, timeout)
     request = ConsumerGroupTopicPartitions(
         group, [confluent_kafka.TopicPartition(topic, p) for p in ends]
@@ -622,5 +707,5 @@ def group_lag(
 
 def topic_size(settings: Settings, topic: str, *, timeout: float = 5.0) -> int:
     """Messages currently held by ``topic`` (sum over partitions of latest - earliest)."""
-    admin = AdminClient(_common(settings, "notifsvc-status"))
+    admin = _admin(settings, "notifsvc-status")
     return sum(high - low for low, high in _ends(admin, topic, timeout).values())

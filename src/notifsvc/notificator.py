@@ -53,7 +53,7 @@ class Notificator:
         self.settings = settings
         self.channel = channel
         self.name = topics.notificator_name(channel.name)
-        self.store = store or Store(settings.dsn)
+        self.store = store or Store(settings.database)
         self.producer = Producer(settings, client_id=self.name)
         self.policy = DeliveryPolicy(settings, channel)
         self.tracing = tracing.Tracing(settings, self.name)

@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app[PRODUCER] = Producer(
         settings, client_id="notifsvc-receiver", linger_ms=2, timeout_ms=settings.produce_timeout_ms
     )
-    app[STORE] = Store(settings.dsn, max_connections=4, attempts=2)
+    app[STORE] = Store(settings.database, max_connections=4, attempts=2)
     app[VALIDATOR] = validator = Validator.from_settings(settings)
     app[GATE] = gate
     app[TRACING] = tracing.Tracing(settings, "notifsvc-receiver")

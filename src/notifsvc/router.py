@@ -41,7 +41,7 @@ class Plan:
 class Router:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or Store(settings.dsn)
+        self.store = store or Store(settings.database)
         self.producer = Producer(settings, client_id=topics.ROUTER)
         self.tracing = tracing.Tracing(settings, topics.ROUTER)
         self.consumer = Consumer(

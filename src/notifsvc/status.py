@@ -14,6 +14,7 @@ import asyncpg
 
 from notifsvc import channels, kafka, topics
 from notifsvc.config import Settings
+from notifsvc.db import connect
 from notifsvc.kafka import KafkaError, PartitionLag
 
 _STATES = ("received", "forwarded", "sent", "failed")
@@ -54,7 +55,7 @@ def _read_kafka(settings: Settings, snap: Snapshot) -> None:
 
 async def _read_db(settings: Settings, snap: Snapshot) -> None:
     try:
-        conn = await asyncpg.connect(settings.dsn, timeout=5)
+        conn = await connect.connect(settings.database, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
         snap.problems.append(f"database: {exc}")
         return

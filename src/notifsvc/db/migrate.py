@@ -11,6 +11,8 @@ from importlib import resources
 
 import asyncpg
 
+from notifsvc.db import connect
+
 log = logging.getLogger(__name__)
 
 _LEDGER = """
@@ -39,9 +41,9 @@ async def is_cockroach(conn: asyncpg.Connection) -> bool:
     return "CockroachDB" in version
 
 
-async def migrate(dsn: str) -> list[str]:
+async def migrate(dsn: connect.Target) -> list[str]:
     """Bring the schema up to date; returns the versions applied now."""
-    conn = await asyncpg.connect(dsn)
+    conn = await connect.connect(dsn)
     try:
         await conn.execute(_LEDGER)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}

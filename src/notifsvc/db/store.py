@@ -11,6 +11,7 @@ for a schema or access problem.
 from __future__ import annotations
 
 import logging
+import ssl
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from tenacity import (
 )
 
 from notifsvc import errors
+from notifsvc.db import connect
 from notifsvc.model import Notification, Priority, State
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,8 @@ def classify(exc: BaseException) -> errors.PipelineError:
         return exc
     if isinstance(exc, asyncpg.PostgresError):
         return _classify_sqlstate(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):  # an OSError, but no outage
+        return StoreMisconfigured(f"the database's TLS certificate is not trusted: {exc}")
     if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
         # asyncpg's client-side DataError: a query argument it cannot encode.
         return StoreRefused(f"the database client refused the data: {exc}")
@@ -170,8 +174,12 @@ FROM notifications WHERE uuid = $1
 
 
 class Store:
-    def __init__(self, dsn: str, *, max_connections: int = 10, attempts: int = 4) -> None:
-        self._dsn = dsn
+    def __init__(
+        self, target: connect.Target, *, max_connections: int = 10, attempts: int = 4
+    ) -> None:
+        """``target``: a URL, or the settings' :class:`~notifsvc.config.DatabaseConnection`
+        (password and TLS files). No I/O here."""
+        self._target = target
         self._max = max_connections
         self._attempts = attempts
         self._pool: asyncpg.Pool | None = None
@@ -180,7 +188,12 @@ class Store:
         # min_size=0: no connection is opened here, so a stage starts while the database is
         # down and its first statement waits (and retries) instead.
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=self._max)
+            self._pool = await asyncpg.create_pool(
+                connect.dsn_of(self._target),
+                min_size=0,
+                max_size=self._max,
+                **connect.options(self._target),
+            )
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None

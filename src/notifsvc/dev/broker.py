@@ -16,9 +16,14 @@ log = logging.getLogger(__name__)
 class TansuBroker:
     """An in-memory broker on a loopback port; its data is gone when it stops."""
 
-    def __init__(self, log_path: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, log_path: Path, *, port: int | None = None, advertised: str | None = None
+    ) -> None:
+        """``advertised``: the ``host:port`` clients are told to use, when they reach the
+        broker through something in front of it (a TLS terminator in the tests)."""
         self.port = port
         self.log_path = log_path
+        self.advertised = advertised
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,7 +46,7 @@ class TansuBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    f"tcp://{self.advertised}" if self.advertised else url,
                 ],
                 output=out,
             )
@@ -57,7 +62,7 @@ class TansuBroker:
                     f"tansu exited with {self._proc.returncode}:\n{tail(self.log_path)}"
                 )
             try:
-                wait_ready(self.bootstrap, timeout=1.0)
+                wait_ready(self.bootstrap, timeout=1.0, metadata=not self.advertised)
                 return
             except KafkaError:
                 if time.monotonic() > deadline:
