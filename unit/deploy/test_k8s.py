@@ -40,7 +40,15 @@ from unit.deploy.support import (
 
 #: Oldest Kubernetes the manifests target, and the newest schemas kubernetes-validate has.
 K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
-CUSTOM_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "ScaledObject", "CrdbCluster"}
+CUSTOM_KINDS = {
+    "Kafka",
+    "KafkaNodePool",
+    "KafkaTopic",
+    "KafkaUser",
+    "ScaledObject",
+    "TriggerAuthentication",
+    "CrdbCluster",
+}
 ZONE = "topology.kubernetes.io/zone"
 
 
@@ -60,8 +68,19 @@ def crd_errors(doc: Doc) -> list[str]:
     ]
 
 
+#: Settings whose value is a file the container must have (TLS certificates and keys).
+FILE_SETTINGS = frozenset(
+    config.env_name(f.name) for f in dataclasses.fields(config.Settings) if f.name.endswith("_file")
+)
+
+
 def settings_of(env: dict[str, str]) -> config.Settings:
-    return config.load(env)
+    """The settings a stage starts with. Files it names are mounted in the cluster, not
+    here: each is replaced by a file of this machine before parsing (that each is mounted
+    is checked by test_every_file_a_stage_names_is_mounted)."""
+    stand_in = Path(__file__)
+    local = {k: str(stand_in) if k in FILE_SETTINGS else v for k, v in env.items()}
+    return config.load(local)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -366,7 +385,7 @@ def test_network_policies_open_only_what_each_stage_needs(overlay: str) -> None:
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert selects(deny[0]["spec"]["podSelector"]["matchLabels"], labels)
         egress = _allowed(policies, labels, "Egress")
-        assert {53, 9092, 26257} <= _ports(egress), workload["metadata"]["name"]
+        assert {53, 9093, 26257} <= _ports(egress), workload["metadata"]["name"]
         provider = 443 in _ports(egress)
         assert provider == (labels.get("notifsvc/stage") == "notificator"), workload["metadata"][
             "name"
@@ -374,6 +393,22 @@ def test_network_policies_open_only_what_each_stage_needs(overlay: str) -> None:
         ingress = _ports(_allowed(policies, labels, "Ingress"))
         own = {p["containerPort"] for c in containers(workload) for p in c.get("ports", [])}
         assert own <= ingress, workload["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_file_a_stage_names_is_mounted(overlay: str) -> None:
+    """Kafka and CockroachDB certificates: each path a setting names lies in a volume the
+    container mounts (a missing mount would only show as a start-up error in the cluster)."""
+    docs = render(overlay)
+    for workload in workloads(docs):
+        for container in containers(workload):
+            env = container_env(docs, container)
+            mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
+            files = {k: v for k, v in env.items() if k in FILE_SETTINGS}
+            where = f"{overlay}: {workload['metadata']['name']}"
+            assert files, f"{where}: no TLS files (the base connects over TLS)"
+            for name, path in files.items():
+                assert any(path.startswith(m) for m in mounts), f"{where}: {name}={path}"
 
 
 def test_notificator_manifests_differ_only_by_channel() -> None:
