@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
+import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import aiohttp
 import pytest
@@ -160,14 +161,11 @@ async def test_high_priority_is_not_stuck_behind_a_low_priority_flood(
                     assert (await resp.json())["accepted"] == 500
             await eventually(lambda: _arrived_count(slow, 50))
             urgent = notification("webhook", to=url, priority="high")
-            posted = time.monotonic()
             await post(api, urgent)
             await eventually(lambda: _arrived(slow, urgent["uuid"]), within=30)
-            waited = time.monotonic() - posted
             low_done = len(slow.order) - 2
-    # Bound: the urgent one arrives within 5 s while most of the flood is still waiting
-    # (the flood alone takes ~3 s at 4 low-priority slots x 50 ms).
-    assert waited < 5.0, waited
+    # The urgent one arrives while most of the flood is still waiting: an ordering, not a
+    # duration, so a slow machine cannot fail it.
     assert low_done < 700, low_done
 
 
@@ -180,7 +178,11 @@ async def _arrived_count(sink: SlowSink, count: int) -> bool:
 
 
 async def test_stopping_does_not_wait_for_a_retry_that_is_not_due(
-    settings: Settings, api: aiohttp.ClientSession, store: Store, sink: WebhookSink
+    settings: Settings,
+    api: aiohttp.ClientSession,
+    store: Store,
+    sink: WebhookSink,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A stop request while a retry batch waits for its due time returns at once and leaves
     the batch uncommitted: the next notificator delivers it when due."""
@@ -198,10 +200,14 @@ async def test_stopping_does_not_wait_for_a_retry_that_is_not_due(
                 return first.retried == 1
 
             await eventually(postponed)
-            stop_asked = time.monotonic()
-        assert time.monotonic() - stop_asked < 4.0  # not the ~8 s until the retry is due
+            caplog.set_level(logging.WARNING, logger="notifsvc.batching")
+        # The stop left the retry batch unfinished instead of waiting for its due time.
+        assert "stopping with an unfinished batch" in caplog.text
         assert not sink.delivered
+        [retry] = await read_topic(policy, topics.channel(policy, "webhook", "retry"), 1)
+        due = float(retry.header(NOT_BEFORE) or 0)
         async with running(Notificator(policy, WebhookChannel(policy))):
             row = await wait_state(store, body["uuid"], "sent", within=60)
     assert row["attempts"] == 2 and len(sink.delivered) == 1
-    assert sink.delivered[0].at - sink.seen[0].at >= 7.5
+    sent_at = datetime.fromisoformat(str(row["sent_at"])).timestamp()
+    assert sent_at >= due  # never sent before it was due
