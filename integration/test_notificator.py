@@ -56,9 +56,9 @@ async def test_throttled_provider_slows_the_channel_without_spending_attempts(
     async with running(Router(settings)), running(Notificator(settings, WebhookChannel(settings))):
         await post(api, body)
         row = await wait_state(store, body["uuid"], "sent")
+    # How long the channel paused is checked with an injected clock in unit/test_delivery.py.
     assert row["attempts"] == 1
     assert len(sink.seen) == 2 and len(sink.delivered) == 1
-    assert sink.seen[1].at - sink.seen[0].at >= 0.95
 
 
 async def test_permanent_error_fails_at_once_into_the_dlq(
@@ -90,8 +90,8 @@ async def test_long_failures_go_through_the_retry_lane_then_succeed(
     assert [r.header(ATTEMPTS) for r in retried] == [b"2", b"4"]
     for r in retried:
         assert float(r.header(NOT_BEFORE) or 0) > 0
-    # the second pass waited at least the retry delay after the first pass failed
-    assert sink.seen[2].at - sink.seen[1].at >= 0.3
+    # That a retry pass waits until its not-before is checked against the recorded due time
+    # in test_stopping_does_not_wait_for_a_retry_that_is_not_due, not by elapsed time.
 
 
 async def test_attempts_run_out_and_the_notification_fails(

@@ -8,7 +8,14 @@ import uuid
 
 from notifsvc.channels import Channel, PermanentError, Throttled, TransientError
 from notifsvc.config import Settings
-from notifsvc.delivery import MAX_RETRY_DELAY, MAX_THROTTLES, THROTTLED, Delivery, DeliveryPolicy
+from notifsvc.delivery import (
+    MAX_RETRY_DELAY,
+    MAX_THROTTLES,
+    THROTTLED,
+    Delivery,
+    DeliveryPolicy,
+    Throttle,
+)
 from notifsvc.model import FieldError, Notification, State
 
 ACCEPTED = 1_000_000.0
@@ -121,3 +128,21 @@ async def test_a_fractional_send_rate_still_lets_sends_through() -> None:
     """NOTIFSVC_SEND_RATE=0.5 passed validation but made every acquire() fail."""
     channel = Scripted(Settings(send_rate=0.5))
     assert (await deliver(policy(channel))).state is State.SENT
+
+
+async def test_a_retry_after_pauses_the_channel_for_that_long_before_the_next_try() -> None:
+    """The throttle waits out the provider's Retry-After (on an injected clock: no time
+    passes in this test)."""
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    throttle = Throttle(clock=lambda: now[0], sleep=sleep)
+    channel = Scripted(Settings(), Throttled("429", retry_after=2.5), None)
+    p = DeliveryPolicy(channel.settings, channel, clock=lambda: ACCEPTED + 1, throttle=throttle)
+    done = await deliver(p)
+    assert done.state is State.SENT and done.attempts == 1
+    assert slept == [2.5] and channel.sends == 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from notifsvc import metrics
@@ -79,9 +79,14 @@ def is_throttle(exc: DeliveryError) -> bool:
 class Throttle:
     """A channel-wide pause, set by the provider's ``Retry-After``."""
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._until = 0.0
         self._clock = clock
+        self._sleep = sleep
 
     def hold(self, seconds: float) -> None:
         self._until = max(self._until, self._clock() + min(seconds, MAX_INLINE_PAUSE))
@@ -95,14 +100,21 @@ class Throttle:
             left = self._until - self._clock()
             if left <= 0:
                 return
-            await asyncio.sleep(left)
+            await self._sleep(left)
 
 
 class DeliveryPolicy:
-    def __init__(self, settings: Settings, channel: Channel, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        channel: Channel,
+        *,
+        clock: Clock = time.time,
+        throttle: Throttle | None = None,
+    ) -> None:
         self.settings = settings
         self.channel = channel
-        self.throttle = Throttle()
+        self.throttle = throttle or Throttle()
         self._clock = clock  # wall clock: a notification's age counts from its accepted_at
         self._limiter = make_limiter(settings.send_rate)
 
