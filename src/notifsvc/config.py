@@ -304,6 +304,11 @@ class Settings:
     metrics_port: int = field(default=0, metadata=_spec(_port))
     tracing_endpoint: str | None = field(default=None, metadata=_spec(_url))
     tracing_sample_ratio: float = field(default=1.0, metadata=_spec(_ratio))
+    # The reconciler (notifsvc/reconciler.py), a duty of the router.
+    redrive_after_seconds: int = field(default=300, metadata=_spec(_positive_int))
+    redrive_period_seconds: int = field(default=30, metadata=_spec(_positive_int))
+    redrive_rate: float = field(default=200.0, metadata=_spec(_rate))
+    redrive_expire_seconds: int = field(default=86_400, metadata=_spec(_positive_int))
 
     def require(self, *names: str) -> None:
         """Raise :class:`ConfigError` naming every listed setting that is unset."""

@@ -64,6 +64,16 @@ LAG = Gauge(
     "Messages behind the end of the partition",
     ["group", "topic", "partition"],
 )
+REDRIVEN = Counter(
+    "notifsvc_redriven_total",
+    "Unfinished notifications the reconciler forwarded again to their channel",
+    ["channel"],
+)
+REDRIVE_EXPIRED = Counter(
+    "notifsvc_redrive_expired_total",
+    "Unfinished notifications the reconciler failed as expired_unfinished (to the DLQ)",
+    ["channel"],
+)
 
 
 def serve(port: int) -> None:

@@ -5,6 +5,9 @@ already existed, forward the new rows and the stored rows still in state ``recei
 (a crash between insert and forward left them there), wait for every delivery report,
 mark them forwarded in one statement, and only then commit the batch's offsets.
 A re-post of a UUID with a different payload keeps the first and counts a conflict.
+
+Beside the batch loop runs its :class:`~notifsvc.reconciler.Reconciler`, which forwards
+again the rows of this replica's partitions (slices) that stopped moving.
 """
 
 from __future__ import annotations
@@ -23,8 +26,13 @@ from notifsvc.db.store import Store, StoredRow
 from notifsvc.deadletter import Message, dead_letter, isolate
 from notifsvc.kafka import Consumer, Producer, Record
 from notifsvc.model import FieldError, InvalidNotification, Notification, State
+from notifsvc.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
+
+#: Seconds a reconciler page under way may take to finish when the router stops; then it is
+#: abandoned, which is safe: its rows are claimed and come round again a period later.
+RECONCILER_STOP_SECONDS = 5.0
 
 
 @dataclass
@@ -60,6 +68,7 @@ class Router:
         )
         self.forwarded = 0
         self.duplicates = 0
+        self.reconciler = Reconciler(settings, self.store, self.producer, owns=self.owns_slice)
 
     async def start(self) -> None:
         self.tracing.start()
@@ -76,7 +85,20 @@ class Router:
         await self.tracing.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await self.loop.run(stopping)
+        """The batch loop, and beside it the reconciler's passes over the slices this replica
+        owns (which never raise; a page under way when stopping gets a few seconds to end)."""
+        duty = asyncio.create_task(self.reconciler.run(stopping), name="reconciler")
+        try:
+            await self.loop.run(stopping)
+        finally:
+            await asyncio.wait({duty}, timeout=RECONCILER_STOP_SECONDS if stopping.is_set() else 0)
+            duty.cancel()
+            await asyncio.gather(duty, return_exceptions=True)
+
+    def owns_slice(self, partition: int) -> bool:
+        """Whether this replica owns that partition of the topic it reads (so the
+        reconciler's slice of the same number)."""
+        return (topics.outstanding(self.settings), partition) in self.consumer.assignment
 
     async def isolate(self, record: Record, reason: str) -> None:
         """Dead-letter a record that fails on its own (the batch loop found it)."""

@@ -1,7 +1,10 @@
 """``notifsvc status``: one screen on the running pipeline.
 
 Lag per stage and partition (committed offsets against partition ends), notifications by
-channel and state, sends per second by channel over the last minute, and the DLQ's size.
+channel and state, sends per second by channel over the last minute, the DLQ's size, and
+the reconciler's view: rows unfinished and unmoved for longer than
+``NOTIFSVC_REDRIVE_AFTER_SECONDS`` (its next work), and rows it re-drove or expired in the
+last hour (both read through partial indexes, never a scan of the table).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import asyncpg
 
@@ -23,6 +27,17 @@ _RATE = """
 SELECT channel, count(*) AS n FROM notifications
 WHERE sent_at > now() - INTERVAL '60 seconds' GROUP BY channel
 """
+_STALLED = """
+SELECT channel, count(*) AS n FROM notifications
+WHERE state IN ('received', 'forwarded') AND updated_at < now() - $1::interval
+GROUP BY channel
+"""
+_REDRIVEN = """
+SELECT channel, count(*) AS n,
+       count(CASE WHEN state = 'failed' AND last_error LIKE 'expired_unfinished%' THEN 1 END)
+           AS expired
+FROM notifications WHERE redriven_at > now() - INTERVAL '1 hour' GROUP BY channel
+"""
 
 
 @dataclass
@@ -32,6 +47,10 @@ class Snapshot:
     per_second: dict[str, float] = field(default_factory=dict)
     dlq: int | None = None
     problems: list[str] = field(default_factory=list)
+    stalled: dict[str, int] = field(default_factory=dict)  # unfinished, unmoved: re-driven next
+    redriven: dict[str, int] = field(default_factory=dict)  # in the last hour (expired too)
+    expired: dict[str, int] = field(default_factory=dict)  # failed expired_unfinished, last hour
+    stalled_after: int = 0  # NOTIFSVC_REDRIVE_AFTER_SECONDS
 
 
 def _groups(settings: Settings) -> list[tuple[str, str]]:
@@ -65,8 +84,21 @@ async def _read_db(settings: Settings, snap: Snapshot) -> None:
             states[row["channel"]][row["state"]] = row["n"]
         snap.states = dict(states)
         snap.per_second = {r["channel"]: r["n"] / 60 for r in await conn.fetch(_RATE)}
+        await _read_reconciler(conn, settings, snap)
     finally:
         await conn.close()
+
+
+async def _read_reconciler(conn: asyncpg.Connection, settings: Settings, snap: Snapshot) -> None:
+    snap.stalled_after = settings.redrive_after_seconds
+    try:
+        after = timedelta(seconds=settings.redrive_after_seconds)
+        snap.stalled = {r["channel"]: r["n"] for r in await conn.fetch(_STALLED, after)}
+        for row in await conn.fetch(_REDRIVEN):
+            snap.redriven[row["channel"]] = row["n"] - row["expired"]
+            snap.expired[row["channel"]] = row["expired"]
+    except asyncpg.PostgresError as exc:
+        snap.problems.append(f"database: {exc} (has `notifsvc migrate` run?)")
 
 
 async def collect(settings: Settings) -> Snapshot:
@@ -90,8 +122,24 @@ def render(snap: Snapshot) -> str:
         detail = " ".join(f"p{p.partition}:{p.lag}" for p in parts if p.lag)
         lines.append(f"  {group:<44} {total:>8}  {detail}")
     lines += ["", f"dead letters (notifications.dlq): {snap.dlq if snap.dlq is not None else '?'}"]
+    lines += ["", *_render_reconciler(snap)]
     lines += [f"! {problem}" for problem in snap.problems]
     return "\n".join(lines)
+
+
+def _render_reconciler(snap: Snapshot) -> list[str]:
+    head = f"reconciler: stalled (unfinished, unmoved for {snap.stalled_after}s) and last hour's"
+    names = sorted(set(snap.stalled) | set(snap.redriven) | set(snap.expired))
+    if not names:
+        return [f"{head} re-drives: none"]
+    lines = [
+        f"{head} re-drives",
+        f"  {'channel':<10}{'stalled':>11}{'re-driven':>11}{'expired':>11}",
+    ]
+    for name in names:
+        counts = (snap.stalled.get(name, 0), snap.redriven.get(name, 0), snap.expired.get(name, 0))
+        lines.append(f"  {name:<10}" + "".join(f"{n:>11}" for n in counts))
+    return lines
 
 
 async def show(settings: Settings, *, watch: float = 0.0) -> int:

@@ -15,7 +15,7 @@ import ssl
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -173,6 +173,51 @@ FROM notifications WHERE uuid = $1
 """
 
 
+#: The reconciler's page (see :mod:`notifsvc.reconciler`): unfinished rows that have not
+#: moved for longer than $1 by the database's clock, after the keyset cursor ($2, $3), in
+#: the slices $5 of $4, oldest first, at most $6 of them. Each is claimed by moving its
+#: ``updated_at`` to now, in the same statement, on condition that it has not moved since it
+#: was read: of two replicas reading the same row (a rebalance under way), one claims it and
+#: the other finds it changed (PostgreSQL re-checks the condition after waiting for the
+#: row's lock; CockroachDB's serializable isolation makes one of them retry, and then skip).
+#: The slice of a row is the first two bytes of md5(uuid), modulo the slice count: the same
+#: as :func:`notifsvc.reconciler.slice_of`, balanced whatever version of UUID clients use.
+_CLAIM_STALLED = """
+UPDATE notifications AS n
+SET updated_at = now(), redriven = n.redriven + 1, redriven_at = now()
+FROM (
+    SELECT uuid, updated_at FROM notifications
+    WHERE state IN ('received', 'forwarded')
+      AND updated_at < now() - $1::interval
+      AND (updated_at, uuid) > ($2::timestamptz, $3::uuid)
+      AND (get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
+           + get_byte(decode(md5(uuid::text), 'hex'), 1)) % $4::int = ANY($5::int[])
+    ORDER BY updated_at, uuid
+    LIMIT $6
+) AS c
+WHERE n.uuid = c.uuid AND n.updated_at = c.updated_at AND n.state IN ('received', 'forwarded')
+RETURNING n.uuid, n.channel, n.recipient, n.body, n.subject, n.priority, n.fingerprint,
+          n.state, n.accepted_at, n.attempts, n.redriven, c.updated_at AS stalled_since
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StalledRow:
+    """An unfinished row the reconciler claimed: what to forward again, and since when it
+    had not moved."""
+
+    notification: Notification
+    state: State  # RECEIVED or FORWARDED
+    attempts: int  # delivery attempts recorded so far
+    redriven: int  # re-drives, this one included
+    stalled_since: datetime  # its updated_at before the claim
+
+    @property
+    def cursor(self) -> tuple[datetime, uuid_mod.UUID]:
+        """Its place in the reconciler's keyset order."""
+        return self.stalled_since, self.notification.uuid
+
+
 class Store:
     def __init__(
         self, target: connect.Target, *, max_connections: int = 10, attempts: int = 4
@@ -294,6 +339,35 @@ class Store:
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
+
+    async def claim_stalled(
+        self,
+        *,
+        stalled_for: timedelta,
+        after: tuple[datetime, uuid_mod.UUID],
+        slices: int,
+        owned: Sequence[int],
+        limit: int,
+    ) -> list[StalledRow]:
+        """Claim up to ``limit`` rows unfinished and unmoved for longer than ``stalled_for``,
+        after ``after`` in (updated_at, uuid) order, whose slice (of ``slices``) is in
+        ``owned``; returned in that order. See :data:`_CLAIM_STALLED`."""
+        if not owned or limit <= 0:
+            return []
+        rows = await self._fetch(
+            _CLAIM_STALLED, stalled_for, after[0], after[1], slices, sorted(owned), limit
+        )
+        claimed = [
+            StalledRow(
+                _stored(r).notification,
+                State(r["state"]),
+                r["attempts"],
+                r["redriven"],
+                r["stalled_since"],
+            )
+            for r in rows
+        ]
+        return sorted(claimed, key=lambda row: row.cursor)
 
     async def check_schema(self) -> None:
         """:class:`StoreMisconfigured` unless the schema is in place (run ``migrate``)."""

@@ -1,0 +1,295 @@
+"""The reconciler: the database is the ledger, and a row left unfinished is driven again.
+
+A notification row is unfinished while its state is ``received`` or ``forwarded``. Every
+step of the pipeline moves its ``updated_at`` (the router's forward, each pass of the
+notificator, including a postponed send recorded on its way to the retry lane), so a row
+whose ``updated_at`` has not moved for ``NOTIFSVC_REDRIVE_AFTER_SECONDS`` (default 5 min,
+2.5 times the longest retry-lane delay, :data:`~notifsvc.delivery.MAX_RETRY_DELAY`) has
+lost the Kafka message that should move it on: a broker that lost data, a topic deleted and
+recreated, a consumer group reset past it, a router that died between insert and forward
+while its batch was lost too. Staleness is judged by the database's clock, the one that
+wrote ``updated_at``, so replicas with skewed clocks agree on it.
+
+Such a row is forwarded again exactly as the router forwards it (same lane topic, value and
+key, its recorded attempts in ``notifsvc-attempts`` so that the attempt budget holds), and a
+``received`` row is then marked forwarded. The notificator skips rows already sent or
+failed, so a re-drive of a row whose first message did arrive delivers nothing twice. A row
+older than ``NOTIFSVC_REDRIVE_EXPIRE_SECONDS`` since it was accepted is not re-driven: it
+goes to the dead-letter topic and fails with reason ``expired_unfinished`` (next hop first,
+outcome second, as in the notificator), so that no row stays unfinished for ever and the
+retention TTL, which only deletes finished rows, eventually removes it.
+
+It is a duty of the router, sliced by the router's consumer group: a row's slice is
+md5(uuid) modulo the partition count of ``outstanding-notifications``, and each replica
+reconciles the slices numbered like the partitions it owns. So exactly one replica works
+on each slice, scaling with the router; while a rebalance moves a partition, two replicas
+may read the same rows, and the claim settles it: rows are claimed (``updated_at`` moved
+to now, ``redriven`` counted) by one statement that takes only rows unchanged since they
+were read, so each row is re-driven by one of them. The claim comes before the send:
+a crash or an outage in between delays the row by one more ``REDRIVE_AFTER``, never loses
+it.
+
+Every ``NOTIFSVC_REDRIVE_PERIOD_SECONDS`` a pass pages through the stalled rows of its
+slices in (updated_at, uuid) order, by keyset, each page a bounded LIMIT served by a
+partial index holding only unfinished rows; pages are paced by ``NOTIFSVC_REDRIVE_RATE``
+(per replica), so that a backlog after an outage never floods the lanes. A pass ends after
+one period and the next one reads the ownership again. Only ``received`` and ``forwarded``
+rows are ever considered: a state added later (such as a scheduled send not yet due) is
+never re-driven unless this module learns about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import time
+import uuid as uuid_mod
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from notifsvc import deadletter, errors, headers, kafka, metrics, topics
+from notifsvc.config import Settings
+from notifsvc.db.store import Outcome, StalledRow, Store
+from notifsvc.deadletter import Message
+from notifsvc.delivery import MAX_RETRY_DELAY
+from notifsvc.kafka import Producer
+from notifsvc.model import State
+from notifsvc.ratelimit import burst, make_limiter
+
+log = logging.getLogger(__name__)
+
+#: Reason (prefix) of a notification failed because it stayed unfinished too long.
+EXPIRED = "expired_unfinished"
+#: Header of a re-driven message: how many times its row has been re-driven.
+REDRIVEN_HEADER = "notifsvc-redriven"
+#: Stage name in dead-letter headers and metrics.
+STAGE = "reconciler"
+#: Seconds to wait for the broker's acknowledgements of a page (the producer gives up on a
+#: message after 30 s and reports it).
+REPORTS_WITHIN = 45.0
+#: Where every pass starts in (updated_at, uuid) order.
+START = (datetime(1970, 1, 1, tzinfo=UTC), uuid_mod.UUID(int=0))
+
+Clock = Callable[[], float]
+#: Whether this replica owns slice (partition) n now.
+Owns = Callable[[int], bool]
+#: How many slices there are (partitions of the router's topic); may raise Unavailable.
+Slices = Callable[[], Awaitable[int]]
+
+
+class Limiter(Protocol):
+    async def acquire(self, amount: float = 1) -> None: ...
+
+
+def slice_of(uid: uuid_mod.UUID, slices: int) -> int:
+    """The slice of a notification, as the store's claim computes it in SQL."""
+    digest = hashlib.md5(str(uid).encode(), usedforsecurity=False).digest()
+    return (digest[0] * 256 + digest[1]) % slices
+
+
+def partition_count(settings: Settings) -> int:
+    """Partitions of ``outstanding-notifications`` (blocking); 0 when it does not exist."""
+    try:
+        lags = kafka.group_lag(
+            settings, topics.router_group(settings), topics.outstanding(settings)
+        )
+    except Exception as exc:  # the admin client raises several kinds, all re-raised here
+        raise kafka.KafkaUnavailable(f"cannot read the partitions: {exc}") from exc
+    return len(lags)
+
+
+class Reconciler:
+    """Passes over the stalled rows of the slices ``owns`` says are this replica's.
+
+    ``slices`` gives the slice count (default: the partitions of the router's topic),
+    ``clock`` the time that ages are measured with, ``monotonic`` the time that paces passes,
+    ``limiter`` the pacing of pages (default: ``NOTIFSVC_REDRIVE_RATE``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        producer: Producer,
+        *,
+        owns: Owns,
+        slices: Slices | None = None,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.producer = producer
+        self._owns = owns
+        self._slices = slices or functools.partial(asyncio.to_thread, partition_count, settings)
+        self._clock = clock
+        self._monotonic = monotonic
+        rate = settings.redrive_rate
+        self._limiter = limiter if limiter is not None else make_limiter(rate)
+        self.page = min(settings.batch_size, int(burst(rate))) if rate else settings.batch_size
+        self.redriven = 0
+        self.expired = 0
+        _warn_about(settings)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """A pass every period until ``stopping`` is set; never raises."""
+        period = self.settings.redrive_period_seconds
+        next_pass = self._monotonic() + period
+        while not await _wait(stopping, next_pass - self._monotonic()):
+            next_pass = self._monotonic() + period
+            await self.run_pass(stopping)
+
+    async def run_pass(self, stopping: asyncio.Event | None = None) -> int:
+        """One pass over this replica's slices; the number of rows re-driven or expired.
+        A failure ends the pass (logged); the rows it claimed wait one more period."""
+        try:
+            return await self._pass(stopping or asyncio.Event())
+        except errors.PipelineError as exc:
+            log.warning("%s: pass stopped (%s): %s", STAGE, exc.kind.value, exc)
+        except Exception:  # a bug must not stop the router
+            log.exception("%s: pass failed unexpectedly", STAGE)
+        return 0
+
+    async def _pass(self, stopping: asyncio.Event) -> int:
+        count = await self._slices()
+        owned = [n for n in range(count) if self._owns(n)]
+        ends = self._monotonic() + self.settings.redrive_period_seconds
+        cursor, done = START, 0
+        while owned and not stopping.is_set() and self._monotonic() < ends:
+            if self._limiter is not None:
+                await self._limiter.acquire(self.page)
+            rows = await self.store.claim_stalled(
+                stalled_for=timedelta(seconds=self.settings.redrive_after_seconds),
+                after=cursor,
+                slices=count,
+                owned=owned,
+                limit=self.page,
+            )
+            if rows:
+                done += await self._redrive(rows)
+                cursor = rows[-1].cursor
+            if len(rows) < self.page:
+                break
+        if done:
+            log.warning("%s: re-drove or expired %d unfinished notifications", STAGE, done)
+        return done
+
+    async def _redrive(self, rows: list[StalledRow]) -> int:
+        """Forward ``rows`` again (or dead-letter the expired ones), then record it."""
+        now = self._clock()
+        limit = self.settings.redrive_expire_seconds
+        expired = [r for r in rows if now - r.notification.accepted_at > limit]
+        live = [r for r in rows if now - r.notification.accepted_at <= limit]
+        messages = [self._forward(r) for r in live] + [self._dead_letter(r, now) for r in expired]
+        sent, outage = await self._send(messages, [r.notification.uuid for r in live + expired])
+        live = [r for r in live if r.notification.uuid in sent]
+        expired = [r for r in expired if r.notification.uuid in sent]
+        received = [r.notification.uuid for r in live if r.state is State.RECEIVED]
+        await self.store.mark_forwarded(received)
+        await self.store.record(
+            [Outcome(r.notification.uuid, State.FAILED, 0, _reason(r, now)) for r in expired]
+        )
+        self._account(live, expired, now)
+        if outage is not None:
+            raise outage  # the rest of the pass would fail alike
+        return len(live) + len(expired)
+
+    async def _send(
+        self, messages: list[Message], uuids: list[uuid_mod.UUID]
+    ) -> tuple[set[uuid_mod.UUID], kafka.KafkaError | None]:
+        """Send ``messages`` (one per UUID), each once; the UUIDs whose message the broker
+        acknowledged, and the outage that kept any other from it. A message refused for
+        good is left out without holding back the others; its row, like those an outage
+        kept back, is claimed again one ``REDRIVE_AFTER`` later."""
+        futures = [self.producer.send(t, v, key=k, headers=h) for t, v, k, h in messages]
+        done, pending = await asyncio.wait(futures, timeout=REPORTS_WITHIN)
+        for future in pending:
+            future.cancel()
+        sent, outage = set(), None
+        for uid, future in zip(uuids, futures, strict=True):
+            error = future.exception() if future in done else kafka.KafkaUnavailable("no report")
+            if error is None:
+                sent.add(uid)
+            elif isinstance(error, kafka.KafkaUnavailable):
+                outage = outage or error
+            else:
+                log.error("%s: cannot re-drive %s: %s", STAGE, uid, error)
+        return sent, outage
+
+    def _forward(self, row: StalledRow) -> Message:
+        """The router's forward of this notification, with its attempts so far."""
+        n = row.notification
+        hop = [(REDRIVEN_HEADER, str(row.redriven).encode())]
+        if row.attempts:
+            hop.append((headers.ATTEMPTS, str(row.attempts).encode()))
+        return topics.channel(self.settings, n.channel, n.priority.value), n.encode(), n.key, hop
+
+    def _dead_letter(self, row: StalledRow, now: float) -> Message:
+        n = row.notification
+        hop = (
+            deadletter.reason_header(_reason(row, now)),
+            (deadletter.STAGE, STAGE.encode()),
+            (headers.ATTEMPTS, str(row.attempts).encode()),
+        )
+        return topics.dlq(self.settings), n.encode(), n.key, hop
+
+    def _account(
+        self, live: Sequence[StalledRow], expired: Sequence[StalledRow], now: float
+    ) -> None:
+        self.redriven += len(live)
+        self.expired += len(expired)
+        for channel, count in Counter(r.notification.channel for r in live).items():
+            metrics.REDRIVEN.labels(channel).inc(count)
+        for channel, count in Counter(r.notification.channel for r in expired).items():
+            metrics.REDRIVE_EXPIRED.labels(channel).inc(count)
+        metrics.DLQ.labels(STAGE).inc(len(expired))
+        for r in live:
+            log.info(
+                "%s: re-drove %s (%s, %s, unmoved for %.0fs, accepted %.0fs ago, re-drive %d)",
+                STAGE,
+                r.notification.uuid,
+                r.notification.channel,
+                r.state.value,
+                now - r.stalled_since.timestamp(),
+                now - r.notification.accepted_at,
+                r.redriven,
+            )
+        for r in expired:
+            log.warning("%s: %s failed: %s", STAGE, r.notification.uuid, _reason(r, now))
+
+
+def _reason(row: StalledRow, now: float) -> str:
+    age = now - row.notification.accepted_at
+    return f"{EXPIRED}: still {row.state.value} {age:.0f}s after it was accepted"
+
+
+async def _wait(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds``; True as soon as ``stopping`` is set."""
+    try:
+        await asyncio.wait_for(stopping.wait(), max(0.0, seconds))
+    except TimeoutError:
+        return stopping.is_set()
+    return True
+
+
+def _warn_about(settings: Settings) -> None:
+    after = settings.redrive_after_seconds
+    if after < 2 * MAX_RETRY_DELAY:
+        log.warning(
+            "%s: NOTIFSVC_REDRIVE_AFTER_SECONDS=%d is below twice the longest retry-lane delay "
+            "(%.0fs): notifications waiting there may be sent to their lane again early",
+            STAGE,
+            after,
+            MAX_RETRY_DELAY,
+        )
+    if settings.redrive_expire_seconds <= after:
+        log.warning(
+            "%s: NOTIFSVC_REDRIVE_EXPIRE_SECONDS=%d is not above NOTIFSVC_REDRIVE_AFTER_SECONDS: "
+            "a stalled notification expires instead of being re-driven",
+            STAGE,
+            settings.redrive_expire_seconds,
+        )
