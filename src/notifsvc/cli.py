@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from notifsvc import channels, config, errors, kafka, logs, metrics, topics
+from notifsvc import channels, config, errors, kafka, logs, metrics, status, topics
 from notifsvc.config import ConfigError, Settings
+from notifsvc.db.migrate import migrate
+from notifsvc.notificator import Notificator
+from notifsvc.receiver import ReceiverServer
+from notifsvc.router import Router
 from notifsvc.service import run_stage, serve
+from notifsvc.workers import run_workers
 
 log = logging.getLogger("notifsvc")
 
@@ -51,67 +56,74 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    command: str = args.command
-    if command == "dev":
-        from notifsvc.dev.runner import run_dev  # noqa: PLC0415 - needs the dev extra
+    return COMMANDS[args.command](args, settings)
 
-        return run_dev(
-            settings, infra_only=args.infra_only, keep=args.keep, state_dir=args.state_dir
-        )
-    if command == "migrate":
-        from notifsvc.db.migrate import migrate  # noqa: PLC0415
 
-        applied = asyncio.run(migrate(settings.database))
-        print(f"applied: {', '.join(applied) or 'nothing, schema is up to date'}")
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here alone: it needs the `dev` extra, which a production image lacks.
+    from notifsvc.dev.runner import run_dev  # noqa: PLC0415
+
+    return run_dev(settings, infra_only=args.infra_only, keep=args.keep, state_dir=args.state_dir)
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    applied = asyncio.run(migrate(settings.database))
+    print(f"applied: {', '.join(applied) or 'nothing, schema is up to date'}")
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("kafka_bootstrap", "database_url")
+    try:
+        return asyncio.run(status.show(settings, watch=args.watch))
+    except KeyboardInterrupt:
         return 0
-    if command == "status":
-        from notifsvc.status import show  # noqa: PLC0415
-
-        settings.require("kafka_bootstrap", "database_url")
-        try:
-            return asyncio.run(show(settings, watch=args.watch))
-        except KeyboardInterrupt:
-            return 0
-    if command == "topics":
-        created = kafka.create_topics(
-            settings, topics.all_topics(settings, list(channels.REGISTRY))
-        )
-        print(f"created: {', '.join(created) or 'nothing, all topics exist'}")
-        return 0
-    return _run_stage(command, args, settings)
 
 
-def _run_stage(command: str, args: argparse.Namespace, settings: Settings) -> int:
-    if command == "receiver":
-        settings.require("kafka_bootstrap", "database_url")
-        if args.workers > 1:
-            from notifsvc.workers import run_workers  # noqa: PLC0415
+def _topics(_args: argparse.Namespace, settings: Settings) -> int:
+    created = kafka.create_topics(settings, topics.all_topics(settings, list(channels.REGISTRY)))
+    print(f"created: {', '.join(created) or 'nothing, all topics exist'}")
+    return 0
 
-            return run_workers(args.workers)
-        from notifsvc.receiver import ReceiverServer  # noqa: PLC0415
 
-        serve(lambda stopping: run_stage(ReceiverServer(settings), stopping))
-        return 0
+def _receiver(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("kafka_bootstrap", "database_url")
+    if args.workers > 1:
+        return run_workers(args.workers)
+    serve(lambda stopping: run_stage(ReceiverServer(settings), stopping))
+    return 0
+
+
+def _router(_args: argparse.Namespace, settings: Settings) -> int:
     settings.require("kafka_bootstrap", "database_url")
     metrics.serve(settings.metrics_port)
-    if command == "router":
-        from notifsvc.router import Router  # noqa: PLC0415
-
-        serve(lambda stopping: run_stage(Router(settings), stopping))
-        return 0
-    return _run_notificator(args.channel, settings)
+    serve(lambda stopping: run_stage(Router(settings), stopping))
+    return 0
 
 
-def _run_notificator(name: str, settings: Settings) -> int:
-    from notifsvc.notificator import Notificator  # noqa: PLC0415
-
+def _notificator(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("kafka_bootstrap", "database_url")
+    name: str = args.channel
     reason = channels.disabled(settings).get(name)
     if reason is not None:
         print(f"notifsvc notificator: channel {name} is disabled: {reason}", file=sys.stderr)
         return 2
+    metrics.serve(settings.metrics_port)
     channel = channels.REGISTRY[name](settings)
     serve(lambda stopping: run_stage(Notificator(settings, channel), stopping))
     return 0
+
+
+#: Every command of ``notifsvc``, by name (the parser above lists the same names).
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "dev": _dev,
+    "migrate": _migrate,
+    "status": _status,
+    "topics": _topics,
+    "receiver": _receiver,
+    "router": _router,
+    "notificator": _notificator,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover
