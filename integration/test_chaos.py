@@ -1,9 +1,11 @@
 """The fault-injection scenarios of ``make chaos``, shortened (3 kills, 5 s database outage,
-smaller load) so that CI guards them. ``python -m loadtest.chaos --short`` runs the same.
+smaller load, 80 hostile posts) so that CI guards them. ``python -m loadtest.chaos --short``
+runs the same.
 
 The scenarios run on a broker and a database of their own (two of them stop those), with
-the stages as real processes. Those that leave the broker and database alone run together,
-once, the first time one of their tests asks; each test then checks its own scenario.
+the stages as real processes. Those that leave the broker and database alone (the kills,
+the rebalance, the flaky provider, poison, hostile input and provider) run together, once,
+the first time one of their tests asks; each test then checks its own scenario.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from notifsvc import deadletter, headers, kafka, topics
 from notifsvc.channels.log import LogChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
-from notifsvc.db.store import Store, StoreMisconfigured
+from notifsvc.db.store import Outcome, Store, StoreMisconfigured
 from notifsvc.kafka import Headers, Producer, Record
-from notifsvc.model import Notification, parse
+from notifsvc.model import Notification, State, parse
 from notifsvc.notificator import Notificator
 from notifsvc.router import Router
 
@@ -236,3 +236,13 @@ async def test_a_stage_refuses_to_start_without_its_topics_or_schema(
     with pytest.raises(StoreMisconfigured, match="migrate"):
         await notificator.start()
     await notificator.stop()
+
+
+async def test_an_outcome_whose_error_quotes_a_nul_is_stored(store: Store) -> None:
+    """Found by the hostile chaos scenario: a provider's body with NUL in last_error."""
+    n = log_note("nul in the answer")
+    await store.insert([n])
+    await store.record([Outcome(n.uuid, State.FAILED, 1, "HTTP 400: bad\x00body \ud800")])
+    row = await store.get(n.uuid)
+    assert row is not None and row["state"] == "failed"
+    assert row["last_error"] == "HTTP 400: bad\ufffdbody ?"

@@ -79,7 +79,7 @@ def test_nul_characters_are_refused_in_every_field_the_database_stores() -> None
         assert any(e.field == field and "NUL" in e.message for e in caught.value.errors)
 
 
-@pytest.mark.parametrize("accepted_at", [1e300, -5, "yesterday", [1], 5e9])
+@pytest.mark.parametrize("accepted_at", [1e300, -5, "yesterday", [1], 5e9, True])
 def test_an_out_of_range_accepted_at_on_a_topic_is_invalid_not_a_crash(accepted_at: object) -> None:
     body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "a", "txt": "b"}
     with pytest.raises(InvalidNotification, match="accepted_at"):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
+from dataclasses import dataclass
+
+import orjson
 
 from notifsvc import topics
 from notifsvc.config import Settings
-from notifsvc.kafka import Consumer, Producer
+from notifsvc.kafka import Consumer, Headers, Producer
 
 STAGE_HEADER = "notifsvc-stage"
 
@@ -74,3 +78,87 @@ async def dead_lettered(settings: Settings, keys: set[bytes], within: float) -> 
     finally:
         await reader.stop()
     return found
+
+
+#: Header values no stage writes: empty, not numbers, not finite, overflowing, negative,
+#: hexadecimal, padded, non-ASCII digits, NUL, invalid UTF-8, 10 kB.
+ODD_HEADER_VALUES = (
+    *(b"", b"NaN", b"inf", b"-inf", b"1e309", b"-1", b"99999999999999999999", b"0x10"),
+    *(b" 5 ", "\u00b2".encode(), "\u0661".encode(), b"\x00", b"\xff\xfe", b"9" * 10_000),
+)
+ODD_HEADER_NAMES = (
+    *("notifsvc-attempts", "notifsvc-passes", "notifsvc-not-before", "notifsvc-error"),
+    *("notifsvc-stage", "notifsvc-source-offset", "notifsvc-\u00e9\x00", "traceparent"),
+)
+
+
+def odd_headers(rng: random.Random) -> Headers:
+    """Up to five of the pipeline's own headers (and a trace context) with garbage values."""
+    return tuple(
+        (rng.choice(ODD_HEADER_NAMES), rng.choice(ODD_HEADER_VALUES))
+        for _ in range(rng.randint(0, 5))
+    )
+
+
+def _valid(uid: str, **fields: object) -> dict[str, object]:
+    return {"uuid": uid, "destination": "log", "to": "chaos", "txt": f"hostile {uid}"} | fields
+
+
+def broken_value(rng: random.Random, uid: str, *, routable: bool) -> tuple[bytes, bool]:
+    """A value no stage can deliver, and whether its DLQ key is its UUID: a notification
+    that only the channel refuses is dead-lettered after it was stored, under its UUID."""
+    if rng.random() < 0.15:
+        return orjson.dumps(_valid(uid, to=" \u2028 ")), True  # the log channel refuses it
+    odd_times: tuple[object, ...] = ("yesterday", -1, 1e300, 5e9, [], "1700000000")
+    values: list[object] = [
+        *(b"{not json", b'{"uuid": "', b"\xff\xfe\x00", b"null", b"", b"[" * 100_000),
+        *(_valid(uid, accepted_at=a) for a in odd_times),
+        _valid(uid, txt="a\x00b"),
+        _valid(uid, extra=1),
+        _valid(uid, txt=5),
+        _valid(uid, destination="pigeon" if routable else "webhook"),
+    ]
+    value = rng.choice(values)
+    return (value if isinstance(value, bytes) else orjson.dumps(value)), False
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A message written past the receiver; ``stage`` must dead-letter it, or, when empty,
+    it is a valid notification (with garbage headers) that must be delivered anyway."""
+
+    topic: str
+    value: bytes
+    key: bytes
+    headers: Headers
+    stage: str
+
+
+def broken(settings: Settings, rng: random.Random, count: int, tag: str) -> list[Broken]:
+    """``count`` messages each for the outstanding topic and the log channel's retry lane:
+    mostly broken ones, some valid ones; all with garbage headers."""
+    out = []
+    for i in range(count):
+        for topic, stage, routable in (
+            (topics.outstanding(settings), "router", True),
+            (topics.channel(settings, "log", "retry"), "notificator[log]", False),
+        ):
+            uid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            headers = odd_headers(rng)
+            if rng.random() < 0.2:
+                value = orjson.dumps(_valid(uid, accepted_at=rng.choice([0, time.time()])))
+                out.append(Broken(topic, value, uid.encode(), headers, ""))
+                continue
+            value, by_uuid = broken_value(rng, uid, routable=routable)
+            key = uid.encode() if by_uuid else b"\xff" + f"broken-{tag}-{i}-{stage}".encode()
+            out.append(Broken(topic, value, key, headers, "notificator[log]" if by_uuid else stage))
+    return out
+
+
+async def produce(settings: Settings, messages: list[Broken]) -> None:
+    producer = Producer(settings, client_id="chaos-broken")
+    await producer.start()
+    try:
+        await producer.send_all([(m.topic, m.value, m.key, m.headers) for m in messages])
+    finally:
+        await producer.stop()

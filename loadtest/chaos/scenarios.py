@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from loadtest.chaos import poison
+from loadtest.chaos import hostile, poison
 from loadtest.chaos.load import Attempt, Load, log_body, webhook_body
 from loadtest.chaos.procs import ASSIGNED, StageProcess
 from loadtest.chaos.report import Result
 from loadtest.chaos.session import Context, Session, session, until
-from loadtest.chaos.sinks import Sink
+from loadtest.chaos.sinks import HOSTILE_KINDS, HostileSink, Sink
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,128 @@ async def sigterm(ctx: Context) -> Result:
     return result
 
 
+#: Short delivery bounds, so that whatever the hostile provider does, every notification it
+#: gets is finished (sent, or failed with a reason) within seconds.
+HOSTILE_SETTINGS = {
+    "send_timeout_ms": "1000",
+    "inprocess_attempts": "2",
+    "max_attempts": "3",
+    "retry_delay_ms": "500",
+    "throttle_budget_seconds": "10",
+}
+
+
+#: How the store's refusals read (``notifsvc.db.store``); never a delivery's reason.
+STORE_ERROR = "database error"
+
+
+async def hostile_input(ctx: Context) -> Result:
+    """Ordinary load, hostile posts, broken topic messages and a hostile webhook provider
+    at once: everything accepted ends sent or failed with a reason, and no stage stops."""
+    result = Result("hostile input and provider")
+    seed = ctx.rng.getrandbits(32)
+    async with (
+        HostileSink(seed) as provider,
+        session(ctx, "hostile", sink=None, **HOSTILE_SETTINGS) as s,
+    ):
+        _standard(s)
+        s.fleet.notificator("webhook")
+        await s.fleet.ready(within=READY_WITHIN)
+        load = s.start_load(log_body)
+        rng = random.Random(ctx.rng.getrandbits(64))
+        posts = hostile.HostilePosts(s.lane.base_url, provider.url, rng, ctx.profile.hostile)
+        injected = await _hostile_traffic(s, posts)
+        healed = time.time()
+        await s.pause()
+        await s.finish(result, healed)
+        found = await _finished_with_reasons(s, result, [*load.accepted, *posts.accepted])
+        await _broken_accounted(s, result, injected)
+        stopped = [st.name for st in s.fleet.stages if not st.alive or st.runs != 1]
+        result.check(not stopped, f"stages that exited or were restarted: {stopped}")
+    _hostile_verdicts(result, posts, provider, found)
+    return result
+
+
+async def _hostile_traffic(s: Session, posts: hostile.HostilePosts) -> list[poison.Broken]:
+    """Hostile posts all along; meanwhile, twice, broken messages written to the topics."""
+    rng = random.Random(s.ctx.rng.getrandbits(64))
+    posting = asyncio.create_task(posts.run())
+    injected: list[poison.Broken] = []
+    try:
+        for tag in ("a", "b"):
+            await s.pause()
+            batch = poison.broken(s.lane.settings, rng, s.ctx.profile.poison, tag)
+            await poison.produce(s.lane.settings, batch)
+            injected += batch
+        await posting
+    finally:
+        posting.cancel()
+    return injected
+
+
+async def _finished_with_reasons(
+    s: Session, result: Result, uuids: list[str]
+) -> dict[str, tuple[str, str | None]]:
+    """Wait until every accepted UUID is ``sent``, or ``failed`` with a reason."""
+    found: dict[str, tuple[str, str | None]] = {}
+
+    async def finished() -> bool:
+        found.update(await hostile.states(s.lane.settings.dsn, uuids))
+        return not hostile.unfinished(found, uuids)
+
+    await until(finished, within=s.ctx.profile.drain)
+    left = hostile.unfinished(found, uuids)
+    result.check(not left, f"{len(left)} accepted, never sent nor failed with a reason: {left[:3]}")
+    _outcomes_stored(result, found)
+    return found
+
+
+def _outcomes_stored(result: Result, found: dict[str, tuple[str, str | None]]) -> None:
+    """A reason from the store means that the database refused a delivery's outcome, and
+    the batch loop failed the notification in its place (with the wrong reason, and
+    without the retries it had left)."""
+    refused = sorted(u for u, (_, why) in found.items() if (why or "").startswith(STORE_ERROR))
+    result.check(not refused, f"{len(refused)} outcomes refused by the database: {refused[:2]}")
+
+
+async def _broken_accounted(s: Session, result: Result, injected: list[poison.Broken]) -> None:
+    """Every broken topic message dead-lettered by the right stage; every valid one (with
+    garbage headers) delivered."""
+    expected = {m.key: m.stage for m in injected if m.stage}
+    found = await poison.dead_lettered(s.lane.settings, set(expected), within=30)
+    right = sum(found.get(k) == stage for k, stage in expected.items())
+    result.notes.append(f"broken topic messages dead-lettered: {right}/{len(expected)}")
+    result.check(right == len(expected), "broken topic messages missing from notifications.dlq")
+    valid = [m.key.decode() for m in injected if not m.stage]
+
+    async def delivered() -> bool:
+        return all(s.seen().counts[u] for u in valid)
+
+    await until(delivered, within=10)
+    done = sum(1 for u in valid if s.seen().counts[u])
+    result.notes.append(f"valid topic messages with garbage headers delivered: {done}/{len(valid)}")
+    result.check(done == len(valid), "a valid message with garbage headers was not delivered")
+
+
+def _hostile_verdicts(
+    result: Result,
+    posts: hostile.HostilePosts,
+    provider: HostileSink,
+    found: dict[str, tuple[str, str | None]],
+) -> None:
+    """Notes on what the hostile clients and provider did, and checks that they did it."""
+    ends = Counter(f"{ch}:{found.get(u, ('missing',))[0]}" for u, ch in posts.accepted.items())
+    result.notes.append(f"hostile posts: {dict(sorted(posts.statuses.items()))}")
+    result.notes.append(f"hostile 202s ended: {dict(sorted(ends.items()))}")
+    result.notes.append(f"provider answers: {dict(sorted(provider.answers.items()))}")
+    errors = {k: n for k, n in posts.statuses.items() if k >= 500 and k != 503}
+    result.check(not errors, f"the receiver failed on hostile input: {errors}")
+    refused = sum(n for k, n in posts.statuses.items() if 400 <= k < 500)
+    result.check(bool(posts.accepted) and refused > 0, "hostile input all accepted or all refused")
+    missed = [k for k in HOSTILE_KINDS if not provider.answers[k]]
+    result.check(not missed, f"hostile answers never given: {missed}")
+
+
 SCENARIOS: dict[str, Scenario] = {
     "router-kill": router_kill,
     "notificator-kill": notificator_kill,
@@ -266,6 +389,7 @@ SCENARIOS: dict[str, Scenario] = {
     "broker-outage": broker_outage,
     "provider-flaky": provider_flaky,
     "poison": poison_messages,
+    "hostile": hostile_input,
     "sigterm": sigterm,
 }
 

@@ -29,6 +29,7 @@ class Profile:
     broker_outage: float  # seconds the broker is down
     sigterm_rounds: int  # times every stage is stopped with SIGTERM
     poison: int  # garbage messages per topic
+    hostile: int  # hostile notifications posted through the API
     phase: float  # seconds of plain load before and after the faults
     drain: float  # seconds allowed for delivery after the load stops
 
@@ -40,11 +41,20 @@ FULL = Profile(
     broker_outage=8,
     sigterm_rounds=3,
     poison=30,
+    hostile=400,
     phase=4,
     drain=120,
 )
 SHORT = Profile(
-    kills=3, rate=20, db_outage=5, broker_outage=3, sigterm_rounds=1, poison=8, phase=2, drain=45
+    kills=3,
+    rate=20,
+    db_outage=5,
+    broker_outage=3,
+    sigterm_rounds=1,
+    poison=8,
+    hostile=80,
+    phase=2,
+    drain=45,
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,3 +83,104 @@ class Sink:
         attempt = self._tries[uid]
         self._tries[uid] += 1
         return TURNS[min(start + attempt, len(TURNS) - 1)]
+
+
+#: ``Retry-After`` values no provider should send: non-ASCII digits, exponents, overflowing
+#: numbers, dates past the year 9999 or long gone, words, nothing at all.
+ODD_RETRY_AFTER = (
+    *("1", "0", "-5", "\u00b2", "\u0663", "1e9", "99999999999999999999", "soon", ""),
+    *("Sat, 01 Jan 10000 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT", "Wed, 21 Oct 2015"),
+)
+#: What the hostile provider does with a request, and how often (weights).
+HOSTILE_KINDS = {
+    "2xx": 34,
+    "429": 12,
+    "5xx": 14,
+    "4xx": 10,
+    "huge": 8,
+    "hang": 6,
+    "odd": 10,
+    "cut": 6,
+}
+HUGE_BODY = b'{"ok": true, "pad": "' + b"x" * (1 << 20) + b'"}'
+
+
+@dataclass
+class HostileSink:
+    """A webhook provider that answers at random (seeded per UUID and try): 2xx, 429 with
+    odd ``Retry-After`` values, 5xx, 3xx/4xx, megabyte bodies, odd bodies, hangs longer than
+    the send timeout and connections cut without an answer."""
+
+    seed: int
+    hang: float = 2.5
+    port: int = field(default_factory=free_port)
+    answers: Counter[str] = field(default_factory=Counter)
+    ok: Counter[str] = field(default_factory=Counter)  # uuid -> 2xx answers given
+    _tries: Counter[str] = field(default_factory=Counter)
+    _first: list[str] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def __aenter__(self) -> HostileSink:
+        app = web.Application(client_max_size=1 << 22)
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _hook(self, request: web.Request) -> web.StreamResponse:
+        try:
+            uid = str(orjson.loads(await request.read())["uuid"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            uid = "?"
+        rng = random.Random(f"{self.seed}:{uid}:{self._tries[uid]}")
+        self._tries[uid] += 1
+        kind = self._kind(rng)
+        self.answers[kind] += 1
+        if kind == "hang":
+            await asyncio.sleep(self.hang)
+        if kind == "cut" and request.transport is not None:
+            request.transport.abort()  # no answer at all: the connection just drops
+        response = _hostile_answer(kind, rng)
+        if 200 <= response.status < 300 and kind not in ("hang", "cut"):
+            self.ok[uid] += 1
+        return response
+
+    def _kind(self, rng: random.Random) -> str:
+        """Each kind once first (in a seeded order), so that a short run meets them all;
+        then at random, by :data:`HOSTILE_KINDS`' weights."""
+        if not self._first:
+            self._first = random.Random(self.seed).sample(list(HOSTILE_KINDS), len(HOSTILE_KINDS))
+        given = sum(self.answers.values())
+        if given < len(self._first):
+            return self._first[given]
+        return rng.choices(list(HOSTILE_KINDS), weights=list(HOSTILE_KINDS.values()))[0]
+
+
+def _hostile_answer(kind: str, rng: random.Random) -> web.Response:
+    retry_after = {"Retry-After": rng.choice(ODD_RETRY_AFTER)} if rng.random() < 0.8 else {}
+    if kind == "429":
+        return web.Response(status=429, text="slow down", headers=retry_after)
+    if kind == "5xx":
+        status = rng.choice((500, 502, 503, 504, 599))
+        return web.Response(status=status, text="\u2028broken\x00", headers=retry_after)
+    if kind == "4xx":
+        status = rng.choice((301, 400, 404, 408, 410, 418))
+        return web.Response(status=status, headers={"Location": "http://example.invalid/"})
+    if kind == "huge":
+        status = rng.choice((200, 400, 500))
+        return web.Response(status=status, body=HUGE_BODY, content_type="application/json")
+    if kind == "odd":
+        body = rng.choice((b"", b"not json", b"\xff\xfe\x00", "\u2028".encode(), b'{"ok":false}'))
+        return web.Response(status=rng.choice((200, 202)), body=body)
+    status = rng.choice((200, 201, 202, 204))
+    return web.Response(status=status, body=None if status == 204 else b'{"ok": true}')

@@ -145,7 +145,8 @@ def _accepted_at(data: Any) -> float:
     value = data.get("accepted_at") if isinstance(data, dict) else None
     if value is None:
         return 0.0
-    if not isinstance(value, int | float) or not 0 <= value <= MAX_ACCEPTED_AT:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 <= value <= MAX_ACCEPTED_AT:
         why = f"must be unix seconds between 0 and {MAX_ACCEPTED_AT:.0f}"
         raise InvalidNotification([FieldError("accepted_at", why)])
     return float(value)

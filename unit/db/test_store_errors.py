@@ -72,3 +72,12 @@ def test_insert_is_cut_into_statements_by_bytes_and_ordered_by_uuid() -> None:
     for chunk in chunks:
         assert sum(len(n.txt) for n in chunk) <= store.MAX_STATEMENT_BYTES
     assert store._chunks([]) == []
+
+
+def test_an_error_text_quoting_a_provider_is_always_storable() -> None:
+    """A provider answered with a NUL in its body; quoted in last_error, PostgreSQL refused
+    the outcome (22021) and the batch loop dead-lettered a notification that had a reason."""
+    assert store._storable("HTTP 503: broken\x00body") == "HTTP 503: broken\ufffdbody"
+    assert store._storable("lone \ud800 surrogate") == "lone ? surrogate"
+    assert store._storable("x" * 5000) == "x" * store.MAX_ERROR_CHARS
+    assert store._storable(None) is None

@@ -322,7 +322,7 @@ class Store:
                 [o.uuid for o in ordered],
                 [o.state.value for o in ordered],
                 [o.attempts for o in ordered],
-                [None if o.error is None else o.error[:MAX_ERROR_CHARS] for o in ordered],
+                [_storable(o.error) for o in ordered],
             )
 
     async def get(self, uuid: uuid_mod.UUID) -> dict[str, Any] | None:
@@ -375,6 +375,16 @@ class Store:
             await self._fetch("SELECT uuid, state, attempts FROM notifications LIMIT 0")
         except StoreMisconfigured as exc:
             raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
+
+
+def _storable(error: str | None) -> str | None:
+    """``error`` as text PostgreSQL stores: NUL (which it refuses) and lone surrogates
+    replaced, at most :data:`MAX_ERROR_CHARS` characters. Error texts quote what providers
+    answered, so they carry whatever bytes a provider sent."""
+    if error is None:
+        return None
+    text = error[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode()
 
 
 def _chunks(batch: list[Notification]) -> list[list[Notification]]:
