@@ -20,12 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from integration.fakes import HANG, Hang, Reply, WebhookSink
 from integration.helpers import deliveries, eventually, notification
 from notifsvc.channels.log import LogChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
+from notifsvc.dev.fakes.script import HANG, Hang, Reply
+from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.notificator import Notificator
 from notifsvc.receiver import ReceiverServer
 from notifsvc.router import Router

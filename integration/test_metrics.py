@@ -7,13 +7,14 @@ import uuid
 import aiohttp
 from prometheus_client import REGISTRY
 
-from integration.fakes import Reply, WebhookSink
 from integration.helpers import eventually, notification, running
 from notifsvc import topics
 from notifsvc.channels.log import LogChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
+from notifsvc.dev.fakes.script import Reply
+from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.notificator import Notificator
 from notifsvc.router import Router
 

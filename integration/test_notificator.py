@@ -13,12 +13,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from integration.fakes import HANG, Reply, WebhookSink
 from integration.helpers import eventually, notification, read_topic, running
 from notifsvc import topics
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
+from notifsvc.dev.fakes.script import HANG, Reply
+from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.headers import ATTEMPTS, NOT_BEFORE
 from notifsvc.notificator import Notificator
 from notifsvc.process import free_port
@@ -196,10 +197,12 @@ async def test_stopping_does_not_wait_for_a_retry_that_is_not_due(
         async with running(first):
             await post(api, body)
 
-            async def postponed() -> bool:
-                return first.retried == 1
+            async def waiting_for_the_retry() -> bool:
+                # The retry lane holds the batch until it is due; after the keepalive
+                # period its consumer is paused while it waits.
+                return first.retried == 1 and first.loops["retry"].paused
 
-            await eventually(postponed)
+            await eventually(waiting_for_the_retry)
             caplog.set_level(logging.WARNING, logger="notifsvc.batching")
         # The stop left the retry batch unfinished instead of waiting for its due time.
         assert "stopping with an unfinished batch" in caplog.text

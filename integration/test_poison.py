@@ -12,7 +12,6 @@ import aiohttp
 import orjson
 import pytest
 
-from integration.fakes import WebhookSink
 from integration.helpers import deliveries, eventually, notification, read_topic, running
 from integration.test_notificator import SlowSink, post, wait_state
 from notifsvc import deadletter, headers, kafka, topics
@@ -20,6 +19,7 @@ from notifsvc.channels.log import LogChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, Store, StoreMisconfigured
+from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.kafka import Headers, Producer, Record
 from notifsvc.model import Notification, State, parse
 from notifsvc.notificator import Notificator

@@ -9,15 +9,15 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from integration.fakes.otlp import OtlpCollector, ReceivedSpan
-from integration.fakes.script import Script
-from integration.fakes.webhook import WebhookSink
 from integration.helpers import deliveries, eventually, notification, read_topic, running
 from notifsvc import topics, tracing
 from notifsvc.channels import Channel
 from notifsvc.channels.log import LogChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
+from notifsvc.dev.fakes.otlp import OtlpCollector, ReceivedSpan
+from notifsvc.dev.fakes.script import Script
+from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.notificator import Notificator
 from notifsvc.receiver import ReceiverServer
 from notifsvc.router import Router

@@ -1,15 +1,18 @@
 """Stand-ins for the SMS (Twilio), Slack and webhook providers of the local compose stack.
 
-Never for production: it accepts every request, records the last ones in memory and
-prints one JSON line per request, so that ``docker compose logs provider-fakes`` shows
-what the sms, slack and webhook notificators sent. Answers, shaped like the providers':
+Never for production. The fakes are the ones the tests and ``notifsvc dev`` use
+(:mod:`notifsvc.dev.fakes`), all on one port and taking any credentials; this adds a record
+of the last requests, one JSON line per request on stdout, so that ``docker compose logs
+provider-fakes`` shows what the sms, slack and webhook notificators sent. Answers, shaped
+like the providers':
 
-- ``POST .../Accounts/{sid}/Messages.json`` (Twilio): 201 ``{"sid": "SM...", ...}``
-- ``POST .../chat.postMessage`` (Slack Web API): 200 ``{"ok": true, "ts": ...}``
+- ``POST /2010-04-01/Accounts/{sid}/Messages.json`` (Twilio): 201 ``{"sid": "SM...", ...}``
+- ``POST /api/chat.postMessage`` (Slack Web API): 200 ``{"ok": true, "ts": ...}``
 - any other ``POST`` (a webhook): 200 ``{"ok": true}``
 - ``GET /requests``: the recorded requests, newest last.
 
-Run: ``python provider_fakes.py [--host H] [--port P]``; aiohttp is the only dependency.
+Run: ``python provider_fakes.py [--host H] [--port P]`` where the notifsvc package is
+installed (the notifsvc image).
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ import logging
 import signal
 import sys
 import time
-import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
+from notifsvc.dev.fakes.slack import FakeSlack
+from notifsvc.dev.fakes.twilio import FakeTwilio
+from notifsvc.dev.fakes.webhook import WebhookSink
 
 log = logging.getLogger("provider_fakes")
 KEEP = 1000
@@ -39,23 +46,16 @@ class Recorder:
 
 
 RECORDED = web.AppKey("recorded", Recorder)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _answer(path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    if path.endswith("/Messages.json"):
-        sid = "SM" + uuid.uuid4().hex
-        return 201, {"sid": sid, "status": "queued", "to": form.get("To"), "from": form.get("From")}
-    if path.endswith("/chat.postMessage"):
-        return 200, {"ok": True, "ts": f"{time.time():.6f}"}
-    return 200, {"ok": True}
-
-
-async def record(request: web.Request) -> web.Response:
-    body = await request.read()
-    form: dict[str, str] = {}
-    if request.content_type == "application/x-www-form-urlencoded":
-        form = {k: str(v) for k, v in (await request.post()).items()}
-    status, answer = _answer(request.path, form)
+@web.middleware
+async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Each ``POST`` as the fakes answered it (the Authorization header left out)."""
+    if request.method != "POST":
+        return await handler(request)
+    body = await request.read()  # kept by aiohttp for the fake's handler
+    response = await handler(request)
     entry = {
         "time": time.time(),
         "method": request.method,
@@ -63,11 +63,11 @@ async def record(request: web.Request) -> web.Response:
         "headers": {k: v for k, v in request.headers.items() if k.lower() != "authorization"},
         "authorized": "Authorization" in request.headers,
         "body": body.decode(errors="replace"),
-        "status": status,
+        "status": response.status,
     }
     request.app[RECORDED].entries.append(entry)
     log.info("%s", json.dumps(entry))
-    return web.json_response(answer, status=status)
+    return response
 
 
 async def recorded(request: web.Request) -> web.Response:
@@ -79,11 +79,18 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def create_app() -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[record])
     app[RECORDED] = Recorder()
     app.router.add_get("/requests", recorded)
     app.router.add_get("/healthz", healthz)
-    app.router.add_post("/{tail:.*}", record)
+    # Any account and token; the webhook sink last: it takes every other POST.
+    fakes = (
+        FakeTwilio(account_sid=None, auth_token=None, keep=KEEP),
+        FakeSlack(token=None, keep=KEEP),
+        WebhookSink(keep=KEEP),
+    )
+    for fake in fakes:
+        fake.routes(app)
     return app
 
 

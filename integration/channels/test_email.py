@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
-from integration.fakes import HANG, FakeSmtp, Reply, Script
-from integration.fakes.smtp import FROM_ADDRESS
 from integration.helpers import eventually
 from notifsvc.channels import PermanentError, TransientError
 from notifsvc.channels.email import DEFAULT_SUBJECT, POOL_SIZE, EmailChannel
 from notifsvc.config import Secret, Settings
+from notifsvc.dev.fakes.script import HANG, Reply, Script
+from notifsvc.dev.fakes.smtp import FROM_ADDRESS, FakeSmtp
 from notifsvc.process import free_port
 
 TO = "alice@example.com"

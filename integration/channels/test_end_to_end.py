@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from integration.fakes import FakeSlack, FakeSmtp, FakeTwilio
 from integration.helpers import eventually, notification, running
 from notifsvc.channels import Channel
 from notifsvc.channels.email import EmailChannel
@@ -23,6 +22,9 @@ from notifsvc.channels.slack import SlackChannel
 from notifsvc.channels.sms import SmsChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
+from notifsvc.dev.fakes.slack import FakeSlack
+from notifsvc.dev.fakes.smtp import FakeSmtp
+from notifsvc.dev.fakes.twilio import FakeTwilio
 from notifsvc.notificator import Notificator
 from notifsvc.router import Router
 

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
-from integration.fakes import HANG, FakeSlack, Reply, slack_error
 from notifsvc.channels import PermanentError, Throttled, TransientError
 from notifsvc.channels.slack import SlackChannel
 from notifsvc.config import Secret, Settings
+from notifsvc.dev.fakes.script import HANG, Reply
+from notifsvc.dev.fakes.slack import FakeSlack, slack_error
 
 TO = "C0123456789"
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
-from integration.fakes import HANG, FakeTwilio, Reply, Script, twilio_error
-from integration.fakes.twilio import FROM_NUMBER, decode_basic_auth
 from notifsvc.channels import PermanentError, Throttled, TransientError
 from notifsvc.channels.sms import SmsChannel
 from notifsvc.config import Secret, Settings
+from notifsvc.dev.fakes.script import HANG, Reply, Script
+from notifsvc.dev.fakes.twilio import FROM_NUMBER, FakeTwilio, decode_basic_auth, twilio_error
 
 TO = "+14155552671"
 

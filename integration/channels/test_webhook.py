@@ -12,11 +12,12 @@ import pytest
 from aiohttp import web
 
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
-from integration.fakes import HANG, Reply, Script, WebhookSink
 from notifsvc.channels import DeliveryError, PermanentError, Throttled, TransientError
 from notifsvc.channels.http import Answer, Request
 from notifsvc.channels.webhook import SIGNATURE_HEADER, WebhookChannel
 from notifsvc.config import Secret, Settings
+from notifsvc.dev.fakes.script import HANG, Reply, Script
+from notifsvc.dev.fakes.webhook import WebhookSink
 
 SECRET = "webhook-secret"
 

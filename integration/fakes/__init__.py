@@ -1,16 +1,18 @@
-"""Fake providers for tests: real servers on 127.0.0.1 (free ports) with scriptable failures.
+"""The provider fakes of the tests, which live in :mod:`notifsvc.dev.fakes` (one
+implementation for the tests, ``notifsvc dev`` and the compose stack); re-exported here so
+that ``from integration.fakes import ...`` keeps working.
 
 Each is an async context manager (or ``start()``/``stop()``) and has ``settings()``: the
 :class:`~notifsvc.config.Settings` fields that point its channel at it, for
 ``Settings(**fake.settings())`` or ``dataclasses.replace(settings, **fake.settings())``.
 """
 
-from integration.fakes.http import HttpFake, Seen
-from integration.fakes.script import HANG, Hang, Reply, Script
-from integration.fakes.slack import FakeSlack, slack_error
-from integration.fakes.smtp import FakeSmtp, Mail
-from integration.fakes.twilio import FakeTwilio, twilio_error
-from integration.fakes.webhook import WebhookSink
+from notifsvc.dev.fakes.http import HttpFake, Seen
+from notifsvc.dev.fakes.script import HANG, Hang, Reply, Script
+from notifsvc.dev.fakes.slack import FakeSlack, slack_error
+from notifsvc.dev.fakes.smtp import FakeSmtp, Mail
+from notifsvc.dev.fakes.twilio import FakeTwilio, twilio_error
+from notifsvc.dev.fakes.webhook import WebhookSink
 
 __all__ = [
     "HANG",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid as uuid_mod
 from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
 from notifsvc import metrics, topics, tracing
+from notifsvc.api import recent
 from notifsvc.api.context import (
     API_KEY,
     DOCS,
@@ -99,6 +101,7 @@ async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Re
         return reject.response
     except InvalidNotification as exc:
         return problem(422, "Invalid notification", str(exc), errors=exc.errors)
+    recent.of(request.app).add([notification.uuid])
     return json_response(202, {"uuid": str(notification.uuid), "status": "accepted"})
 
 
@@ -136,6 +139,8 @@ async def _accept_batch(request: web.Request, trace: tracing.Headers) -> web.Res
         results.append(result)
         pending.append((result, _send(app, n, trace)))
     await _settle_batch(settings, pending)
+    accepted = (uuid_mod.UUID(r["uuid"]) for r, _ in pending if r["status"] == "accepted")
+    recent.of(app).add(accepted)
     return _batch_response(results, stored=len(pending))
 
 
@@ -184,8 +189,23 @@ async def get_notification(request: web.Request) -> web.Response:
             503, "Service Unavailable", "the database is unreachable", headers=RETRY_LATER
         )
     if state is None:
-        return problem(404, "Not Found", f"no notification {uid} is stored (yet)")
+        return _not_stored(request.app, uid)
     return json_response(200, state)
+
+
+def _not_stored(app: web.Application, uid: uuid_mod.UUID) -> web.Response:
+    """404 either way; one this receiver accepted lately says it is in flight, not lost."""
+    age = recent.of(app).age(uid)
+    if age is None:
+        window = f"{recent.WINDOW_SECONDS / 60:.0f} minutes"
+        detail = f"no notification {uid} is stored (nor accepted here in the last {window})"
+        return problem(404, "Not Found", detail)
+    detail = (
+        f"notification {uid} was accepted {age:.1f} s ago and is not stored yet: it is in "
+        "flight, not lost; ask again in a moment"
+    )
+    extra = {"uuid": str(uid), "state": "accepted"}
+    return problem(404, "Not Found", detail, headers=RETRY_LATER, extra=extra)
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -46,8 +46,9 @@ def problem(
     *,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    """An RFC 9457 problem details response."""
+    """An RFC 9457 problem details response; ``extra`` adds extension members."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
@@ -56,6 +57,8 @@ def problem(
     }
     if errors:
         body["errors"] = [e.as_dict() for e in errors]
+    if extra:
+        body |= extra
     return web.Response(
         status=status, body=orjson.dumps(body), content_type=PROBLEM_JSON, headers=headers
     )

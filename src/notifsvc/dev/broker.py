@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,13 +18,21 @@ class TansuBroker:
     """An in-memory broker on a loopback port; its data is gone when it stops."""
 
     def __init__(
-        self, log_path: Path, *, port: int | None = None, advertised: str | None = None
+        self,
+        log_path: Path,
+        *,
+        port: int | None = None,
+        advertised: str | None = None,
+        own_process_group: bool = False,
     ) -> None:
         """``advertised``: the ``host:port`` clients are told to use, when they reach the
-        broker through something in front of it (a TLS terminator in the tests)."""
+        broker through something in front of it (a TLS terminator in the tests).
+        ``own_process_group``: out of reach of a terminal's Ctrl-C, which signals the whole
+        foreground group, so that whoever started it stops it last."""
         self.port = port
         self.log_path = log_path
         self.advertised = advertised
+        self.own_process_group = own_process_group
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,6 +58,7 @@ class TansuBroker:
                     f"tcp://{self.advertised}" if self.advertised else url,
                 ],
                 output=out,
+                hook=os.setpgrp if self.own_process_group else None,
             )
         self._wait(timeout)
         log.info("tansu broker ready at %s (pid %d)", self.bootstrap, self._proc.pid)

@@ -72,11 +72,18 @@ class EmbeddedPostgres:
     """A throw-away (or, with ``keep``, kept) PostgreSQL server in a folder of its own."""
 
     def __init__(
-        self, base_dir: Path | None = None, *, keep: bool = False, database: str = "notifsvc"
+        self,
+        base_dir: Path | None = None,
+        *,
+        keep: bool = False,
+        database: str = "notifsvc",
+        own_process_group: bool = False,
     ) -> None:
+        """``own_process_group``: see :class:`~notifsvc.dev.broker.TansuBroker`."""
         self.base_dir = base_dir
         self.keep = keep
         self.database = database
+        self.own_process_group = own_process_group
         self._proc: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
         self._bin: Path | None = None
@@ -174,6 +181,7 @@ class EmbeddedPostgres:
                 ],
                 output=out,
                 user=self._user,
+                hook=os.setpgrp if self.own_process_group else None,
             )
         self._wait(timeout, log_path)
 

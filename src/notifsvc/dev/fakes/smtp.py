@@ -1,4 +1,4 @@
-"""A fake SMTP server (aiosmtpd) on the test's event loop that records what it accepts.
+"""A fake SMTP server (aiosmtpd) on the running event loop that records what it accepts.
 
 Optional AUTH with a username and password (over plain text: it is a test server).
 ``script`` answers ``DATA`` (``Script(Reply(451, "4.3.0 try later"))``, ``Script(HANG)``);
@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from integration.fakes.script import Hang, Script
 from notifsvc.config import Secret
+from notifsvc.dev.fakes.http import remember
+from notifsvc.dev.fakes.script import Hang, Script
 
 FROM_ADDRESS = "notifsvc@example.com"
 
@@ -31,6 +33,7 @@ class Mail:
     #: The user that authenticated on the connection, if any.
     login: str | None
     message: EmailMessage
+    at: float = field(default_factory=time.time)  # when it was accepted (wall clock)
 
 
 class FakeSmtp:
@@ -43,8 +46,11 @@ class FakeSmtp:
         password: str | None = None,
         script: Script | None = None,
         rejected_recipients: dict[str, str] | None = None,
+        keep: int | None = None,
     ) -> None:
+        """``keep``: remember only the last ``keep`` messages (a server that runs for days)."""
         self.username = username
+        self.keep = keep
         self.password = password
         self.script = script if script is not None else Script()
         self.rejected_recipients = rejected_recipients or {}
@@ -97,6 +103,8 @@ class FakeSmtp:
 
     def _protocol(self) -> SMTP:
         self.connections += 1
+        if self.keep is not None:  # long-running: forget closed connections
+            self._protocols = [p for p in self._protocols if p.transport is not None]
         with warnings.catch_warnings():  # "AUTH without TLS": intended, this is a test server
             warnings.simplefilter("ignore")
             protocol = SMTP(
@@ -140,7 +148,6 @@ class FakeSmtp:
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         login = session.auth_data if isinstance(session.auth_data, str) else None
-        self.messages.append(
-            Mail(envelope.mail_from or "", tuple(envelope.rcpt_tos), login, message)
-        )
+        mail = Mail(envelope.mail_from or "", tuple(envelope.rcpt_tos), login, message)
+        remember(self.messages, mail, self.keep)
         return "250 2.0.0 OK: queued"

@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from integration.fakes.http import HttpFake
-from integration.fakes.script import Reply, Script
 from notifsvc.config import Secret
+from notifsvc.dev.fakes.http import HttpFake, remember
+from notifsvc.dev.fakes.script import Reply, Script
 
-TOKEN = "xoxb-test-token"
+TOKEN = "xoxb-test-token"  # noqa: S105 - the fake's own, not a secret
 
 
 def slack_error(error: str, *, status: int = 200, retry_after: int | None = None) -> Reply:
@@ -22,8 +22,12 @@ def slack_error(error: str, *, status: int = 200, retry_after: int | None = None
 
 
 class FakeSlack(HttpFake):
-    def __init__(self, *, token: str = TOKEN, script: Script | None = None) -> None:
-        super().__init__(script)
+    """``token=None`` takes any bearer token (a stand-in that must not know the real one)."""
+
+    def __init__(
+        self, *, token: str | None = TOKEN, script: Script | None = None, keep: int | None = None
+    ) -> None:
+        super().__init__(script, keep=keep)
         self.token = token
         #: The JSON body of every message posted (answered ``ok: true``).
         self.messages: list[dict[str, Any]] = []
@@ -34,7 +38,7 @@ class FakeSlack(HttpFake):
 
     def settings(self) -> dict[str, Any]:
         """``Settings`` fields that point the slack channel at this fake."""
-        return {"slack_api_url": self.api_url, "slack_token": Secret(self.token)}
+        return {"slack_api_url": self.api_url, "slack_token": Secret(self.token or TOKEN)}
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat.postMessage", self._post_message)
@@ -43,7 +47,8 @@ class FakeSlack(HttpFake):
         authorization = request.headers.get("Authorization")
         if authorization is None:
             return "not_authed"
-        if authorization != f"Bearer {self.token}":
+        scheme, _, token = authorization.partition(" ")
+        if scheme != "Bearer" or not token or self.token not in {None, token}:
             return "invalid_auth"
         if request.content_type != "application/json" or not isinstance(body, dict):
             return "invalid_arguments"
@@ -65,6 +70,7 @@ class FakeSlack(HttpFake):
         scripted = await self.scripted()
         if scripted is not None:
             return scripted
-        self.messages.append(body)
+        remember(self.messages, body, self.keep)
+        self.deliver(seen)
         ts = f"{time.time():.6f}"
         return web.json_response({"ok": True, "channel": body["channel"], "ts": ts})

@@ -6,16 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from integration.fakes.http import HttpFake, Seen
-from integration.fakes.script import Script
+from notifsvc.dev.fakes.http import HttpFake
 
 
 class WebhookSink(HttpFake):
-    """Accepts POSTs on any path; ``seen`` holds them all, ``delivered`` those answered 200."""
+    """Accepts POSTs on any path; ``seen`` holds them all, ``delivered`` those answered 200.
 
-    def __init__(self, script: Script | None = None) -> None:
-        super().__init__(script)
-        self.delivered: list[Seen] = []
+    Its route takes every ``POST``: on a server shared with other fakes, add it last."""
 
     def settings(self) -> dict[str, Any]:
         """``Settings`` fields that let the webhook channel target this fake."""
@@ -32,5 +29,5 @@ class WebhookSink(HttpFake):
         scripted = await self.scripted()
         if scripted is not None:
             return scripted
-        self.delivered.append(seen)
+        self.deliver(seen)
         return web.json_response({"ok": True})

@@ -8,12 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from integration.fakes.http import HttpFake
-from integration.fakes.script import Reply, Script
 from notifsvc.config import Secret
+from notifsvc.dev.fakes.http import HttpFake, remember
+from notifsvc.dev.fakes.script import Reply, Script
 
 ACCOUNT_SID = "AC00000000000000000000000000000001"
-AUTH_TOKEN = "twilio-test-token"
+AUTH_TOKEN = "twilio-test-token"  # noqa: S105 - the fake's own, not a secret
 FROM_NUMBER = "+15005550006"
 
 
@@ -41,14 +41,18 @@ def twilio_error(status: int, code: int, message: str) -> Reply:
 
 
 class FakeTwilio(HttpFake):
+    """``account_sid=None``/``auth_token=None`` take any account and token (a stand-in that
+    must not know the real ones); the login must still name the account of the URL."""
+
     def __init__(
         self,
         *,
-        account_sid: str = ACCOUNT_SID,
-        auth_token: str = AUTH_TOKEN,
+        account_sid: str | None = ACCOUNT_SID,
+        auth_token: str | None = AUTH_TOKEN,
         script: Script | None = None,
+        keep: int | None = None,
     ) -> None:
-        super().__init__(script)
+        super().__init__(script, keep=keep)
         self.account_sid = account_sid
         self.auth_token = auth_token
         #: The form of every message accepted (answered 201).
@@ -58,8 +62,8 @@ class FakeTwilio(HttpFake):
         """``Settings`` fields that point the sms channel at this fake."""
         return {
             "twilio_api_url": self.url,
-            "twilio_account_sid": self.account_sid,
-            "twilio_auth_token": Secret(self.auth_token),
+            "twilio_account_sid": self.account_sid or ACCOUNT_SID,
+            "twilio_auth_token": Secret(self.auth_token or AUTH_TOKEN),
             "twilio_from": FROM_NUMBER,
         }
 
@@ -67,13 +71,14 @@ class FakeTwilio(HttpFake):
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
 
     def _authorized(self, request: web.Request) -> bool:
-        return decode_basic_auth(request.headers.get("Authorization", "")) == (
-            self.account_sid,
-            self.auth_token,
-        )
+        sid = request.match_info["sid"]
+        login = decode_basic_auth(request.headers.get("Authorization", ""))
+        if login is None or login[0] != sid or not login[1]:
+            return False
+        return sid == (self.account_sid or sid) and login[1] == (self.auth_token or login[1])
 
     def _invalid(self, request: web.Request, form: dict[str, str]) -> Reply | None:
-        if request.match_info["sid"] != self.account_sid or not self._authorized(request):
+        if not self._authorized(request):
             return twilio_error(401, 20003, "Authentication Error - invalid username")
         if request.content_type != "application/x-www-form-urlencoded":
             return twilio_error(400, 20001, "Expected a form-encoded body")
@@ -94,7 +99,8 @@ class FakeTwilio(HttpFake):
         scripted = await self.scripted()
         if scripted is not None:
             return scripted
-        self.messages.append(form)
+        remember(self.messages, form, self.keep)
+        self.deliver(seen)
         sid = "SM" + uuid.uuid4().hex
         body = {"sid": sid, "status": "queued", "to": form["To"], "from": form["From"]}
         return web.json_response(body | {"body": form["Body"]}, status=201)

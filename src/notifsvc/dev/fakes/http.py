@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from integration.fakes.script import Hang, Reply, Script
+from notifsvc.dev.fakes.script import Hang, Reply, Script
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Seen:
     headers: CIMultiDict[str]
     body: bytes
     at: float = field(default_factory=time.monotonic)  # when it arrived
+    wall: float = field(default_factory=time.time)  # the same, as a wall-clock time
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -41,12 +44,25 @@ def respond(reply: Reply) -> web.Response:
     return web.json_response(reply.body, status=reply.status, headers=dict(reply.headers))
 
 
-class HttpFake:
-    """Subclasses add routes in :meth:`routes` and call :meth:`record` then :meth:`scripted`."""
+def remember(items: list[T], item: T, keep: int | None) -> None:
+    """Append ``item``; with ``keep``, forget the oldest beyond that many."""
+    items.append(item)
+    if keep is not None and len(items) > keep:
+        del items[: len(items) - keep]
 
-    def __init__(self, script: Script | None = None) -> None:
+
+class HttpFake:
+    """Subclasses add routes in :meth:`routes` and call :meth:`record` then :meth:`scripted`
+    (and :meth:`deliver` for a request answered normally).
+
+    ``seen`` holds every request, ``delivered`` those answered normally; with ``keep``,
+    only the last ``keep`` of each (a fake that runs for days)."""
+
+    def __init__(self, script: Script | None = None, *, keep: int | None = None) -> None:
         self.script = script if script is not None else Script()
+        self.keep = keep
         self.seen: list[Seen] = []
+        self.delivered: list[Seen] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -55,7 +71,12 @@ class HttpFake:
         return f"http://127.0.0.1:{self.port}"
 
     def routes(self, app: web.Application) -> None:
+        """Add this fake's routes to ``app`` (its own, or a server shared with others)."""
         raise NotImplementedError
+
+    def serve_at(self, port: int) -> None:
+        """This fake's routes are served by another server, on 127.0.0.1:``port``."""
+        self.port = port
 
     async def start(self) -> None:
         app = web.Application()
@@ -84,8 +105,12 @@ class HttpFake:
         seen = Seen(
             request.method, request.path, CIMultiDict(request.headers), await request.read()
         )
-        self.seen.append(seen)
+        remember(self.seen, seen, self.keep)
         return seen
+
+    def deliver(self, seen: Seen) -> None:
+        """``seen`` was answered normally: the provider took it."""
+        remember(self.delivered, seen, self.keep)
 
     async def scripted(self) -> web.Response | None:
         """The scripted answer for this request, or None to answer normally.

@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from integration.fakes.http import HttpFake
+from notifsvc.dev.fakes.http import HttpFake
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,189 @@
+"""Local stand-ins for the providers of ``notifsvc dev``: the test fakes, run for a person.
+
+A channel that cannot run with the settings given (no SMTP server, no Twilio or Slack
+credentials) is pointed at its stand-in: an aiosmtpd server capturing mail, and the Twilio
+and Slack APIs served by one HTTP server, which also serves the outbox page and a webhook
+sink (any ``POST`` to another path). A channel with real settings keeps them. The webhook
+sink takes webhooks whatever the settings; ``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS`` is set to this
+machine when it is empty.
+
+Everything runs on an event loop of its own, in a thread, next to the synchronous runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from notifsvc import channels
+from notifsvc.config import Secret, Settings, env_name
+from notifsvc.dev.fakes.slack import FakeSlack
+from notifsvc.dev.fakes.twilio import FakeTwilio
+from notifsvc.dev.fakes.webhook import WebhookSink
+from notifsvc.dev.outbox import KEEP, Outbox
+
+if TYPE_CHECKING:
+    from notifsvc.dev.fakes.smtp import FakeSmtp
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+#: Where the outbox is served unless the port is taken (as Mailpit's web page is).
+OUTBOX_PORT = 8025
+
+
+def wanted(settings: Settings) -> list[str]:
+    """The channels that get a stand-in: those that cannot run with ``settings`` and are
+    not left out by ``NOTIFSVC_CHANNELS``."""
+    listed = settings.channels
+    return [
+        name
+        for name in ("email", "sms", "slack")
+        if channels.REGISTRY[name].disabled_reason(settings) is not None
+        and (listed is None or name in listed)
+    ]
+
+
+def env_value(value: object) -> str:
+    """A ``Settings`` value as its environment variable spells it ("" unsets)."""
+    if value is None:
+        return ""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value))
+    return str(value)
+
+
+class StandIns:
+    """Start with :meth:`start`; :attr:`overrides` then holds the settings that point the
+    channels at the stand-ins (:meth:`env` as environment variables)."""
+
+    def __init__(
+        self, settings: Settings, *, port: int = OUTBOX_PORT, log_path: Path | None = None
+    ) -> None:
+        """``log_path``: the log channel's file, shown in the outbox too."""
+        self.settings = settings
+        self.port = port
+        self.channels = wanted(settings)
+        self.webhook = WebhookSink(keep=KEEP)
+        self.twilio = FakeTwilio(keep=KEEP) if "sms" in self.channels else None
+        self.slack = FakeSlack(keep=KEEP) if "slack" in self.channels else None
+        self.outbox = Outbox(
+            webhook=self.webhook, twilio=self.twilio, slack=self.slack, log_path=log_path
+        )
+        self.overrides: dict[str, Any] = {}
+        self._smtp: FakeSmtp | None = None  # aiosmtpd comes with the dev extra
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The outbox page (and the base of the webhook sink)."""
+        return f"http://{HOST}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {env_name(k): env_value(v) for k, v in self.overrides.items()}
+
+    def start(self, timeout: float = 10.0) -> None:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: every command
+        self._thread = threading.Thread(target=self._run, name="dev-standins", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError(f"the provider stand-ins did not start within {timeout:.0f}s")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join(10.0)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
+            self._error = exc
+            self._started.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        runner = await self._serve()
+        try:
+            await self._start_smtp()
+            self._point_channels()
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            if self._smtp is not None:
+                await self._smtp.stop()
+            await runner.cleanup()
+
+    async def _serve(self) -> web.AppRunner:
+        """One HTTP server: the outbox, the Twilio and Slack APIs, then the webhook sink
+        (its route takes every other POST)."""
+        app = web.Application()
+        self.outbox.routes(app)
+        for fake in (self.twilio, self.slack, self.webhook):
+            if fake is not None:
+                fake.routes(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, HOST, self.port).start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or self.port == 0:
+                await runner.cleanup()
+                raise
+            log.warning("port %d is taken (Mailpit?): the outbox gets another one", self.port)
+            await web.TCPSite(runner, HOST, 0).start()
+        self.port = runner.addresses[0][1]
+        for fake in (self.twilio, self.slack, self.webhook):
+            if fake is not None:
+                fake.serve_at(self.port)
+        return runner
+
+    async def _start_smtp(self) -> None:
+        if "email" not in self.channels:
+            return
+        try:
+            from notifsvc.dev.fakes.smtp import FakeSmtp  # noqa: PLC0415 - aiosmtpd is optional
+        except ImportError:
+            log.warning("no SMTP stand-in: aiosmtpd is missing (pip install 'notifsvc[dev]')")
+            self.channels.remove("email")
+            return
+        self._smtp = FakeSmtp(keep=KEEP)
+        await self._smtp.start()
+        self.outbox.mail = self._smtp.messages
+
+    def _point_channels(self) -> None:
+        for fake in (self._smtp, self.twilio, self.slack):
+            if fake is not None:
+                self.overrides |= fake.settings()
+        if not self.settings.webhook_allowed_hosts:
+            self.overrides["webhook_allowed_hosts"] = frozenset({HOST, "localhost"})
+        elif HOST not in self.settings.webhook_allowed_hosts:
+            log.info(
+                "webhooks to the sink (%s/...) need %s in NOTIFSVC_WEBHOOK_ALLOWED_HOSTS",
+                self.url,
+                HOST,
+            )
+
+    def apply(self, settings: Settings) -> Settings:
+        """``settings`` pointed at the stand-ins."""
+        return dataclasses.replace(settings, **self.overrides)
