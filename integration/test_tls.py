@@ -237,25 +237,21 @@ async def test_the_pipeline_runs_end_to_end_over_mutual_tls(
         await eventually(delivered)
 
 
-async def test_an_untrusted_database_certificate_is_a_stage_error(
-    certs: Certs, tls_postgres: DatabaseConnection
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"ssl_ca_file": "other"}, "not trusted"),  # the server's certificate is not trusted
+        ({"ssl_cert_file": None, "ssl_key_file": None}, "certificate"),  # no client cert
+    ],
+)
+async def test_a_refused_database_tls_setup_is_a_stage_error(
+    certs: Certs, tls_postgres: DatabaseConnection, change: dict[str, object], problem: str
 ) -> None:
-    store = Store(dataclasses.replace(tls_postgres, ssl_ca_file=certs.other_ca))
+    resolved = {k: certs.other_ca if v == "other" else v for k, v in change.items()}
+    store = Store(dataclasses.replace(tls_postgres, **resolved))  # type: ignore[arg-type]
     await store.start()
     try:
-        with pytest.raises(StoreMisconfigured, match="not trusted"):
-            await store.check_schema()
-    finally:
-        await store.stop()
-
-
-async def test_a_database_login_without_a_client_certificate_is_a_stage_error(
-    tls_postgres: DatabaseConnection,
-) -> None:
-    store = Store(dataclasses.replace(tls_postgres, ssl_cert_file=None, ssl_key_file=None))
-    await store.start()
-    try:
-        with pytest.raises(StoreMisconfigured, match="certificate"):
+        with pytest.raises(StoreMisconfigured, match=problem):
             await store.check_schema()
     finally:
         await store.stop()
