@@ -25,13 +25,13 @@ from notifsvc import deadletter, kafka, topics
 from notifsvc.channels.log import LogChannel
 from notifsvc.config import Settings
 from notifsvc.db.migrate import _files, is_cockroach
-from notifsvc.db.store import _CLAIM_STALLED, Store
+from notifsvc.db.store import _CLAIM_STALLED, _REDRIVEN_LAST_HOUR, _STALLED_BY_CHANNEL, Store
 from notifsvc.kafka import Producer, Record
 from notifsvc.model import Notification, parse
 from notifsvc.notificator import Notificator
 from notifsvc.reconciler import EXPIRED, START, Reconciler, slice_of
 from notifsvc.router import Router
-from notifsvc.status import _REDRIVEN, _STALLED, collect, render
+from notifsvc.status import collect, render
 
 TEN_MINUTES = timedelta(minutes=10)
 
@@ -304,8 +304,8 @@ async def test_the_reconcilers_queries_read_partial_indexes_never_the_table(
         args = (TEN_MINUTES, START[0], START[1], 4, [0, 1, 2, 3], 200)
         plans = {
             "claim": await conn.fetch("EXPLAIN " + _CLAIM_STALLED, *args),
-            "stalled": await conn.fetch("EXPLAIN " + _STALLED, TEN_MINUTES),
-            "redriven": await conn.fetch("EXPLAIN " + _REDRIVEN),
+            "stalled": await conn.fetch("EXPLAIN " + _STALLED_BY_CHANNEL, TEN_MINUTES),
+            "redriven": await conn.fetch("EXPLAIN " + _REDRIVEN_LAST_HOUR),
         }
     for name, plan in plans.items():
         text = "\n".join(r[0] for r in plan)

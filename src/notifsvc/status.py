@@ -10,34 +10,16 @@ last hour (both read through partial indexes, never a scan of the table).
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import asyncpg
-
-from notifsvc import channels, kafka, topics
+from notifsvc import channels, errors, kafka, topics
 from notifsvc.config import Settings
-from notifsvc.db import connect
+from notifsvc.db.store import Store, StoreMisconfigured
 from notifsvc.kafka import KafkaError, PartitionLag
+from notifsvc.model import State
 
-_STATES = ("received", "forwarded", "sent", "failed")
-_BY_STATE = "SELECT channel, state, count(*) AS n FROM notifications GROUP BY channel, state"
-_RATE = """
-SELECT channel, count(*) AS n FROM notifications
-WHERE sent_at > now() - INTERVAL '60 seconds' GROUP BY channel
-"""
-_STALLED = """
-SELECT channel, count(*) AS n FROM notifications
-WHERE state IN ('received', 'forwarded') AND updated_at < now() - $1::interval
-GROUP BY channel
-"""
-_REDRIVEN = """
-SELECT channel, count(*) AS n,
-       count(CASE WHEN state = 'failed' AND last_error LIKE 'expired_unfinished%' THEN 1 END)
-           AS expired
-FROM notifications WHERE redriven_at > now() - INTERVAL '1 hour' GROUP BY channel
-"""
+_STATES = tuple(s.value for s in State)
 
 
 @dataclass
@@ -73,31 +55,28 @@ def _read_kafka(settings: Settings, snap: Snapshot) -> None:
 
 
 async def _read_db(settings: Settings, snap: Snapshot) -> None:
+    store = Store(settings.database, max_connections=2, attempts=1)
+    await store.start()
     try:
-        conn = await connect.connect(settings.database, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
+        states = await store.counts_by_state()
+        snap.states = {c: {s.value: n for s, n in by.items()} for c, by in states.items()}
+        snap.per_second = {c: n / 60 for c, n in (await store.sent_last_minute()).items()}
+        await _read_reconciler(store, settings, snap)
+    except errors.PipelineError as exc:
         snap.problems.append(f"database: {exc}")
-        return
-    try:
-        states: dict[str, dict[str, int]] = defaultdict(dict)
-        for row in await conn.fetch(_BY_STATE):
-            states[row["channel"]][row["state"]] = row["n"]
-        snap.states = dict(states)
-        snap.per_second = {r["channel"]: r["n"] / 60 for r in await conn.fetch(_RATE)}
-        await _read_reconciler(conn, settings, snap)
     finally:
-        await conn.close()
+        await store.stop()
 
 
-async def _read_reconciler(conn: asyncpg.Connection, settings: Settings, snap: Snapshot) -> None:
+async def _read_reconciler(store: Store, settings: Settings, snap: Snapshot) -> None:
     snap.stalled_after = settings.redrive_after_seconds
     try:
         after = timedelta(seconds=settings.redrive_after_seconds)
-        snap.stalled = {r["channel"]: r["n"] for r in await conn.fetch(_STALLED, after)}
-        for row in await conn.fetch(_REDRIVEN):
-            snap.redriven[row["channel"]] = row["n"] - row["expired"]
-            snap.expired[row["channel"]] = row["expired"]
-    except asyncpg.PostgresError as exc:
+        snap.stalled = await store.stalled_by_channel(after)
+        for channel, (redriven, expired) in (await store.redriven_last_hour()).items():
+            snap.redriven[channel] = redriven
+            snap.expired[channel] = expired
+    except StoreMisconfigured as exc:
         snap.problems.append(f"database: {exc} (has `notifsvc migrate` run?)")
 
 

@@ -218,6 +218,25 @@ class StalledRow:
         return self.stalled_since, self.notification.uuid
 
 
+#: The operator's view (``notifsvc status``): counts by channel, no rows.
+_BY_STATE = "SELECT channel, state, count(*) AS n FROM notifications GROUP BY channel, state"
+_SENT_LAST_MINUTE = """
+SELECT channel, count(*) AS n FROM notifications
+WHERE sent_at > now() - INTERVAL '60 seconds' GROUP BY channel
+"""
+_STALLED_BY_CHANNEL = """
+SELECT channel, count(*) AS n FROM notifications
+WHERE state IN ('received', 'forwarded') AND updated_at < now() - $1::interval
+GROUP BY channel
+"""
+_REDRIVEN_LAST_HOUR = """
+SELECT channel, count(*) AS n,
+       count(CASE WHEN state = 'failed' AND last_error LIKE 'expired_unfinished%' THEN 1 END)
+           AS expired
+FROM notifications WHERE redriven_at > now() - INTERVAL '1 hour' GROUP BY channel
+"""
+
+
 class Store:
     def __init__(
         self, target: connect.Target, *, max_connections: int = 10, attempts: int = 4
@@ -336,6 +355,26 @@ class Store:
             if isinstance(value, datetime):
                 out[key] = value.isoformat()
         return out
+
+    async def counts_by_state(self) -> dict[str, dict[State, int]]:
+        """How many notifications each channel has in each state."""
+        out: dict[str, dict[State, int]] = {}
+        for r in await self._fetch(_BY_STATE):
+            out.setdefault(r["channel"], {})[State(r["state"])] = r["n"]
+        return out
+
+    async def sent_last_minute(self) -> dict[str, int]:
+        return {r["channel"]: r["n"] for r in await self._fetch(_SENT_LAST_MINUTE)}
+
+    async def stalled_by_channel(self, unmoved_for: timedelta) -> dict[str, int]:
+        """Unfinished rows that have not moved for ``unmoved_for``: the reconciler's next work."""
+        rows = await self._fetch(_STALLED_BY_CHANNEL, unmoved_for)
+        return {r["channel"]: r["n"] for r in rows}
+
+    async def redriven_last_hour(self) -> dict[str, tuple[int, int]]:
+        """Per channel: rows the reconciler re-drove, and those it expired, in the last hour."""
+        rows = await self._fetch(_REDRIVEN_LAST_HOUR)
+        return {r["channel"]: (r["n"] - r["expired"], r["expired"]) for r in rows}
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
