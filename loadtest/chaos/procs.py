@@ -13,11 +13,12 @@ from pathlib import Path
 import aiohttp
 
 from loadtest.chaos.infra import Lane
+from notifsvc.kafka import ASSIGNED_LOG
 from notifsvc.process import spawn, stop
 
 log = logging.getLogger(__name__)
 
-ASSIGNED = "assigned [('"  # what notifsvc.kafka logs once a member owns partitions
+ASSIGNED = ASSIGNED_LOG % "[('"  # what notifsvc.kafka logs once a member owns partitions
 
 
 class StageProcess:

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Headers = Sequence[tuple[str, bytes]]
+#: What a consumer logs (logger ``notifsvc.kafka``) when it gains or loses partitions, with a
+#: sorted list of (topic, partition): ``notifsvc dev`` and the chaos harness read these lines
+#: to know when every stage owns its partitions.
+ASSIGNED_LOG = "assigned %s"
+REVOKED_LOG = "revoked %s"
 TopicPartition = tuple[str, int]
 
 
@@ -458,7 +463,7 @@ class Consumer:
         # Java client does not): set it explicitly, so that a member paused now stays paused
         # and a partition paused before it was lost does not come back paused for good.
         _set_pause(consumer, partitions, paused=self._paused)
-        log.info("assigned %s", sorted(added))
+        log.info(ASSIGNED_LOG, sorted(added))
 
     def _revoked(
         self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
@@ -466,7 +471,7 @@ class Consumer:
         gone = [(p.topic, p.partition) for p in partitions]
         self.assignment -= set(gone)
         _set_pause(consumer, partitions, paused=False)  # a pause never outlives ownership
-        log.info("revoked %s", sorted(gone))
+        log.info(REVOKED_LOG, sorted(gone))
         if self._on_revoke is not None:
             self._on_revoke(gone)
 

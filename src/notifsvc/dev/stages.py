@@ -25,12 +25,15 @@ import orjson
 
 from notifsvc import channels, logs, topics
 from notifsvc.config import Settings
+from notifsvc.kafka import ASSIGNED_LOG, REVOKED_LOG
 from notifsvc.process import spawn
 
 log = logging.getLogger(__name__)
 
 #: What :mod:`notifsvc.kafka` logs from its rebalance callbacks, with the partitions.
-OWNERSHIP = re.compile(r"^(assigned|revoked) \[")
+OWNERSHIP = re.compile(
+    rf"^({ASSIGNED_LOG.removesuffix(' %s')}|{REVOKED_LOG.removesuffix(' %s')}) \["
+)
 PARTITION = re.compile(r"\('((?:[^'\\]|\\.)*)', (\d+)\)")
 
 
