@@ -108,6 +108,8 @@ def test_extra_properties_from_a_file_may_hold_commas(tmp_path: Path) -> None:
             "SASL_USERNAME is required",
         ),
         ({"NOTIFSVC_KAFKA_SSL_CA_FILE": "/nonexistent/ca.crt"}, "cannot read the file"),
+        ({"NOTIFSVC_KAFKA_SSL_CERT_FILE": __file__}, "go together: set both"),
+        ({"NOTIFSVC_DATABASE_SSL_KEY_FILE": __file__}, "go together: set both"),
         ({"NOTIFSVC_KAFKA_EXTRA": "no-equals-sign"}, "expected key=value"),
         ({"NOTIFSVC_DATABASE_SSLMODE": "prefer"}, "expected one of"),
         ({"NOTIFSVC_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/pw"}, "cannot read the file"),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import confluent_kafka
 import pytest
@@ -15,6 +16,7 @@ from notifsvc.kafka import (
     ProducerBusy,
     Record,
     classify,
+    missing_topics,
     next_offsets,
 )
 from notifsvc.process import free_port
@@ -80,3 +82,18 @@ def test_librdkafka_errors_are_classified_by_code() -> None:
     assert isinstance(classify(err(err._MSG_TIMED_OUT)), KafkaUnavailable)
     assert isinstance(classify(err(err._TRANSPORT)), KafkaUnavailable)
     assert isinstance(classify("not a KafkaError"), KafkaUnavailable)
+
+
+def test_a_configuration_librdkafka_refuses_is_a_stage_error(tmp_path: Path) -> None:
+    """An unreadable CA (or a bad NOTIFSVC_KAFKA_EXTRA property) makes librdkafka refuse to
+    create the client: permanent for the stage, said at start-up, not retried."""
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    settings = load(
+        {
+            "NOTIFSVC_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+            "NOTIFSVC_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "NOTIFSVC_KAFKA_SSL_CA_FILE": str(tmp_path / "ca.pem"),
+        }
+    )
+    with pytest.raises(KafkaStageError, match="invalid Kafka client configuration"):
+        missing_topics(settings, ["t"], timeout=1)

@@ -406,14 +406,12 @@ class Consumer:
         topics: Sequence[str],
         client_id: str,
         on_revoke: RevokeHandler | None = None,
-        session_timeout_ms: int | None = None,
-        max_poll_interval_ms: int | None = None,
     ) -> None:
-        """``settings`` may be a bare connection; the group-liveness timeouts then come from
-        the arguments (or the defaults of :class:`~notifsvc.config.Settings`)."""
+        """``settings`` may be a bare connection; the group-liveness timeouts are then the
+        defaults of :class:`~notifsvc.config.Settings`."""
         liveness = settings if isinstance(settings, Settings) else Settings()
-        session_ms = session_timeout_ms or liveness.kafka_session_timeout_ms
-        max_poll_ms = max_poll_interval_ms or liveness.kafka_max_poll_interval_ms
+        session_ms = liveness.kafka_session_timeout_ms
+        max_poll_ms = liveness.kafka_max_poll_interval_ms
         self._config = _common(settings, client_id) | {
             "group.id": group_id,
             "enable.auto.commit": False,

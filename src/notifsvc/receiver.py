@@ -18,12 +18,14 @@ from notifsvc.api.context import (
     DOCS,
     GATE,
     PRODUCER,
+    RECENT,
     SETTINGS,
     STORE,
     TRACING,
     VALIDATOR,
 )
 from notifsvc.api.plumbing import authenticate, observe
+from notifsvc.api.recent import RecentlyAccepted
 from notifsvc.api.validation import Validator
 from notifsvc.auth import Gate
 from notifsvc.config import Settings
@@ -54,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = Store(settings.database, max_connections=4, attempts=2)
     app[VALIDATOR] = validator = Validator.from_settings(settings)
     app[GATE] = gate
+    app[RECENT] = RecentlyAccepted()
     app[TRACING] = tracing.Tracing(settings, "notifsvc-receiver")
     doc = openapi.document(settings, validator, burst=gate.burst if gate.enabled else None)
     app[DOCS] = {"json": orjson.dumps(doc), "html": openapi.render_html(doc).encode()}

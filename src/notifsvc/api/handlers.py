@@ -18,6 +18,7 @@ from notifsvc.api.context import (
     DOCS,
     GATE,
     PRODUCER,
+    RECENT,
     SETTINGS,
     STORE,
     TRACING,
@@ -40,7 +41,8 @@ from notifsvc.model import FieldError, InvalidNotification, Notification
 
 log = logging.getLogger(__name__)
 
-Pending = list[tuple[dict[str, Any], asyncio.Future[None]]]
+#: An accepted batch item: its result entry, its produce future and its UUID.
+Pending = list[tuple[dict[str, Any], asyncio.Future[None], uuid_mod.UUID]]
 
 
 def _send(
@@ -101,7 +103,7 @@ async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Re
         return reject.response
     except InvalidNotification as exc:
         return problem(422, "Invalid notification", str(exc), errors=exc.errors)
-    recent.of(request.app).add([notification.uuid])
+    request.app[RECENT].add([notification.uuid])
     return json_response(202, {"uuid": str(notification.uuid), "status": "accepted"})
 
 
@@ -137,10 +139,9 @@ async def _accept_batch(request: web.Request, trace: tracing.Headers) -> web.Res
             continue
         result = {"index": index, "uuid": str(n.uuid), "status": "accepted"}
         results.append(result)
-        pending.append((result, _send(app, n, trace)))
+        pending.append((result, _send(app, n, trace), n.uuid))
     await _settle_batch(settings, pending)
-    accepted = (uuid_mod.UUID(r["uuid"]) for r, _ in pending if r["status"] == "accepted")
-    recent.of(app).add(accepted)
+    app[RECENT].add(uid for r, _, uid in pending if r["status"] == "accepted")
     return _batch_response(results, stored=len(pending))
 
 
@@ -158,9 +159,9 @@ async def _settle_batch(settings: Settings, pending: Pending) -> None:
     """Wait for every acknowledgement up to the produce timeout; mark the rest unavailable."""
     if not pending:
         return
-    futures = [f for _, f in pending]
+    futures = [f for _, f, _ in pending]
     await asyncio.wait(futures, timeout=settings.produce_timeout_ms / 1000)
-    for result, future in pending:
+    for result, future, _ in pending:
         if not future.done() or future.exception() is not None:
             result["status"] = "unavailable"
             if not future.done():
@@ -195,7 +196,7 @@ async def get_notification(request: web.Request) -> web.Response:
 
 def _not_stored(app: web.Application, uid: uuid_mod.UUID) -> web.Response:
     """404 either way; one this receiver accepted lately says it is in flight, not lost."""
-    age = recent.of(app).age(uid)
+    age = app[RECENT].age(uid)
     if age is None:
         window = f"{recent.WINDOW_SECONDS / 60:.0f} minutes"
         detail = f"no notification {uid} is stored (nor accepted here in the last {window})"

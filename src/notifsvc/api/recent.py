@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid as uuid_mod
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-
-from aiohttp import web
 
 CAPACITY = 10_000
 WINDOW_SECONDS = 300.0
@@ -61,14 +58,3 @@ class RecentlyAccepted:
         accepted = self._accepted
         while accepted and next(iter(accepted.values())) < horizon:
             accepted.popitem(last=False)
-
-
-_BY_APP: weakref.WeakKeyDictionary[web.Application, RecentlyAccepted] = weakref.WeakKeyDictionary()
-
-
-def of(app: web.Application) -> RecentlyAccepted:
-    """The set of ``app`` (one per receiver application, made on first use)."""
-    found = _BY_APP.get(app)
-    if found is None:
-        found = _BY_APP[app] = RecentlyAccepted()
-    return found
