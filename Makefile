@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 # Local defaults for `make run`: deliveries of the log channel land in a file, webhooks may
 # only go to this machine.
-export NOTIFSVC_LOG_CHANNEL_PATH ?= .notifsvc/log-channel.jsonl
+export NOTIFSVC_LOG_PATH ?= .notifsvc/log-channel.jsonl
 export NOTIFSVC_WEBHOOK_ALLOWED_HOSTS ?= localhost,127.0.0.1
 
 .PHONY: install run infra test unit integration lint typecheck format clean

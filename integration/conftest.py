@@ -13,6 +13,8 @@ import pytest
 from integration import infra as infra_mod
 from integration.helpers import running
 from notifsvc import channels, kafka, topics
+from notifsvc.channels.log import LogSettings
+from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.config import Secret, Settings
 from notifsvc.db.migrate import migrate
 from notifsvc.db.store import Store
@@ -40,10 +42,11 @@ async def settings(infra: infra_mod.Infra, tmp_path: Path) -> Settings:
         topic_partitions=4,
         kafka_session_timeout_ms=6000,
         http_port=free_port(),
-        log_channel_path=tmp_path / "log-channel.jsonl",
-        webhook_allowed_hosts=frozenset({"127.0.0.1", "localhost"}),
         max_attempts=3,
         send_timeout_ms=2000,
+    ).with_sections(
+        LogSettings(path=tmp_path / "log-channel.jsonl"),
+        WebhookSettings(allowed_hosts=frozenset({"127.0.0.1", "localhost"})),
     )
     names = topics.all_topics(result, list(channels.REGISTRY))
     await asyncio.to_thread(kafka.create_topics, result, names)

@@ -72,7 +72,7 @@ async def test_dev_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path) -> 
     log_path = tmp_path / "log.jsonl"
     env = clean_env(
         NOTIFSVC_HTTP_PORT=str(port),
-        NOTIFSVC_LOG_CHANNEL_PATH=str(log_path),
+        NOTIFSVC_LOG_PATH=str(log_path),
         NOTIFSVC_KAFKA_SESSION_TIMEOUT_MS="6000",
     )
     lines: list[str] = []

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from integration.helpers import deliveries, eventually, notification
-from notifsvc.channels.log import LogChannel
+from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
@@ -120,7 +120,7 @@ class Pipeline:
         return self.call(eventually(finished, within=60))
 
     def wait_delivered(self, bodies: list[dict[str, object]]) -> None:
-        path = self.settings.log_channel_path
+        path = self.settings.section(LogSettings).path
         assert path is not None
 
         async def delivered() -> bool:

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from integration.helpers import deliveries, eventually, notification, running
-from notifsvc.channels.log import LogChannel
+from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
@@ -49,8 +49,9 @@ async def test_concurrent_posts_with_retries_are_each_delivered(
 
 async def _delivered_all(settings: Settings, wanted: set[str]) -> Counter[str]:
     """The delivery counts once every wanted UUID was delivered, else an empty Counter."""
-    assert settings.log_channel_path is not None
-    seen = deliveries(settings.log_channel_path)
+    path = settings.section(LogSettings).path
+    assert path is not None
+    seen = deliveries(path)
     return seen if wanted <= seen.keys() else Counter()
 
 
@@ -58,7 +59,8 @@ async def test_uuid_posted_again_after_delivery_is_not_delivered_again(
     settings: Settings, api: aiohttp.ClientSession
 ) -> None:
     body = notification()
-    assert settings.log_channel_path is not None
+    path = settings.section(LogSettings).path
+    assert path is not None
     router = Router(settings)
     async with running(router), running(Notificator(settings, LogChannel(settings))):
         async with api.post("/notification", json=body) as resp:
@@ -71,7 +73,7 @@ async def test_uuid_posted_again_after_delivery_is_not_delivered_again(
             return router.duplicates >= 1
 
         await eventually(router_saw_repost)
-    assert deliveries(settings.log_channel_path)[str(body["uuid"])] == 1
+    assert deliveries(path)[str(body["uuid"])] == 1
 
 
 async def test_webhook_delivery_reaches_a_real_http_server(

@@ -15,7 +15,7 @@ import pytest
 from integration.helpers import deliveries, eventually, notification, read_topic, running
 from integration.test_notificator import SlowSink, post, wait_state
 from notifsvc import deadletter, headers, kafka, topics
-from notifsvc.channels.log import LogChannel
+from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, Store, StoreMisconfigured
@@ -118,7 +118,7 @@ async def test_broken_messages_on_every_topic_are_dead_lettered_and_nothing_stop
     messages += [plain(retry, n, h) for n, h in zip(good_direct, GARBAGE_HEADERS, strict=True)]
     await produce(settings, messages)
     notificator = Notificator(settings, LogChannel(settings))
-    path = settings.log_channel_path
+    path = settings.section(LogSettings).path
     assert path is not None
     async with running(Router(settings)) as router, running(notificator):
 

@@ -16,6 +16,8 @@ import orjson
 import pytest
 
 from integration.helpers import notification, running
+from notifsvc.channels.email import EmailSettings
+from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.config import Secret, Settings
 from notifsvc.model import FIELDS
 from notifsvc.process import free_port
@@ -94,7 +96,7 @@ async def test_channel_rules_are_applied(api: aiohttp.ClientSession) -> None:
 
 
 async def test_disabled_channel_is_422_with_reason(settings: Settings) -> None:
-    off = dataclasses.replace(settings, webhook_allowed_hosts=frozenset())
+    off = settings.configure(WebhookSettings, allowed_hosts=frozenset())
     async with (
         running(ReceiverServer(off)),
         aiohttp.ClientSession(f"http://127.0.0.1:{off.http_port}") as api,
@@ -358,7 +360,7 @@ async def test_webhook_urls_with_credentials_are_422(api: aiohttp.ClientSession)
     "char", ["\r", "\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1e"]
 )
 async def test_email_subjects_with_line_breaks_are_422(settings: Settings, char: str) -> None:
-    mail = dataclasses.replace(settings, smtp_host="smtp.example.com", smtp_from="a@example.com")
+    mail = settings.with_sections(EmailSettings(host="smtp.example.com", from_="a@example.com"))
     body = notification("email", to="bob@example.com", subject=f"Disk{char}Bcc: eve@example.com")
     async with (
         running(ReceiverServer(mail)),

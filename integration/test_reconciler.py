@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 
 from integration.helpers import deliveries, eventually, read_topic, running
 from notifsvc import deadletter, kafka, topics
-from notifsvc.channels.log import LogChannel
+from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.config import Settings
 from notifsvc.db.migrate import _files, is_cockroach
 from notifsvc.db.store import _CLAIM_STALLED, _REDRIVEN_LAST_HOUR, _STALLED_BY_CHANNEL, Store
@@ -164,8 +164,9 @@ async def test_notifications_lost_from_their_lane_are_delivered_once_by_the_rout
 
         await eventually(all_sent)
         snap = await collect(own)
-    assert own.log_channel_path is not None
-    assert deliveries(own.log_channel_path) == Counter({str(u): 1 for u in everything})
+    path = own.section(LogSettings).path
+    assert path is not None
+    assert deliveries(path) == Counter({str(u): 1 for u in everything})
     assert {r["redriven"] for r in (await rows(own, everything)).values()} == {1}
     assert redriven_metric() - before == 21
     assert snap.redriven == {"log": 21} and snap.stalled == {}

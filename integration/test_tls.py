@@ -24,7 +24,7 @@ import trustme
 
 from integration.helpers import deliveries, eventually, notification, running
 from notifsvc import channels, kafka, topics
-from notifsvc.channels.log import LogChannel
+from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.config import DatabaseConnection, KafkaConnection, Secret, Settings
 from notifsvc.db.migrate import migrate
 from notifsvc.db.store import Store, StoreMisconfigured
@@ -228,7 +228,7 @@ async def test_the_pipeline_runs_end_to_end_over_mutual_tls(
     ):
         async with api.post("/notification", json=body) as resp:
             assert resp.status == 202, await resp.text()
-        path = secure.log_channel_path
+        path = secure.section(LogSettings).path
         assert path is not None
 
         async def delivered() -> bool:

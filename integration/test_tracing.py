@@ -11,8 +11,8 @@ import pytest
 
 from integration.helpers import deliveries, eventually, notification, read_topic, running
 from notifsvc import topics, tracing
-from notifsvc.channels import Channel
-from notifsvc.channels.log import LogChannel
+from notifsvc.channels import AnyChannel
+from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.dev.fakes.otlp import OtlpCollector, ReceivedSpan
@@ -30,7 +30,7 @@ ERROR = 2  # OTLP status code
 
 
 @asynccontextmanager
-async def pipeline(settings: Settings, channel: Channel) -> AsyncIterator[aiohttp.ClientSession]:
+async def pipeline(settings: Settings, channel: AnyChannel) -> AsyncIterator[aiohttp.ClientSession]:
     """Receiver, router and ``channel``'s notificator running; a client of the receiver.
     On the way out every stage stops, which exports the spans it still holds."""
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -59,8 +59,8 @@ async def test_a_trace_follows_a_notification_from_the_request_to_the_send(
                 "/notification", json=body, headers={"traceparent": CLIENT_TRACEPARENT}
             ) as resp:
                 assert resp.status == 202
-            assert traced.log_channel_path is not None
-            path = traced.log_channel_path
+            path = traced.section(LogSettings).path
+            assert path is not None
             await eventually(lambda: _true(deliveries(path)[str(body["uuid"])] >= 1))
     accept = only(collector.named("POST /notification"))
     route = only(collector.named("route notification"))
@@ -86,7 +86,7 @@ async def test_a_failed_send_is_an_error_span_and_its_dead_letter_keeps_the_trac
     settings: Settings,
 ) -> None:
     async with OtlpCollector() as collector, WebhookSink(Script(400)) as sink:
-        traced = dataclasses.replace(settings, **collector.settings(), **sink.settings())
+        traced = dataclasses.replace(settings, **collector.settings()).with_sections(sink.config())
         body = notification("webhook", to=sink.hook_url())
         async with pipeline(traced, WebhookChannel(traced)) as api:
             async with api.post("/notification", json=body) as resp:

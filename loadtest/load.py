@@ -44,7 +44,7 @@ class LocalPipeline:
         self._env = harness.stage_env(
             {},
             http_port=port,
-            log_channel_path=self.log_path,
+            log_path=self.log_path,
             webhook_allowed_hosts="127.0.0.1,localhost",
             log_level="INFO",
         )

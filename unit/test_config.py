@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from notifsvc import config
+from notifsvc import channels, config
+from notifsvc.channels.email import EmailSettings
+from notifsvc.channels.log import LogSettings
+from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.config import ConfigError, Secret
 
 
@@ -21,15 +24,19 @@ def test_values_are_parsed_into_types() -> None:
             "NOTIFSVC_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
             "NOTIFSVC_DATABASE_URL": "postgresql://u:pw@db:26257/notifsvc",
             "NOTIFSVC_HTTP_PORT": "9000",
-            "NOTIFSVC_LOG_CHANNEL_PATH": "/tmp/log.jsonl",
+            "NOTIFSVC_LOG_PATH": "/tmp/log.jsonl",
             "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS": "Example.com, hooks.local ,",
+            "NOTIFSVC_EMAIL_PORT": "2525",
         }
     )
     assert settings.bootstrap == "k1:9092,k2:9092"
     assert settings.dsn == "postgresql://u:pw@db:26257/notifsvc"
     assert settings.http_port == 9000
-    assert settings.log_channel_path == Path("/tmp/log.jsonl")
-    assert settings.webhook_allowed_hosts == frozenset({"example.com", "hooks.local"})
+    assert settings.section(LogSettings).path == Path("/tmp/log.jsonl")
+    webhook = settings.section(WebhookSettings)
+    assert webhook.allowed_hosts == frozenset({"example.com", "hooks.local"})
+    assert settings.section(EmailSettings).port == 2525
+    assert settings.section(EmailSettings).tls == "starttls"  # a default of the section
 
 
 def test_every_malformed_value_is_reported_by_name() -> None:
@@ -39,7 +46,7 @@ def test_every_malformed_value_is_reported_by_name() -> None:
                 "NOTIFSVC_HTTP_PORT": "eighty",
                 "NOTIFSVC_KAFKA_BOOTSTRAP": "no-port-here",
                 "NOTIFSVC_BATCH_SIZE": "0",
-                "NOTIFSVC_SMTP_TLS": "maybe",
+                "NOTIFSVC_EMAIL_TLS": "maybe",
                 "NOTIFSVC_TRACING_ENDPOINT": "collector:4318",
                 "NOTIFSVC_TRACING_SAMPLE_RATIO": "1.5",
             }
@@ -49,7 +56,7 @@ def test_every_malformed_value_is_reported_by_name() -> None:
         "NOTIFSVC_HTTP_PORT",
         "NOTIFSVC_KAFKA_BOOTSTRAP",
         "NOTIFSVC_BATCH_SIZE",
-        "NOTIFSVC_SMTP_TLS",
+        "NOTIFSVC_EMAIL_TLS",
         "NOTIFSVC_TRACING_ENDPOINT",
         "NOTIFSVC_TRACING_SAMPLE_RATIO",
     ):
@@ -60,6 +67,37 @@ def test_every_malformed_value_is_reported_by_name() -> None:
 def test_unknown_variable_is_an_error() -> None:
     with pytest.raises(ConfigError, match="NOTIFSVC_HTTP_PROT is not a known setting"):
         config.load({"NOTIFSVC_HTTP_PROT": "1"})
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("NOTIFSVC_SMTP_HOST", "NOTIFSVC_EMAIL_HOST"),
+        ("NOTIFSVC_TWILIO_AUTH_TOKEN_FILE", "NOTIFSVC_SMS_AUTH_TOKEN_FILE"),
+        ("NOTIFSVC_LOG_CHANNEL_PATH", "NOTIFSVC_LOG_PATH"),
+    ],
+)
+def test_a_renamed_variable_names_its_new_name(old: str, new: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({old: "x"})
+    assert caught.value.problems == [f"{old} was renamed {new}: rename the variable"]
+
+
+def test_no_channel_variable_is_also_a_core_one() -> None:
+    core = [name for name, _ in config.variables(config.Settings)]
+    sections = [n for cls in channels.REGISTRY.values() for n, _ in config.variables(cls.Config)]
+    assert len(set(core + sections)) == len(core) + len(sections)
+
+
+def test_a_channel_secret_is_read_from_its_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("hunter2\n")
+    settings = config.load({"NOTIFSVC_EMAIL_PASSWORD_FILE": str(tmp_path / "token")})
+    assert settings.section(EmailSettings).password == Secret("hunter2")
+
+
+def test_sections_equal_to_their_defaults_are_not_kept() -> None:
+    assert config.Settings().with_sections(EmailSettings()) == config.Settings()
+    assert config.load({}) == config.Settings()
 
 
 def test_malformed_secret_is_not_echoed() -> None:
@@ -105,8 +143,8 @@ def test_to_env_is_the_inverse_of_load() -> None:
         "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS": "a.example,b.example",
         "NOTIFSVC_API_KEYS": "k1,k2",
         "NOTIFSVC_SEND_RATE": "2.5",
-        "NOTIFSVC_LOG_CHANNEL_PATH": "/tmp/x.jsonl",
-        "NOTIFSVC_SMTP_PASSWORD": "hunter2",
+        "NOTIFSVC_LOG_PATH": "/tmp/x.jsonl",
+        "NOTIFSVC_EMAIL_PASSWORD": "hunter2",
         "NOTIFSVC_TRACING_ENDPOINT": "http://otel-collector:4318",
         "NOTIFSVC_TRACING_SAMPLE_RATIO": "0.25",
     }

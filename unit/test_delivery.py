@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import uuid
 
-from notifsvc.channels import Channel, PermanentError, Throttled, TransientError
+from notifsvc.channels import AnyChannel, PermanentError, Throttled, TransientError
 from notifsvc.config import Settings
 from notifsvc.delivery import (
     MAX_RETRY_DELAY,
@@ -21,7 +21,7 @@ from notifsvc.model import FieldError, Notification, State
 ACCEPTED = 1_000_000.0
 
 
-class Scripted(Channel):
+class Scripted(AnyChannel):
     """Answers each send with the next scripted exception (None: success)."""
 
     name = "scripted"
@@ -41,7 +41,7 @@ class Scripted(Channel):
             raise step
 
 
-def policy(channel: Channel, now: float = ACCEPTED + 1) -> DeliveryPolicy:
+def policy(channel: AnyChannel, now: float = ACCEPTED + 1) -> DeliveryPolicy:
     return DeliveryPolicy(channel.settings, channel, clock=lambda: now)
 
 

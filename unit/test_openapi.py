@@ -11,12 +11,16 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from notifsvc.api.validation import Validator
+from notifsvc.channels.slack import SlackSettings
+from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.config import Secret, Settings
 from notifsvc.model import InvalidNotification
 from notifsvc.openapi import document, notification_schema, render_html
 
 #: Channels whose rules JSON Schema says exactly (log), or exactly for short texts (slack).
-EXACT = Settings(channels=frozenset({"log", "slack"}), slack_token=Secret("xoxb-1"))
+EXACT = Settings(channels=frozenset({"log", "slack"})).with_sections(
+    SlackSettings(token=Secret("xoxb-1"))
+)
 UID = "0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
 
 
@@ -67,7 +71,8 @@ def test_the_examples_together_are_a_valid_notification() -> None:
 
 
 def test_an_example_recipient_some_channel_refuses_is_left_out() -> None:
-    validator = Validator.from_settings(Settings(webhook_allowed_hosts=frozenset({"h.example"})))
+    webhook = WebhookSettings(allowed_hosts=frozenset({"h.example"}))
+    validator = Validator.from_settings(Settings().with_sections(webhook))
     assert "examples" not in notification_schema(validator)["properties"]["to"]
 
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from notifsvc.channels import Channel
+from notifsvc.channels import AnyChannel
 from notifsvc.model import Notification
 
-C = TypeVar("C", bound=Channel)
+C = TypeVar("C", bound=AnyChannel)
 
 #: Small enough that a hanging provider costs a test well under a second.
 SHORT_TIMEOUT_MS = 300

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from integration.channels.support import SHORT_TIMEOUT_MS, note, started
 from integration.helpers import eventually
 from notifsvc.channels import PermanentError, TransientError
-from notifsvc.channels.email import DEFAULT_SUBJECT, POOL_SIZE, EmailChannel
+from notifsvc.channels.email import DEFAULT_SUBJECT, POOL_SIZE, EmailChannel, EmailSettings
 from notifsvc.config import Secret, Settings
 from notifsvc.dev.fakes.script import HANG, Reply, Script
 from notifsvc.dev.fakes.smtp import FROM_ADDRESS, FakeSmtp
@@ -25,9 +27,9 @@ async def smtp() -> AsyncIterator[FakeSmtp]:
         yield fake
 
 
-def channel_for(fake: FakeSmtp, **overrides: object) -> EmailChannel:
-    settings = Settings(**(fake.settings() | {"send_timeout_ms": 2000} | overrides))
-    return EmailChannel(settings)
+def channel_for(fake: FakeSmtp, *, send_timeout_ms: int = 2000, **overrides: Any) -> EmailChannel:
+    config = dataclasses.replace(fake.config(), **overrides)
+    return EmailChannel(Settings(send_timeout_ms=send_timeout_ms).with_sections(config))
 
 
 async def test_delivers_with_auth_subject_and_message_id(smtp: FakeSmtp) -> None:
@@ -53,7 +55,7 @@ async def test_default_subject_and_unicode_body(smtp: FakeSmtp) -> None:
 
 
 async def test_wrong_password_is_permanent(smtp: FakeSmtp) -> None:
-    channel = channel_for(smtp, smtp_password=Secret("wrong"))
+    channel = channel_for(smtp, password=Secret("wrong"))
     async with started(channel):
         with pytest.raises(PermanentError, match="535"):
             await channel.send(note("email", TO))
@@ -96,7 +98,8 @@ async def test_unvalidated_header_injection_is_refused(smtp: FakeSmtp) -> None:
 
 
 async def test_no_server_is_transient() -> None:
-    settings = Settings(smtp_host="127.0.0.1", smtp_port=free_port(), smtp_from=FROM_ADDRESS)
+    config = EmailSettings(host="127.0.0.1", port=free_port(), from_=FROM_ADDRESS)
+    settings = Settings().with_sections(config)
     async with started(EmailChannel(settings)) as channel:
         with pytest.raises(TransientError):
             await channel.send(note("email", TO))
@@ -104,7 +107,7 @@ async def test_no_server_is_transient() -> None:
 
 async def test_starttls_required_but_not_offered_never_sends_in_plain_text() -> None:
     async with FakeSmtp() as fake:
-        async with started(channel_for(fake, smtp_tls="starttls")) as channel:
+        async with started(channel_for(fake, tls="starttls")) as channel:
             with pytest.raises(PermanentError, match="STARTTLS"):
                 await channel.send(note("email", TO))
         assert fake.messages == []

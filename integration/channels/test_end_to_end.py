@@ -6,7 +6,6 @@ notificators all see the channels configured against the fakes.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import aiohttp
 import pytest
 
 from integration.helpers import eventually, notification, running
-from notifsvc.channels import Channel
+from notifsvc.channels import AnyChannel
 from notifsvc.channels.email import EmailChannel
 from notifsvc.channels.slack import SlackChannel
 from notifsvc.channels.sms import SmsChannel
@@ -48,8 +47,8 @@ async def fakes() -> AsyncIterator[Fakes]:
 
 @pytest.fixture
 async def settings(settings: Settings, fakes: Fakes) -> Settings:
-    overrides = fakes.smtp.settings() | fakes.twilio.settings() | fakes.slack.settings()
-    configured = dataclasses.replace(settings, **overrides)
+    configs = (fakes.smtp.config(), fakes.twilio.config(), fakes.slack.config())
+    configured = settings.with_sections(*configs)
     assert configured.max_attempts >= 3
     return configured
 
@@ -58,7 +57,7 @@ async def deliver(
     settings: Settings,
     api: aiohttp.ClientSession,
     store: Store,
-    channel: Channel,
+    channel: AnyChannel,
     body: dict[str, object],
 ) -> dict[str, Any]:
     """Post ``body``, run the router and ``channel``'s notificator until it is finished."""

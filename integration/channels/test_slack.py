@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -23,11 +25,12 @@ async def slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
-def channel_for(fake: FakeSlack, **overrides: object) -> SlackChannel:
-    return SlackChannel(Settings(**(fake.settings() | {"send_timeout_ms": 2000} | overrides)))
+def channel_for(fake: FakeSlack, *, send_timeout_ms: int = 2000, **overrides: Any) -> SlackChannel:
+    config = dataclasses.replace(fake.config(), **overrides)
+    return SlackChannel(Settings(send_timeout_ms=send_timeout_ms).with_sections(config))
 
 
-async def send(fake: FakeSlack, to: str = TO, **overrides: object) -> None:
+async def send(fake: FakeSlack, to: str = TO, **overrides: Any) -> None:
     async with started(channel_for(fake, **overrides)) as channel:
         await channel.send(note("slack", to, "disk almost full ⚠", subject="Disk"))
 
@@ -49,7 +52,7 @@ async def test_channel_name_recipient(slack: FakeSlack) -> None:
 
 async def test_wrong_token_is_permanent(slack: FakeSlack) -> None:
     with pytest.raises(PermanentError, match="invalid_auth"):
-        await send(slack, slack_token=Secret("xoxb-wrong"))
+        await send(slack, token=Secret("xoxb-wrong"))
     assert slack.messages == []
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -23,11 +25,12 @@ async def twilio() -> AsyncIterator[FakeTwilio]:
         yield fake
 
 
-def channel_for(fake: FakeTwilio, **overrides: object) -> SmsChannel:
-    return SmsChannel(Settings(**(fake.settings() | {"send_timeout_ms": 2000} | overrides)))
+def channel_for(fake: FakeTwilio, *, send_timeout_ms: int = 2000, **overrides: Any) -> SmsChannel:
+    config = dataclasses.replace(fake.config(), **overrides)
+    return SmsChannel(Settings(send_timeout_ms=send_timeout_ms).with_sections(config))
 
 
-async def send(fake: FakeTwilio, txt: str = "disk almost full", **overrides: object) -> None:
+async def send(fake: FakeTwilio, txt: str = "disk almost full", **overrides: Any) -> None:
     async with started(channel_for(fake, **overrides)) as channel:
         await channel.send(note("sms", TO, txt, subject="ignored"))
 
@@ -44,13 +47,13 @@ async def test_delivers_form_encoded_with_basic_auth(twilio: FakeTwilio) -> None
 
 
 async def test_base_url_with_trailing_slash(twilio: FakeTwilio) -> None:
-    await send(twilio, twilio_api_url=twilio.url + "/")
+    await send(twilio, api_url=twilio.url + "/")
     assert len(twilio.messages) == 1
 
 
 async def test_wrong_token_is_permanent(twilio: FakeTwilio) -> None:
     with pytest.raises(PermanentError, match="20003"):
-        await send(twilio, twilio_auth_token=Secret("wrong"))
+        await send(twilio, auth_token=Secret("wrong"))
     assert twilio.messages == []
 
 

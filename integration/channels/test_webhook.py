@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -28,12 +30,14 @@ async def sink() -> AsyncIterator[WebhookSink]:
         yield fake
 
 
-def channel_for(sink: WebhookSink, **overrides: object) -> WebhookChannel:
-    base = sink.settings() | {"webhook_secret": Secret(SECRET), "send_timeout_ms": 2000}
-    return WebhookChannel(Settings(**(base | overrides)))
+def channel_for(
+    sink: WebhookSink, *, send_timeout_ms: int = 2000, **overrides: Any
+) -> WebhookChannel:
+    config = dataclasses.replace(sink.config(), secret=Secret(SECRET), **overrides)
+    return WebhookChannel(Settings(send_timeout_ms=send_timeout_ms).with_sections(config))
 
 
-async def send(sink: WebhookSink, **overrides: object) -> None:
+async def send(sink: WebhookSink, **overrides: Any) -> None:
     async with started(channel_for(sink, **overrides)) as channel:
         await channel.send(note("webhook", sink.hook_url(), "deploy finished"))
 
@@ -170,7 +174,7 @@ class _Buggy(WebhookChannel):
 
 
 async def test_a_surprise_while_sending_is_a_permanent_error(sink: WebhookSink) -> None:
-    async with started(_Buggy(Settings(**sink.settings()))) as channel:
+    async with started(_Buggy(Settings().with_sections(sink.config()))) as channel:
         with pytest.raises(PermanentError, match="send failed unexpectedly: KeyError: 'ok'") as c:
             await channel.send(note("webhook", sink.hook_url()))
     assert f"webhook to 127.0.0.1:{sink.port}" in str(c.value)

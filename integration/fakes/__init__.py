@@ -2,9 +2,8 @@
 implementation for the tests, ``notifsvc dev`` and the compose stack); re-exported here so
 that ``from integration.fakes import ...`` keeps working.
 
-Each is an async context manager (or ``start()``/``stop()``) and has ``settings()``: the
-:class:`~notifsvc.config.Settings` fields that point its channel at it, for
-``Settings(**fake.settings())`` or ``dataclasses.replace(settings, **fake.settings())``.
+Each is an async context manager (or ``start()``/``stop()``) and has ``config()``: its
+channel's settings section pointed at it, for ``settings.with_sections(fake.config())``.
 """
 
 from notifsvc.dev.fakes.http import HttpFake, Seen

@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 
 from notifsvc import channels, config, kafka, topics
+from notifsvc.channels.log import LogSettings
 from notifsvc.config import Settings
 from notifsvc.db.migrate import migrate
 from notifsvc.dev.broker import TansuBroker
@@ -42,7 +43,7 @@ class Lane:
 
     @property
     def log_channel(self) -> Path:
-        return self.settings.log_channel_path or self.folder / "log-channel.jsonl"
+        return self.settings.section(LogSettings).path or self.folder / "log-channel.jsonl"
 
     @property
     def base_url(self) -> str:
@@ -137,7 +138,7 @@ class ChaosInfra:
             "topic_partitions": str(PARTITIONS),
             "kafka_session_timeout_ms": str(SESSION_TIMEOUT_MS),
             "http_port": str(free_port()),
-            "log_channel_path": str(folder / "log-channel.jsonl"),
+            "log_path": str(folder / "log-channel.jsonl"),
             "webhook_allowed_hosts": "127.0.0.1",
             "produce_timeout_ms": "2000",
             "max_attempts": "5",

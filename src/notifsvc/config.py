@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from notifsvc.ratelimit import rate_problem
 
@@ -97,13 +97,6 @@ def _log_format(raw: str) -> str:
     return fmt
 
 
-def _smtp_tls(raw: str) -> str:
-    mode = raw.strip().lower()
-    if mode not in {"none", "starttls", "tls"}:
-        raise ValueError("expected none, starttls or tls")
-    return mode
-
-
 def _kafka_bootstrap(raw: str) -> str:
     for server in raw.split(","):
         host, sep, port = server.strip().rpartition(":")
@@ -183,6 +176,61 @@ def _kafka_extra(raw: str) -> Secret:
 
 def _spec(parse: Callable[[str], Any], *, secret: bool = False) -> dict[str, Any]:
     return {"parse": parse, "secret": secret}
+
+
+def setting(default: Any, parse: Callable[[str], Any], *, secret: bool = False) -> Any:
+    """A field of :class:`Settings` or of a :class:`Section`: its default, the parser of its
+    environment variable (raising ``ValueError`` with a readable message), and whether it
+    is a secret (masked everywhere, also read from ``*_FILE``)."""
+    return field(default=default, metadata=_spec(parse, secret=secret))
+
+
+#: Parsers for the fields of a :class:`Section`.
+as_port = _port
+as_csv = _csv
+as_url = _url
+as_bool = _bool
+as_positive_int = _positive_int
+as_readable_file = _readable_file
+one_of = _choice
+
+
+@dataclass(frozen=True)
+class Section:
+    """The settings of one plugin (a channel), read from ``NOTIFSVC_<PREFIX>_<FIELD>``.
+
+    Subclass it as a frozen dataclass whose fields are made with :func:`setting`::
+
+        @dataclass(frozen=True)
+        class EmailSettings(Section, prefix="email"):
+            host: str | None = setting(None, str)
+
+    A field named ``from_`` is read from ``..._FROM``. Every field has a default, so that a
+    section that was not configured still exists (and says why it cannot run).
+    """
+
+    prefix: ClassVar[str] = ""
+
+    def __init_subclass__(cls, *, prefix: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if prefix:
+            cls.prefix = prefix
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        return f"{PREFIX}{cls.prefix.upper()}_{field_name.rstrip('_').upper()}"
+
+    def disabled_reason(self) -> str | None:
+        """Why the plugin cannot run with these settings (naming the variables), or None."""
+        return None
+
+    def missing(self, *names: str) -> str | None:
+        """A reason naming each listed field that is unset, or None when all are set."""
+        unset = [self.env_name(n) for n in names if getattr(self, n) is None]
+        return f"{', '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set" if unset else None
+
+
+S = TypeVar("S", bound=Section)
 
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -282,25 +330,10 @@ class Settings:
     throttle_budget_seconds: int = field(default=3_600, metadata=_spec(_positive_int))
     send_rate: float = field(default=0.0, metadata=_spec(_rate))
     channels: frozenset[str] | None = field(default=None, metadata=_spec(_csv))
-    log_channel_path: Path | None = field(default=None, metadata=_spec(Path))
-    webhook_allowed_hosts: frozenset[str] = field(default=frozenset(), metadata=_spec(_csv))
-    webhook_secret: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
     api_keys: tuple[Secret, ...] = field(default=(), metadata=_spec(_secrets, secret=True))
     rate_limit_per_key: float = field(default=0.0, metadata=_spec(_rate))
     max_batch_items: int = field(default=500, metadata=_spec(_positive_int))
     max_batch_bytes: int = field(default=1_048_576, metadata=_spec(_positive_int))
-    smtp_host: str | None = field(default=None, metadata=_spec(str))
-    smtp_port: int = field(default=587, metadata=_spec(_port))
-    smtp_username: str | None = field(default=None, metadata=_spec(str))
-    smtp_password: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
-    smtp_from: str | None = field(default=None, metadata=_spec(str))
-    smtp_tls: str = field(default="starttls", metadata=_spec(_smtp_tls))
-    twilio_api_url: str = field(default="https://api.twilio.com", metadata=_spec(str))
-    twilio_account_sid: str | None = field(default=None, metadata=_spec(str))
-    twilio_auth_token: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
-    twilio_from: str | None = field(default=None, metadata=_spec(str))
-    slack_api_url: str = field(default="https://slack.com/api", metadata=_spec(str))
-    slack_token: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
     metrics_port: int = field(default=0, metadata=_spec(_port))
     tracing_endpoint: str | None = field(default=None, metadata=_spec(_url))
     tracing_sample_ratio: float = field(default=1.0, metadata=_spec(_ratio))
@@ -309,6 +342,26 @@ class Settings:
     redrive_period_seconds: int = field(default=30, metadata=_spec(_positive_int))
     redrive_rate: float = field(default=200.0, metadata=_spec(_rate))
     redrive_expire_seconds: int = field(default=86_400, metadata=_spec(_positive_int))
+    #: The settings of each channel (:attr:`notifsvc.channels.base.Channel.Config`) that
+    #: differ from their defaults; read them with :meth:`section`.
+    sections: frozenset[Section] = field(default=frozenset(), metadata={"sections": True})
+
+    def section(self, cls: type[S]) -> S:
+        """The settings of one section: as configured, else its defaults."""
+        for section in self.sections:
+            if type(section) is cls:
+                return section
+        return cls()
+
+    def with_sections(self, *sections: Section) -> Settings:
+        """These settings with ``sections`` replacing the ones of the same type."""
+        types = {type(s) for s in sections}
+        kept = {s for s in self.sections if type(s) not in types}
+        return replace(self, sections=frozenset(kept | {s for s in sections if s != type(s)()}))
+
+    def configure(self, cls: type[S], **changes: Any) -> Settings:
+        """These settings with some fields of section ``cls`` changed."""
+        return self.with_sections(replace(self.section(cls), **changes))
 
     def require(self, *names: str) -> None:
         """Raise :class:`ConfigError` naming every listed setting that is unset."""
@@ -321,9 +374,8 @@ class Settings:
     def redacted(self) -> dict[str, str]:
         """The settings as strings, safe to log: secrets are masked."""
         out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[env_name(f.name)] = "**********" if f.metadata["secret"] and value else str(value)
+        for name, f, value in _values(self):
+            out[name] = "**********" if f.metadata["secret"] and value else str(value)
         return out
 
     def topic(self, name: str) -> str:
@@ -379,21 +431,55 @@ def env_name(field_name: str) -> str:
     return PREFIX + field_name.upper()
 
 
-def known_variables() -> frozenset[str]:
+def env_fields(cls: type[Any]) -> list[Field[Any]]:
+    """The fields of ``Settings`` or of a section that come from a variable."""
+    return [f for f in fields(cls) if "parse" in f.metadata]
+
+
+def variables(cls: type[Any]) -> list[tuple[str, Field[Any]]]:
+    """``(variable, field)`` of every setting of ``Settings`` or of a section."""
+    name = cls.env_name if issubclass(cls, Section) else env_name
+    return [(name(f.name), f) for f in env_fields(cls)]
+
+
+def registered_sections() -> tuple[type[Section], ...]:
+    """The sections of the registered channels (imported here, late: channels import this)."""
+    from notifsvc.channels import REGISTRY  # noqa: PLC0415 - channels import this module
+
+    return tuple(cls.Config for cls in REGISTRY.values())
+
+
+def _all_variables(sections: Iterable[type[Section]]) -> list[tuple[str, Field[Any]]]:
+    classes: list[type[Any]] = [Settings, *sections]
+    return [pair for cls in classes for pair in variables(cls)]
+
+
+def _values(settings: Settings) -> list[tuple[str, Field[Any], Any]]:
+    """``(variable, field, value)`` of every setting, the sections' included."""
+    parts: list[Any] = [settings, *sorted(settings.sections, key=lambda s: s.prefix)]
+    return [(name, f, getattr(part, f.name)) for part in parts for name, f in variables(type(part))]
+
+
+def secret_variables(sections: Iterable[type[Section]] | None = None) -> frozenset[str]:
+    """The variables that hold secrets (each also readable from ``*_FILE``)."""
+    pairs = _all_variables(registered_sections() if sections is None else sections)
+    return frozenset(name for name, f in pairs if f.metadata["secret"])
+
+
+def known_variables(sections: Iterable[type[Section]] | None = None) -> frozenset[str]:
     """Every ``NOTIFSVC_*`` variable the code reads (secrets also as ``*_FILE``)."""
-    names = {env_name(f.name) for f in fields(Settings)}
-    files = {env_name(f.name) + FILE_SUFFIX for f in fields(Settings) if f.metadata["secret"]}
-    return frozenset(names | files)
+    pairs = _all_variables(registered_sections() if sections is None else sections)
+    files = {name + FILE_SUFFIX for name, f in pairs if f.metadata["secret"]}
+    return frozenset({name for name, _ in pairs} | files)
 
 
 #: ``NOTIFSVC_<SECRET>_FILE`` names a file holding the secret (as Kubernetes mounts them).
 FILE_SUFFIX = "_FILE"
 
 
-def _raw(env: Mapping[str, str], f: Any, problems: list[str]) -> str | None:
-    """The raw value of setting ``f``: its variable, or for a secret the file its
-    ``*_FILE`` variable names (read once, here; a trailing newline is dropped)."""
-    name = env_name(f.name)
+def _raw(env: Mapping[str, str], name: str, f: Any, problems: list[str]) -> str | None:
+    """The raw value of setting ``f`` (variable ``name``): the variable, or for a secret the
+    file its ``*_FILE`` variable names (read once, here; a trailing newline is dropped)."""
     raw = env.get(name)
     path = env.get(name + FILE_SUFFIX) if f.metadata["secret"] else None
     if path is None or not path.strip():
@@ -408,25 +494,39 @@ def _raw(env: Mapping[str, str], f: Any, problems: list[str]) -> str | None:
         return None
 
 
-def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read, parse and validate settings; unknown ``NOTIFSVC_*`` names are errors too."""
-    env = os.environ if environ is None else environ
+def _parse(cls: type[Any], env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """The set variables of ``Settings`` or of a section, parsed by field name."""
     values: dict[str, Any] = {}
-    problems: list[str] = []
-    for f in fields(Settings):
-        raw = _raw(env, f, problems)
+    for name, f in variables(cls):
+        raw = _raw(env, name, f, problems)
         if raw is None or raw.strip() == "":
             continue
         try:
             values[f.name] = f.metadata["parse"](raw)
         except ValueError as exc:
             shown = "(hidden)" if f.metadata["secret"] else repr(raw)
-            problems.append(f"{env_name(f.name)}={shown}: {exc}")
-    problems.extend(_unknown(env))
+            problems.append(f"{name}={shown}: {exc}")
+    return values
+
+
+def load(
+    environ: Mapping[str, str] | None = None,
+    *,
+    sections: Iterable[type[Section]] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read, parse and validate settings, each registered channel's section included
+    (``sections`` replaces that list); unknown ``NOTIFSVC_*`` names are errors too."""
+    env = os.environ if environ is None else environ
+    sections = registered_sections() if sections is None else tuple(sections)
+    problems: list[str] = []
+    values = _parse(Settings, env, problems)
+    parsed = [cls(**_parse(cls, env, problems)) for cls in sections]
+    problems.extend(_unknown(env, sections))
     if problems:
         raise ConfigError(problems)
     values.update(overrides)
-    settings = Settings(**values)
+    settings = Settings(**values).with_sections(*parsed)
     problems = connection_problems(settings)
     if problems:
         raise ConfigError(problems)
@@ -464,24 +564,39 @@ def connection_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def _unknown(env: Iterable[str]) -> list[str]:
-    known = known_variables()
-    return [
-        f"{name} is not a known setting (typo?)"
-        for name in sorted(env)
-        if name.startswith(PREFIX) and name not in known
-    ]
+#: Variables of earlier releases, and what they are called now.
+RENAMED: Final = {
+    "NOTIFSVC_LOG_CHANNEL_PATH": "NOTIFSVC_LOG_PATH",
+    "NOTIFSVC_SMTP_HOST": "NOTIFSVC_EMAIL_HOST",
+    "NOTIFSVC_SMTP_PORT": "NOTIFSVC_EMAIL_PORT",
+    "NOTIFSVC_SMTP_USERNAME": "NOTIFSVC_EMAIL_USERNAME",
+    "NOTIFSVC_SMTP_PASSWORD": "NOTIFSVC_EMAIL_PASSWORD",
+    "NOTIFSVC_SMTP_FROM": "NOTIFSVC_EMAIL_FROM",
+    "NOTIFSVC_SMTP_TLS": "NOTIFSVC_EMAIL_TLS",
+    "NOTIFSVC_TWILIO_API_URL": "NOTIFSVC_SMS_API_URL",
+    "NOTIFSVC_TWILIO_ACCOUNT_SID": "NOTIFSVC_SMS_ACCOUNT_SID",
+    "NOTIFSVC_TWILIO_AUTH_TOKEN": "NOTIFSVC_SMS_AUTH_TOKEN",
+    "NOTIFSVC_TWILIO_FROM": "NOTIFSVC_SMS_FROM",
+}
+
+
+def _unknown(env: Iterable[str], sections: Iterable[type[Section]]) -> list[str]:
+    known = known_variables(sections)
+    problems = []
+    for name in sorted(n for n in env if n.startswith(PREFIX) and n not in known):
+        base = name.removesuffix(FILE_SUFFIX)
+        if base in RENAMED:
+            new = RENAMED[base] + name[len(base) :]
+            problems.append(f"{name} was renamed {new}: rename the variable")
+        else:
+            problems.append(f"{name} is not a known setting (typo?)")
+    return problems
 
 
 def to_env(settings: Settings) -> dict[str, str]:
     """The ``NOTIFSVC_*`` variables that reproduce ``settings`` (defaults left out): the
     inverse of :func:`load`, for starting a stage process with the same configuration."""
-    env = {}
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        if value != f.default:
-            env[env_name(f.name)] = _env_value(value)
-    return env
+    return {name: _env_value(value) for name, f, value in _values(settings) if value != f.default}
 
 
 def _env_value(value: object) -> str:

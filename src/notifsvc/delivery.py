@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from notifsvc import metrics
 from notifsvc.batching import backoff
-from notifsvc.channels import Channel, DeliveryError, PermanentError, Throttled, TransientError
+from notifsvc.channels import AnyChannel, DeliveryError, PermanentError, Throttled, TransientError
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome
 from notifsvc.model import Notification, State
@@ -107,7 +107,7 @@ class DeliveryPolicy:
     def __init__(
         self,
         settings: Settings,
-        channel: Channel,
+        channel: AnyChannel,
         *,
         clock: Clock = time.time,
         throttle: Throttle | None = None,

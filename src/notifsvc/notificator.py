@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from notifsvc import deadletter, headers, metrics, preflight, topics, tracing
 from notifsvc.batching import BatchLoop, Postponed
-from notifsvc.channels import Channel
+from notifsvc.channels import AnyChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, Store, StoreRefused
 from notifsvc.deadletter import Message, dead_letter
@@ -49,7 +49,9 @@ class Incoming(NamedTuple):
 
 
 class Notificator:
-    def __init__(self, settings: Settings, channel: Channel, *, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, channel: AnyChannel, *, store: Store | None = None
+    ) -> None:
         self.settings = settings
         self.channel = channel
         self.name = topics.notificator_name(channel.name)

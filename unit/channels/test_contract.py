@@ -1,71 +1,37 @@
 """The channel contract, checked once for every registered channel.
 
-A channel added to ``REGISTRY`` without an entry in :data:`CASES` fails here, so each new
-channel states its settings, a good recipient and some bad ones.
+Each channel's own test module, ``unit/channels/test_<name>.py``, states its case as
+``CASE`` (:class:`unit.channels.contract.Case`): its settings, a good recipient and some
+bad ones. A channel added to ``REGISTRY`` without that module fails here.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from notifsvc import config
 from notifsvc.channels import REGISTRY, Channel, TransientError
-from notifsvc.config import Secret, Settings, env_name
+from notifsvc.channels.log import LogSettings
 from notifsvc.model import Notification
+from unit.channels.contract import Case
 
 
-@dataclass(frozen=True)
-class Case:
-    #: Settings with which the channel is enabled.
-    settings: Settings
-    #: Settings fields whose absence (default value) disables the channel.
-    required: tuple[str, ...]
-    good: str
-    bad: tuple[str, ...]
+def _case(name: str) -> Case:
+    case = importlib.import_module(f"unit.channels.test_{name}").CASE
+    assert isinstance(case, Case), f"unit/channels/test_{name}.py: CASE must be a Case"
+    return case
 
 
-CASES: dict[str, Case] = {
-    "log": Case(Settings(), (), "ops-team", ("", "   ")),
-    "webhook": Case(
-        Settings(webhook_allowed_hosts=frozenset({"hooks.example.com"})),
-        ("webhook_allowed_hosts",),
-        "https://hooks.example.com/notify",
-        ("ftp://hooks.example.com/x", "https://evil.example.net/", "not a url", ""),
-    ),
-    "email": Case(
-        Settings(smtp_host="smtp.example.com", smtp_from="notifsvc@example.com"),
-        ("smtp_host", "smtp_from"),
-        "alice@example.com",
-        ("alice", "alice@", "@example.com", "a b@example.com", "Alice <alice@example.com>", ""),
-    ),
-    "sms": Case(
-        Settings(
-            twilio_account_sid="AC123",
-            twilio_auth_token=Secret("token"),
-            twilio_from="+15005550006",
-        ),
-        ("twilio_account_sid", "twilio_auth_token", "twilio_from"),
-        "+14155552671",
-        ("4155552671", "+1 415 555 2671", "+1415555", "+0123456789", "alice@example.com", ""),
-    ),
-    "slack": Case(
-        Settings(slack_token=Secret("xoxb-1")),
-        ("slack_token",),
-        "C0123456789",
-        ("general", "#General", "c0123456789", "#" + "a" * 81, "X0123456789", ""),
-    ),
-}
-
+CASES: dict[str, Case] = {name: _case(name) for name in REGISTRY}
 NAMES = sorted(REGISTRY)
-UNCONFIGURED = Settings()
 
 
 def note(name: str, to: str, txt: str = "disk almost full") -> Notification:
@@ -74,6 +40,9 @@ def note(name: str, to: str, txt: str = "disk almost full") -> Notification:
 
 def test_every_registered_channel_has_a_contract_case() -> None:
     assert set(REGISTRY) == set(CASES)
+    assert all(
+        CASES[n].config is None or type(CASES[n].config) is REGISTRY[n].Config for n in CASES
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -117,7 +86,7 @@ def test_the_audit_hook_sees_io(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_constructs_without_io(name: str, tmp_path: Path) -> None:
     """Synchronous on purpose: with no event loop running, no client session can be made."""
-    settings = dataclasses.replace(CASES[name].settings, log_channel_path=tmp_path / "d" / "l")
+    settings = CASES[name].settings.with_sections(LogSettings(path=tmp_path / "d" / "l"))
     with audited() as events:
         channel = REGISTRY[name](settings)
     assert events == []
@@ -159,16 +128,25 @@ def test_enabled_when_configured(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "field"), [(n, f) for n in NAMES for f in CASES[n].required])
 def test_disabled_reason_names_the_missing_variable(name: str, field: str) -> None:
-    default = getattr(UNCONFIGURED, field)
-    unconfigured = dataclasses.replace(CASES[name].settings, **{field: default})
+    cls = REGISTRY[name].Config
+    default = getattr(cls(), field)
+    unconfigured = CASES[name].settings.configure(cls, **{field: default})
     reason = REGISTRY[name].disabled_reason(unconfigured)
     assert reason is not None
-    assert env_name(field) in reason
+    assert cls.env_name(field) in reason
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_variables_are_under_the_channel_prefix(name: str) -> None:
+    cls = REGISTRY[name].Config
+    for field in config.env_fields(cls):
+        assert cls.env_name(field.name).startswith(f"NOTIFSVC_{name.upper()}_")
+    assert config.load({}).section(cls) == cls()
 
 
 @pytest.mark.parametrize("name", NAMES)
 async def test_stop_before_start_and_twice_is_safe(name: str, tmp_path: Path) -> None:
-    settings = dataclasses.replace(CASES[name].settings, log_channel_path=tmp_path / "log.jsonl")
+    settings = CASES[name].settings.with_sections(LogSettings(path=tmp_path / "log.jsonl"))
     channel = REGISTRY[name](settings)
     await channel.stop()
     await channel.start()

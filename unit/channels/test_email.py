@@ -18,13 +18,22 @@ from notifsvc.channels.email import (
     DEFAULT_SUBJECT,
     MAX_SUBJECT_CHARS,
     EmailChannel,
+    EmailSettings,
     build_message,
     classify,
 )
 from notifsvc.config import Secret, Settings
 from notifsvc.model import MAX_ACCEPTED_AT, Notification
+from unit.channels.contract import Case
 
-SETTINGS = Settings(smtp_host="smtp.example.com", smtp_from="Ops <ops@example.com>")
+CONFIG = EmailSettings(host="smtp.example.com", from_="Ops <ops@example.com>")
+SETTINGS = Settings().with_sections(CONFIG)
+CASE = Case(
+    EmailSettings(host="smtp.example.com", from_="notifsvc@example.com"),
+    ("host", "from_"),
+    "alice@example.com",
+    ("alice", "alice@", "@example.com", "a b@example.com", "Alice <alice@example.com>", ""),
+)
 
 
 def note(to: str = "alice@example.com", **kw: object) -> Notification:
@@ -80,7 +89,7 @@ def test_rejects_subjects_with_line_breaks_or_control_characters(char: str) -> N
 def test_accepts_other_subjects(subject: str) -> None:
     errors = EmailChannel(SETTINGS).validate(note(subject=subject))
     assert errors == []
-    assert build_message(SETTINGS, note(subject=subject))["Subject"] == subject
+    assert build_message(CONFIG, note(subject=subject))["Subject"] == subject
 
 
 def test_accepts_a_subject_at_the_limit() -> None:
@@ -89,14 +98,14 @@ def test_accepts_a_subject_at_the_limit() -> None:
 
 def test_message_has_id_from_uuid_subject_and_stable_date() -> None:
     n = note(subject="Disk", txt="90% full")
-    message = build_message(SETTINGS, n)
+    message = build_message(CONFIG, n)
     assert message["Message-ID"] == f"<{n.uuid}@notifsvc>"
     assert message["Subject"] == "Disk"
     assert message["From"] == "Ops <ops@example.com>"
     assert message["To"] == "alice@example.com"
     assert parsedate_to_datetime(message["Date"]).timestamp() == 1_700_000_000
     assert message.get_content().strip() == "90% full"
-    assert build_message(SETTINGS, n).as_bytes() == message.as_bytes()
+    assert build_message(CONFIG, n).as_bytes() == message.as_bytes()
 
 
 senders = (
@@ -125,18 +134,19 @@ addresses = st.emails() | st.text(max_size=40) | st.builds(lambda a, b: f"{a}@{b
 def test_every_notification_validate_accepts_builds_a_message(
     sender: str, to: str, txt: str, subject: str | None, accepted_at: float
 ) -> None:
-    settings = Settings(smtp_host="smtp.example.com", smtp_from=sender)
+    config = EmailSettings(host="smtp.example.com", from_=sender)
+    settings = Settings().with_sections(config)
     assume(EmailChannel.disabled_reason(settings) is None)
     n = note(to, txt=txt, subject=subject, accepted_at=accepted_at)
     assume(EmailChannel(settings).validate(n) == [])
-    message = build_message(settings, n)
+    message = build_message(config, n)
     assert message.as_bytes(policy=SMTPUTF8)  # what aiosmtplib sends, at the latest
 
 
 async def test_a_message_that_cannot_be_built_is_a_permanent_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def explode(settings: Settings, notification: Notification) -> None:
+    def explode(settings: EmailSettings, notification: Notification) -> None:
         raise LookupError("no such codec")
 
     monkeypatch.setattr(email_channel, "build_message", explode)
@@ -150,23 +160,23 @@ async def test_a_message_that_cannot_be_built_is_a_permanent_error(
 
 
 def test_message_without_subject_gets_the_default() -> None:
-    assert build_message(SETTINGS, note())["Subject"] == DEFAULT_SUBJECT
+    assert build_message(CONFIG, note())["Subject"] == DEFAULT_SUBJECT
 
 
 @pytest.mark.parametrize(
-    ("settings", "variable"),
+    ("config", "variable"),
     [
-        (Settings(smtp_from="a@example.com"), "NOTIFSVC_SMTP_HOST"),
-        (Settings(smtp_host="smtp.example.com"), "NOTIFSVC_SMTP_FROM"),
-        (Settings(smtp_host="h.example.com", smtp_from="not-an-address"), "NOTIFSVC_SMTP_FROM"),
+        (EmailSettings(from_="a@example.com"), "NOTIFSVC_EMAIL_HOST"),
+        (EmailSettings(host="smtp.example.com"), "NOTIFSVC_EMAIL_FROM"),
+        (EmailSettings(host="h.example.com", from_="not-an-address"), "NOTIFSVC_EMAIL_FROM"),
         (
-            Settings(smtp_host="h.example.com", smtp_from="a@example.com", smtp_username="u"),
-            "NOTIFSVC_SMTP_PASSWORD",
+            EmailSettings(host="h.example.com", from_="a@example.com", username="u"),
+            "NOTIFSVC_EMAIL_PASSWORD",
         ),
     ],
 )
-def test_disabled_reasons(settings: Settings, variable: str) -> None:
-    reason = EmailChannel.disabled_reason(settings)
+def test_disabled_reasons(config: EmailSettings, variable: str) -> None:
+    reason = EmailChannel.disabled_reason(Settings().with_sections(config))
     assert reason is not None
     assert variable in reason
 
@@ -176,13 +186,10 @@ def test_from_address_may_have_a_display_name() -> None:
 
 
 def test_enabled_with_credentials() -> None:
-    settings = Settings(
-        smtp_host="h.example.com",
-        smtp_from="a@example.com",
-        smtp_username="u",
-        smtp_password=Secret("p"),
+    config = EmailSettings(
+        host="h.example.com", from_="a@example.com", username="u", password=Secret("p")
     )
-    assert EmailChannel.disabled_reason(settings) is None
+    assert EmailChannel.disabled_reason(Settings().with_sections(config)) is None
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,13 @@ from aiohttp.base_protocol import BaseProtocol
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from notifsvc.channels.base import DeliveryError, PermanentError, Throttled, TransientError
+from notifsvc.channels.base import (
+    DeliveryError,
+    NoSettings,
+    PermanentError,
+    Throttled,
+    TransientError,
+)
 from notifsvc.channels.http import (
     MAX_ANSWER_BYTES,
     MAX_RETRY_AFTER,
@@ -156,7 +162,7 @@ def _stream() -> aiohttp.StreamReader:
     return aiohttp.StreamReader(BaseProtocol(loop), limit=2**20, loop=loop)  # never pauses
 
 
-class _Broken(HttpChannel):
+class _Broken(HttpChannel[NoSettings]):
     """A channel whose request building fails in a way nobody planned for."""
 
     name = "broken"

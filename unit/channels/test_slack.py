@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
 
 from notifsvc.channels import PermanentError, Throttled, TransientError
-from notifsvc.channels.slack import SlackChannel, classify_response, message_text
+from notifsvc.channels.slack import SlackChannel, SlackSettings, classify_response, message_text
 from notifsvc.config import Secret, Settings
 from notifsvc.model import Notification
+from unit.channels.contract import Case
 
-SETTINGS = Settings(slack_token=Secret("xoxb-1"))
+SETTINGS = Settings().with_sections(SlackSettings(token=Secret("xoxb-1")))
+CASE = Case(
+    SlackSettings(token=Secret("xoxb-1")),
+    ("token",),
+    "C0123456789",
+    ("general", "#General", "c0123456789", "#" + "a" * 81, "X0123456789", ""),
+)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +136,7 @@ def test_http_4xx_is_permanent() -> None:
 
 
 def test_unsafe_api_url_disables_the_channel() -> None:
-    settings = dataclasses.replace(SETTINGS, slack_api_url="slack.com/api")
+    settings = SETTINGS.configure(SlackSettings, api_url="slack.com/api")
     reason = SlackChannel.disabled_reason(settings)
     assert reason is not None
     assert "NOTIFSVC_SLACK_API_URL" in reason

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from notifsvc.channels import PermanentError, Throttled, TransientError
-from notifsvc.channels.sms import SmsChannel, classify_response, recipient_problem, twilio_detail
+from notifsvc.channels.sms import (
+    SmsChannel,
+    SmsSettings,
+    classify_response,
+    recipient_problem,
+    twilio_detail,
+)
 from notifsvc.config import Secret, Settings
+from unit.channels.contract import Case
 
-SETTINGS = Settings(
-    twilio_account_sid="AC123", twilio_auth_token=Secret("t"), twilio_from="+15005550006"
+CONFIG = SmsSettings(account_sid="AC123", auth_token=Secret("t"), from_="+15005550006")
+SETTINGS = Settings().with_sections(CONFIG)
+CASE = Case(
+    CONFIG,
+    ("account_sid", "auth_token", "from_"),
+    "+14155552671",
+    ("4155552671", "+1 415 555 2671", "+1415555", "+0123456789", "alice@example.com", ""),
 )
 TWILIO_400 = (
     '{"code": 21211, "message": "Invalid \'To\' Phone Number", '
@@ -81,7 +91,7 @@ def test_server_errors_are_transient(status: int) -> None:
 
 
 def test_unsafe_api_url_disables_the_channel() -> None:
-    settings = dataclasses.replace(SETTINGS, twilio_api_url="file:///etc/passwd")
+    settings = SETTINGS.configure(SmsSettings, api_url="file:///etc/passwd")
     reason = SmsChannel.disabled_reason(settings)
     assert reason is not None
-    assert "NOTIFSVC_TWILIO_API_URL" in reason
+    assert "NOTIFSVC_SMS_API_URL" in reason

@@ -15,16 +15,25 @@ from notifsvc.channels.webhook import (
     MAX_URL_CHARS,
     SIGNATURE_HEADER,
     WebhookChannel,
+    WebhookSettings,
     host_of,
     sign,
     url_secrets,
 )
 from notifsvc.config import Secret, Settings
 from notifsvc.model import Notification
+from unit.channels.contract import Case
 
-SETTINGS = Settings(
-    webhook_allowed_hosts=frozenset({"hooks.example.com", "127.0.0.1:8443"}),
-    webhook_secret=Secret("s3cret"),
+SETTINGS = Settings().with_sections(
+    WebhookSettings(
+        allowed_hosts=frozenset({"hooks.example.com", "127.0.0.1:8443"}), secret=Secret("s3cret")
+    )
+)
+CASE = Case(
+    WebhookSettings(allowed_hosts=frozenset({"hooks.example.com"})),
+    ("allowed_hosts",),
+    "https://hooks.example.com/notify",
+    ("ftp://hooks.example.com/x", "https://evil.example.net/", "not a url", ""),
 )
 
 
@@ -136,7 +145,9 @@ def test_signature_verifies_with_the_shared_secret() -> None:
 
 
 def test_no_signature_without_a_secret() -> None:
-    settings = Settings(webhook_allowed_hosts=frozenset({"hooks.example.com"}))
+    settings = Settings().with_sections(
+        WebhookSettings(allowed_hosts=frozenset({"hooks.example.com"}))
+    )
     n = Notification(uuid.uuid4(), "webhook", "https://hooks.example.com/", "x")
     _, headers = WebhookChannel(settings)._request(n)
     assert SIGNATURE_HEADER not in headers

@@ -124,10 +124,10 @@ def test_settings_point_at_services_of_the_stack() -> None:
     assert f"PLAINTEXT://{host}:{port}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert re.search(r"@cockroach:26257/notifsvc\b", env["NOTIFSVC_DATABASE_URL"])
     assert "CREATE DATABASE IF NOT EXISTS notifsvc" in compose_command(all_services["crdb-init"])
-    assert env["NOTIFSVC_SMTP_HOST"] == "mailpit"
+    assert env["NOTIFSVC_EMAIL_HOST"] == "mailpit"
     hosts = env["NOTIFSVC_WEBHOOK_ALLOWED_HOSTS"].split(",")
     assert hosts == ["provider-fakes"]
-    for key in ("NOTIFSVC_TWILIO_API_URL", "NOTIFSVC_SLACK_API_URL"):
+    for key in ("NOTIFSVC_SMS_API_URL", "NOTIFSVC_SLACK_API_URL"):
         assert env[key].startswith("http://provider-fakes:8070"), key
 
 

@@ -187,9 +187,7 @@ def test_migration_job_runs_migrate_with_the_stage_settings(overlay: str) -> Non
 
 
 def test_secret_values_never_sit_in_the_configmap() -> None:
-    secret_vars = {
-        config.env_name(f.name) for f in dataclasses.fields(config.Settings) if f.metadata["secret"]
-    }
+    secret_vars = config.secret_variables()
     for overlay in OVERLAYS:
         for configmap in of_kind(render(overlay), "ConfigMap"):
             leaked = secret_vars & set(configmap["data"])

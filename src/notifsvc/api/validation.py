@@ -106,7 +106,7 @@ def _field_rules() -> dict[str, Rule]:
     return rules
 
 
-def channel_rules(channel: channels.Channel) -> dict[str, Rule]:
+def channel_rules(channel: channels.AnyChannel) -> dict[str, Rule]:
     """The rules of ``channel`` that JSON Schema can say, read from the attributes its
     ``validate`` uses (``recipient_pattern``, ``subject_pattern``, ``max_subject_chars``)."""
     cls = type(channel)
@@ -129,7 +129,7 @@ def channel_rules(channel: channels.Channel) -> dict[str, Rule]:
 class Validator:
     """Built once at start-up: the rules, the enabled channels and why the others are off."""
 
-    def __init__(self, enabled: dict[str, channels.Channel], disabled: dict[str, str]) -> None:
+    def __init__(self, enabled: dict[str, channels.AnyChannel], disabled: dict[str, str]) -> None:
         self.channels = enabled
         self.disabled = disabled
         self.rules = _field_rules()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from notifsvc.channels.base import (
+    AnyChannel,
     Channel,
     DeliveryError,
     PermanentError,
@@ -16,7 +17,7 @@ from notifsvc.channels.sms import SmsChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 
-REGISTRY: dict[str, type[Channel]] = {
+REGISTRY: dict[str, type[AnyChannel]] = {
     LogChannel.name: LogChannel,
     WebhookChannel.name: WebhookChannel,
     EmailChannel.name: EmailChannel,
@@ -26,6 +27,7 @@ REGISTRY: dict[str, type[Channel]] = {
 
 __all__ = [
     "REGISTRY",
+    "AnyChannel",
     "Channel",
     "DeliveryError",
     "PermanentError",
@@ -48,7 +50,7 @@ def disabled(settings: Settings) -> dict[str, str]:
     return out
 
 
-def enabled(settings: Settings) -> dict[str, Channel]:
+def enabled(settings: Settings) -> dict[str, AnyChannel]:
     """An instance (no I/O yet) of every channel that can run with ``settings``."""
     off = disabled(settings)
     return {name: cls(settings) for name, cls in REGISTRY.items() if name not in off}

@@ -1,6 +1,8 @@
 """The channel contract: what every delivery channel implements.
 
-A channel is constructed from :class:`~notifsvc.config.Settings` without any I/O. The
+A channel is constructed from :class:`~notifsvc.config.Settings` without any I/O; its own
+settings are its :attr:`Channel.Config` section (``NOTIFSVC_<NAME>_*``), in
+:attr:`Channel.config`. The
 receiver uses only :meth:`Channel.validate` (pure, fast, no network). A notificator calls
 :meth:`Channel.start`, then :meth:`Channel.send` many times concurrently, then
 :meth:`Channel.stop`. ``send`` reports failure only by raising :class:`DeliveryError`, which
@@ -10,9 +12,10 @@ says itself whether trying again can help; the retry policy lives in the notific
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from notifsvc.config import Settings
+from notifsvc.config import Section, Settings
 from notifsvc.model import FieldError, Notification
 
 
@@ -44,21 +47,40 @@ class PermanentError(DeliveryError):
         super().__init__(message, retriable=False)
 
 
-class Channel(ABC):
+@dataclass(frozen=True)
+class NoSettings(Section):
+    """The section of a channel without settings of its own."""
+
+
+C = TypeVar("C", bound=Section)
+
+
+class Channel(ABC, Generic[C]):
     """One way out of the system (email, SMS, a webhook, ...)."""
 
-    #: The ``destination`` value clients use, lower case; also the topic suffix.
+    #: The ``destination`` value clients use, lower case; also the topic suffix and the
+    #: prefix of the channel's variables (``NOTIFSVC_<NAME>_*``).
     name: ClassVar[str]
+    #: The channel's own settings: a :class:`~notifsvc.config.Section` with prefix ``name``.
+    Config: ClassVar[type[Any]] = NoSettings
     #: Longest accepted ``txt``, in characters.
     max_body_chars: ClassVar[int] = 65_536
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.config = cast(C, settings.section(self.Config))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        named = "name" in cls.__dict__
+        if named and cls.Config is not NoSettings and cls.Config.prefix != cls.name:
+            raise TypeError(f"{cls.__name__}.Config must have prefix {cls.name!r}")
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
         """Why this channel cannot run with ``settings`` (missing settings), or None."""
-        return None
+        reason: str | None = settings.section(cls.Config).disabled_reason()
+        return reason
 
     def validate(self, notification: Notification) -> list[FieldError]:
         """Channel rules for ``to``, ``txt`` and ``subject``; empty when acceptable."""
@@ -77,12 +99,16 @@ class Channel(ABC):
     def validate_recipient(self, to: str) -> list[FieldError]:
         """Errors for an unusable recipient; pure and cheap (it runs per request)."""
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Open connections or sessions; called once before the first send."""
 
-    async def stop(self) -> None:  # noqa: B027 - optional hook
+    async def stop(self) -> None:
         """Release what :meth:`start` opened; safe to call twice."""
 
     @abstractmethod
     async def send(self, notification: Notification) -> None:
         """Deliver one notification or raise :class:`DeliveryError`."""
+
+
+#: A channel of any settings type, as the stages hold them.
+AnyChannel = Channel[Any]

@@ -30,6 +30,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import ClassVar
@@ -38,7 +39,7 @@ import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
 
 from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
-from notifsvc.config import ConfigError, Settings
+from notifsvc.config import Secret, Section, as_port, one_of, setting
 from notifsvc.model import FieldError, Notification
 
 DEFAULT_SUBJECT = "Notification"
@@ -54,7 +55,7 @@ POOL_SIZE = 8
 #: An idle connection older than this is closed rather than reused (servers drop them).
 IDLE_SECONDS = 30.0
 
-#: NOTIFSVC_SMTP_TLS -> (use_tls, start_tls). ``start_tls=True`` fails rather than falling
+#: NOTIFSVC_EMAIL_TLS -> (use_tls, start_tls). ``start_tls=True`` fails rather than falling
 #: back to plain text when the server does not offer STARTTLS.
 _TLS_MODES = {"none": (False, False), "starttls": (False, True), "tls": (True, False)}
 
@@ -63,11 +64,35 @@ def message_id(notification: Notification) -> str:
     return f"<{notification.uuid}@notifsvc>"
 
 
-def build_message(settings: Settings, notification: Notification) -> EmailMessage:
+@dataclass(frozen=True)
+class EmailSettings(Section, prefix="email"):
+    """The SMTP relay (``tls``: none, starttls or tls) and the sender address."""
+
+    host: str | None = setting(None, str)
+    port: int = setting(587, as_port)
+    username: str | None = setting(None, str)
+    password: Secret | None = setting(None, Secret, secret=True)
+    from_: str | None = setting(None, str)
+    tls: str = setting("starttls", one_of("none", "starttls", "tls", upper=False))
+
+    def disabled_reason(self) -> str | None:
+        missing = self.missing("host", "from_")
+        if missing is not None:
+            return missing
+        if self.username is not None and self.password is None:
+            return f"{self.env_name('password')} is not set but {self.env_name('username')} is"
+        try:
+            validate_email(self.from_ or "", check_deliverability=False, allow_display_name=True)
+        except EmailNotValidError as exc:
+            return f"{self.env_name('from_')} is not a valid address: {exc}"
+        return None
+
+
+def build_message(settings: EmailSettings, notification: Notification) -> EmailMessage:
     """The message for ``notification``; the same bytes every time it is built."""
     sent = notification.accepted_at or time.time()
     message = EmailMessage()
-    message["From"] = settings.smtp_from or ""
+    message["From"] = settings.from_ or ""
     message["To"] = notification.to
     message["Subject"] = notification.subject or DEFAULT_SUBJECT
     message["Date"] = email.utils.format_datetime(datetime.fromtimestamp(sent, UTC))
@@ -141,29 +166,14 @@ class _Pool:
             client.close()
 
 
-class EmailChannel(Channel):
+class EmailChannel(Channel[EmailSettings]):
     name = "email"
+    Config = EmailSettings
     subject_pattern: ClassVar[str] = SUBJECT_PATTERN
     max_subject_chars: ClassVar[int] = MAX_SUBJECT_CHARS
 
     _pool: _Pool | None = None
     _local_hostname: str | None = None
-
-    @classmethod
-    def disabled_reason(cls, settings: Settings) -> str | None:
-        try:
-            settings.require("smtp_host", "smtp_from")
-        except ConfigError as exc:
-            return "; ".join(exc.problems)
-        if settings.smtp_username is not None and settings.smtp_password is None:
-            return "NOTIFSVC_SMTP_PASSWORD is not set but NOTIFSVC_SMTP_USERNAME is"
-        try:
-            validate_email(
-                settings.smtp_from or "", check_deliverability=False, allow_display_name=True
-            )
-        except EmailNotValidError as exc:
-            return f"NOTIFSVC_SMTP_FROM is not a valid address: {exc}"
-        return None
 
     def validate_recipient(self, to: str) -> list[FieldError]:
         try:
@@ -195,17 +205,17 @@ class EmailChannel(Channel):
             pool.close()
 
     def _client(self) -> aiosmtplib.SMTP:
-        s = self.settings
-        use_tls, start_tls = _TLS_MODES[s.smtp_tls]
+        c = self.config
+        use_tls, start_tls = _TLS_MODES[c.tls]
         return aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.smtp_username,
-            password=s.smtp_password.reveal() if s.smtp_password is not None else None,
+            hostname=c.host,
+            port=c.port,
+            username=c.username,
+            password=c.password.reveal() if c.password is not None else None,
             local_hostname=self._local_hostname,
             use_tls=use_tls,
             start_tls=start_tls,
-            timeout=s.send_timeout_ms / 1000,
+            timeout=self.settings.send_timeout_ms / 1000,
         )
 
     async def send(self, notification: Notification) -> None:
@@ -213,7 +223,7 @@ class EmailChannel(Channel):
         if pool is None:
             raise TransientError("email channel is not started")
         try:
-            message = build_message(self.settings, notification)
+            message = build_message(self.config, notification)
         except Exception as exc:  # whatever it is, this message can never be sent
             raise PermanentError(f"cannot build the message: {_describe(exc)}") from exc
         try:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from notifsvc.channels.base import (
+    C,
     Channel,
     DeliveryError,
     PermanentError,
@@ -140,7 +141,7 @@ async def read_bounded(content: aiohttp.StreamReader, limit: int = MAX_ANSWER_BY
     return b"".join(chunks)
 
 
-class HttpChannel(Channel):
+class HttpChannel(Channel[C]):
     """A channel whose provider speaks HTTP: one aiohttp session, opened by :meth:`start`.
 
     The session's total timeout is ``NOTIFSVC_SEND_TIMEOUT_MS`` and it never raises for a

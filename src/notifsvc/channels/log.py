@@ -1,6 +1,7 @@
 """``log``: append one JSON line per delivery to a file (or stdout).
 
-Useful for local runs and tests. Each line is written with a single ``write`` on a file
+``NOTIFSVC_LOG_PATH`` names the file (stdout when unset). Useful for local runs and tests.
+Each line is written with a single ``write`` on a file
 opened with ``O_APPEND``, so concurrent sends and several processes never interleave lines.
 """
 
@@ -10,11 +11,14 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import orjson
 
 from notifsvc.channels.base import Channel, TransientError
+from notifsvc.config import Section, setting
 from notifsvc.model import FieldError, Notification
 
 #: Every character ``str.isspace()`` is true for, spelled out: ``\s`` means other things in
@@ -26,8 +30,14 @@ WHITESPACE = (
 _VISIBLE = re.compile(f"[^{WHITESPACE}]")
 
 
-class LogChannel(Channel):
+@dataclass(frozen=True)
+class LogSettings(Section, prefix="log"):
+    path: Path | None = setting(None, Path)
+
+
+class LogChannel(Channel[LogSettings]):
     name = "log"
+    Config = LogSettings
     #: What ``to`` must match (somewhere): a character that is not white space. Exactly the
     #: rule of :meth:`validate_recipient`; the OpenAPI document publishes it.
     recipient_pattern: ClassVar[str] = _VISIBLE.pattern
@@ -41,7 +51,7 @@ class LogChannel(Channel):
     async def start(self) -> None:
         if self._fd is not None:
             return
-        path = self.settings.log_channel_path
+        path = self.config.path
         if path is None:
             self._fd, self._owns_fd = sys.stdout.fileno(), False
         else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
 import orjson
@@ -29,7 +30,7 @@ from notifsvc.channels.http import (
     classify_status,
     parse_retry_after,
 )
-from notifsvc.config import ConfigError, Settings
+from notifsvc.config import Secret, Section, setting
 from notifsvc.model import FieldError, Notification
 
 CONVERSATION_ID = re.compile(r"[CGD][A-Z0-9]{8,20}")
@@ -84,18 +85,21 @@ def classify_response(status: int, headers: Mapping[str, str], raw: bytes) -> De
     return classify_error(str(body.get("error") or "unknown_error"), headers)
 
 
-class SlackChannel(HttpChannel):
+@dataclass(frozen=True)
+class SlackSettings(Section, prefix="slack"):
+    api_url: str = setting("https://slack.com/api", str)
+    #: A bot token (``xoxb-...``) with the ``chat:write`` scope.
+    token: Secret | None = setting(None, Secret, secret=True)
+
+    def disabled_reason(self) -> str | None:
+        return self.missing("token") or base_url_problem(self.env_name("api_url"), self.api_url)
+
+
+class SlackChannel(HttpChannel[SlackSettings]):
     name = "slack"
+    Config = SlackSettings
     max_body_chars = 40_000
     recipient_pattern: ClassVar[str] = f"^(?:{RECIPIENT.pattern})$"
-
-    @classmethod
-    def disabled_reason(cls, settings: Settings) -> str | None:
-        try:
-            settings.require("slack_token")
-        except ConfigError as exc:
-            return "; ".join(exc.problems)
-        return base_url_problem("NOTIFSVC_SLACK_API_URL", settings.slack_api_url)
 
     def validate_recipient(self, to: str) -> list[FieldError]:
         if RECIPIENT.fullmatch(to):
@@ -117,14 +121,14 @@ class SlackChannel(HttpChannel):
         return errors
 
     def _headers(self) -> dict[str, str]:
-        token = self.settings.slack_token.reveal() if self.settings.slack_token else ""
+        token = self.config.token.reveal() if self.config.token else ""
         return {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json; charset=utf-8",
         }
 
     def request(self, notification: Notification) -> Request:
-        url = f"{self.settings.slack_api_url.rstrip('/')}/chat.postMessage"
+        url = f"{self.config.api_url.rstrip('/')}/chat.postMessage"
         body = orjson.dumps({"channel": notification.to, "text": message_text(notification)})
         return Request(url, body, self._headers(), "slack")
 

@@ -1,6 +1,6 @@
 """``sms``: a text message through the Twilio Messages REST API.
 
-``POST {NOTIFSVC_TWILIO_API_URL}/2010-04-01/Accounts/{sid}/Messages.json`` with the form
+``POST {NOTIFSVC_SMS_API_URL}/2010-04-01/Accounts/{sid}/Messages.json`` with the form
 fields ``To``, ``From`` and ``Body`` and HTTP basic auth ``sid:token``. ``to`` must be an
 E.164 number (``+`` and digits only) that :mod:`phonenumbers` considers valid; ``txt`` is
 at most 1,600 characters (Twilio's limit); the subject is not sent. Twilio has no
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import quote, urlencode
 
@@ -24,7 +25,7 @@ import phonenumbers
 
 from notifsvc.channels.base import DeliveryError
 from notifsvc.channels.http import Answer, HttpChannel, Request, base_url_problem, classify_status
-from notifsvc.config import ConfigError, Secret, Settings
+from notifsvc.config import Secret, Section, setting
 from notifsvc.model import FieldError, Notification
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -63,36 +64,43 @@ def recipient_problem(to: str) -> str | None:
     return None
 
 
-class SmsChannel(HttpChannel):
+@dataclass(frozen=True)
+class SmsSettings(Section, prefix="sms"):
+    """The Twilio account that sends the messages."""
+
+    api_url: str = setting("https://api.twilio.com", str)
+    account_sid: str | None = setting(None, str)
+    auth_token: Secret | None = setting(None, Secret, secret=True)
+    from_: str | None = setting(None, str)
+
+    def disabled_reason(self) -> str | None:
+        missing = self.missing("account_sid", "auth_token", "from_")
+        return missing or base_url_problem(self.env_name("api_url"), self.api_url)
+
+
+class SmsChannel(HttpChannel[SmsSettings]):
     name = "sms"
+    Config = SmsSettings
     max_body_chars = 1_600
     #: A necessary condition on ``to``, published in the OpenAPI document.
     recipient_pattern: ClassVar[str] = f"^{E164.pattern}$"
-
-    @classmethod
-    def disabled_reason(cls, settings: Settings) -> str | None:
-        try:
-            settings.require("twilio_account_sid", "twilio_auth_token", "twilio_from")
-        except ConfigError as exc:
-            return "; ".join(exc.problems)
-        return base_url_problem("NOTIFSVC_TWILIO_API_URL", settings.twilio_api_url)
 
     def validate_recipient(self, to: str) -> list[FieldError]:
         problem = recipient_problem(to)
         return [] if problem is None else [FieldError("to", problem)]
 
     def _url(self) -> str:
-        sid = quote(self.settings.twilio_account_sid or "", safe="")
-        return f"{self.settings.twilio_api_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
+        sid = quote(self.config.account_sid or "", safe="")
+        return f"{self.config.api_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
 
     def _headers(self) -> dict[str, str]:
-        token = self.settings.twilio_auth_token
-        return {"Authorization": basic_auth(self.settings.twilio_account_sid or "", token)}
+        token = self.config.auth_token
+        return {"Authorization": basic_auth(self.config.account_sid or "", token)}
 
     def request(self, notification: Notification) -> Request:
         form = {
             "To": notification.to,
-            "From": self.settings.twilio_from or "",
+            "From": self.config.from_ or "",
             "Body": notification.txt,
         }
         headers = self._headers() | {"Content-Type": "application/x-www-form-urlencoded"}

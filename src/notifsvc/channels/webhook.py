@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
@@ -22,7 +23,7 @@ import orjson
 
 from notifsvc.channels.base import DeliveryError, PermanentError
 from notifsvc.channels.http import Answer, HttpChannel, Request, classify_status
-from notifsvc.config import Settings
+from notifsvc.config import Secret, Section, as_csv, setting
 from notifsvc.model import FieldError, Notification
 
 SIGNATURE_HEADER = "X-Notifsvc-Signature"
@@ -93,19 +94,25 @@ def url_secrets(to: str) -> tuple[str, ...]:
     return tuple(p for p in dict.fromkeys(parts) if len(p) >= MIN_SECRET_CHARS or p == to)
 
 
-class WebhookChannel(HttpChannel):
+@dataclass(frozen=True)
+class WebhookSettings(Section, prefix="webhook"):
+    #: Hosts (``host`` or ``host:port``) webhooks may target.
+    allowed_hosts: frozenset[str] = setting(frozenset(), as_csv)
+    #: Signs each body when set.
+    secret: Secret | None = setting(None, Secret, secret=True)
+
+    def disabled_reason(self) -> str | None:
+        return None if self.allowed_hosts else f"{self.env_name('allowed_hosts')} is not set"
+
+
+class WebhookChannel(HttpChannel[WebhookSettings]):
     name = "webhook"
+    Config = WebhookSettings
     #: A necessary condition on ``to``, published in the OpenAPI document.
     recipient_pattern: ClassVar[str] = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\\\@/?#]+([/?#].*)?$"
 
-    @classmethod
-    def disabled_reason(cls, settings: Settings) -> str | None:
-        if not settings.webhook_allowed_hosts:
-            return "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS is not set"
-        return None
-
     def validate_recipient(self, to: str) -> list[FieldError]:
-        problem = url_problem(to, self.settings.webhook_allowed_hosts)
+        problem = url_problem(to, self.config.allowed_hosts)
         return [] if problem is None else [FieldError("to", problem)]
 
     def _request(self, notification: Notification) -> tuple[bytes, dict[str, str]]:
@@ -119,13 +126,13 @@ class WebhookChannel(HttpChannel):
             }
         )
         headers = {"Content-Type": "application/json", "Idempotency-Key": str(notification.uuid)}
-        if self.settings.webhook_secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self.settings.webhook_secret.reveal(), body)
+        if self.config.secret is not None:
+            headers[SIGNATURE_HEADER] = sign(self.config.secret.reveal(), body)
         return body, headers
 
     def request(self, notification: Notification) -> Request:
         label = f"webhook to {host_of(notification.to)}"
-        problem = url_problem(notification.to, self.settings.webhook_allowed_hosts)
+        problem = url_problem(notification.to, self.config.allowed_hosts)
         if problem is not None:  # accepted under other settings, or never validated
             raise PermanentError(f"{label}: the URL {problem}")
         body, headers = self._request(notification)

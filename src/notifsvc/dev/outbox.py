@@ -2,7 +2,7 @@
 
 ``GET /`` is a page for a person (mail shown as text, everything HTML-escaped, refreshed
 every few seconds); ``GET /outbox.json`` is the same list for scripts and tests. The log
-channel's deliveries are read from its file (``NOTIFSVC_LOG_CHANNEL_PATH``).
+channel's deliveries are read from its file (``NOTIFSVC_LOG_PATH``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ waits for a consumer group to form.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
@@ -22,7 +21,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from notifsvc import channels, config, logs
+from notifsvc import channels, logs
+from notifsvc.channels.log import LogSettings
 from notifsvc.config import Settings
 from notifsvc.dev.infra import LocalInfra
 from notifsvc.dev.stages import Stages
@@ -87,20 +87,18 @@ class Pipeline:
         self.settings: Settings | None = None
 
     def start(self, settings: Settings, infra_env: dict[str, str]) -> None:
-        log_path = settings.log_channel_path or self.state_dir / "log-channel.jsonl"
+        log_path = settings.section(LogSettings).path or self.state_dir / "log-channel.jsonl"
         self.standins = StandIns(settings, port=self.outbox_port, log_path=log_path)
         self.standins.start()
         for name in self.standins.channels:
             reason = channels.REGISTRY[name].disabled_reason(settings)
             log.info("channel %s goes to a local stand-in (%s)", name, reason)
-        self.settings = dataclasses.replace(
-            self.standins.apply(settings), log_channel_path=log_path
-        )
+        self.settings = self.standins.apply(settings).configure(LogSettings, path=log_path)
         env = {
             **os.environ,
             **infra_env,
             **self.standins.env(),
-            config.env_name("log_channel_path"): str(log_path),
+            LogSettings.env_name("path"): str(log_path),
         }
         for name, reason in channels.disabled(self.settings).items():
             log.info("channel %s disabled: %s", name, reason)

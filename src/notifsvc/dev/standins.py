@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from notifsvc import channels
-from notifsvc.config import Secret, Settings, env_name
+from notifsvc.channels.webhook import WebhookSettings
+from notifsvc.config import Secret, Section, Settings, variables
 from notifsvc.dev.fakes.slack import FakeSlack
 from notifsvc.dev.fakes.twilio import FakeTwilio
 from notifsvc.dev.fakes.webhook import WebhookSink
@@ -64,8 +64,8 @@ def env_value(value: object) -> str:
 
 
 class StandIns:
-    """Start with :meth:`start`; :attr:`overrides` then holds the settings that point the
-    channels at the stand-ins (:meth:`env` as environment variables)."""
+    """Start with :meth:`start`; :attr:`overrides` then holds the channel settings that
+    point the channels at the stand-ins (:meth:`env` as environment variables)."""
 
     def __init__(
         self, settings: Settings, *, port: int = OUTBOX_PORT, log_path: Path | None = None
@@ -80,7 +80,7 @@ class StandIns:
         self.outbox = Outbox(
             webhook=self.webhook, twilio=self.twilio, slack=self.slack, log_path=log_path
         )
-        self.overrides: dict[str, Any] = {}
+        self.overrides: list[Section] = []
         self._smtp: FakeSmtp | None = None  # aiosmtpd comes with the dev extra
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,7 +94,13 @@ class StandIns:
         return f"http://{HOST}:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {env_name(k): env_value(v) for k, v in self.overrides.items()}
+        """Every variable of each overridden section ("" unsets what the stand-in does not
+        use, so that a half-configured provider's settings do not leak into it)."""
+        return {
+            name: env_value(getattr(section, f.name))
+            for section in self.overrides
+            for name, f in variables(type(section))
+        }
 
     def start(self, timeout: float = 10.0) -> None:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: every command
@@ -174,10 +180,12 @@ class StandIns:
     def _point_channels(self) -> None:
         for fake in (self._smtp, self.twilio, self.slack):
             if fake is not None:
-                self.overrides |= fake.settings()
-        if not self.settings.webhook_allowed_hosts:
-            self.overrides["webhook_allowed_hosts"] = frozenset({HOST, "localhost"})
-        elif HOST not in self.settings.webhook_allowed_hosts:
+                self.overrides.append(fake.config())
+        webhook = self.settings.section(WebhookSettings)
+        if not webhook.allowed_hosts:
+            hosts = frozenset({HOST, "localhost"})
+            self.overrides.append(WebhookSettings(allowed_hosts=hosts, secret=webhook.secret))
+        elif HOST not in webhook.allowed_hosts:
             log.info(
                 "webhooks to the sink (%s/...) need %s in NOTIFSVC_WEBHOOK_ALLOWED_HOSTS",
                 self.url,
@@ -186,4 +194,4 @@ class StandIns:
 
     def apply(self, settings: Settings) -> Settings:
         """``settings`` pointed at the stand-ins."""
-        return dataclasses.replace(settings, **self.overrides)
+        return settings.with_sections(*self.overrides)

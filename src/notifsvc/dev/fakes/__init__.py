@@ -7,9 +7,9 @@ for the tests, ``notifsvc dev`` (its stand-ins and outbox page) and the compose 
 - :mod:`~notifsvc.dev.fakes.otlp` (``OtlpCollector``, an OpenTelemetry trace endpoint),
 - :mod:`~notifsvc.dev.fakes.script` (``Script``: fail, throttle or hang on demand).
 
-Each is an async context manager (or ``start()``/``stop()``) and has ``settings()``: the
-:class:`~notifsvc.config.Settings` fields that point its channel at it. The HTTP fakes can
-also share one server: :meth:`~notifsvc.dev.fakes.http.HttpFake.routes` adds a fake's
+Each is an async context manager (or ``start()``/``stop()``) and has ``config()``: its
+channel's settings section pointed at it (``settings.with_sections(fake.config())``). The
+HTTP fakes can also share one server: :meth:`~notifsvc.dev.fakes.http.HttpFake.routes` adds a fake's
 routes to any application, and :meth:`~notifsvc.dev.fakes.http.HttpFake.serve_at` tells it
 where that server listens. ``keep`` bounds what a long-running fake remembers.
 

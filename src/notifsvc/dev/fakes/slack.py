@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from notifsvc.channels.slack import SlackSettings
 from notifsvc.config import Secret
 from notifsvc.dev.fakes.http import HttpFake, remember
 from notifsvc.dev.fakes.script import Reply, Script
@@ -36,9 +37,9 @@ class FakeSlack(HttpFake):
     def api_url(self) -> str:
         return f"{self.url}/api"
 
-    def settings(self) -> dict[str, Any]:
-        """``Settings`` fields that point the slack channel at this fake."""
-        return {"slack_api_url": self.api_url, "slack_token": Secret(self.token or TOKEN)}
+    def config(self) -> SlackSettings:
+        """The slack channel's settings that point it at this fake."""
+        return SlackSettings(api_url=self.api_url, token=Secret(self.token or TOKEN))
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat.postMessage", self._post_message)

@@ -15,10 +15,11 @@ import warnings
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from notifsvc.channels.email import EmailSettings
 from notifsvc.config import Secret
 from notifsvc.dev.fakes.http import remember
 from notifsvc.dev.fakes.script import Hang, Script
@@ -61,16 +62,16 @@ class FakeSmtp:
         self._server: asyncio.Server | None = None
         self._protocols: list[SMTP] = []
 
-    def settings(self) -> dict[str, Any]:
-        """``Settings`` fields that point the email channel at this fake (no TLS)."""
-        return {
-            "smtp_host": self.host,
-            "smtp_port": self.port,
-            "smtp_from": FROM_ADDRESS,
-            "smtp_tls": "none",
-            "smtp_username": self.username,
-            "smtp_password": Secret(self.password) if self.password is not None else None,
-        }
+    def config(self) -> EmailSettings:
+        """The email channel's settings that point it at this fake (no TLS)."""
+        return EmailSettings(
+            host=self.host,
+            port=self.port,
+            from_=FROM_ADDRESS,
+            tls="none",
+            username=self.username,
+            password=Secret(self.password) if self.password is not None else None,
+        )
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

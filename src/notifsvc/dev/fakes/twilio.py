@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import uuid
-from typing import Any
 
 from aiohttp import web
 
+from notifsvc.channels.sms import SmsSettings
 from notifsvc.config import Secret
 from notifsvc.dev.fakes.http import HttpFake, remember
 from notifsvc.dev.fakes.script import Reply, Script
@@ -58,14 +58,14 @@ class FakeTwilio(HttpFake):
         #: The form of every message accepted (answered 201).
         self.messages: list[dict[str, str]] = []
 
-    def settings(self) -> dict[str, Any]:
-        """``Settings`` fields that point the sms channel at this fake."""
-        return {
-            "twilio_api_url": self.url,
-            "twilio_account_sid": self.account_sid or ACCOUNT_SID,
-            "twilio_auth_token": Secret(self.auth_token or AUTH_TOKEN),
-            "twilio_from": FROM_NUMBER,
-        }
+    def config(self) -> SmsSettings:
+        """The sms channel's settings that point it at this fake."""
+        return SmsSettings(
+            api_url=self.url,
+            account_sid=self.account_sid or ACCOUNT_SID,
+            auth_token=Secret(self.auth_token or AUTH_TOKEN),
+            from_=FROM_NUMBER,
+        )
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)

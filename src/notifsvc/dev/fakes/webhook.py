@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.dev.fakes.http import HttpFake
 
 
@@ -14,9 +13,9 @@ class WebhookSink(HttpFake):
 
     Its route takes every ``POST``: on a server shared with other fakes, add it last."""
 
-    def settings(self) -> dict[str, Any]:
-        """``Settings`` fields that let the webhook channel target this fake."""
-        return {"webhook_allowed_hosts": frozenset({"127.0.0.1"})}
+    def config(self) -> WebhookSettings:
+        """The webhook channel's settings that let it target this fake."""
+        return WebhookSettings(allowed_hosts=frozenset({"127.0.0.1"}))
 
     def hook_url(self, path: str = "/hook") -> str:
         return f"{self.url}{path}"
