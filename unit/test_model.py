@@ -8,7 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifsvc.model import FIELDS, InvalidNotification, Notification, Priority, parse
+from notifsvc.channels import PermanentError
+from notifsvc.model import (
+    FIELDS,
+    InvalidNotification,
+    Notification,
+    Priority,
+    Reason,
+    parse,
+    reason_of,
+)
 
 UID = "0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
 
@@ -107,3 +116,25 @@ def test_decoding_any_field_value_never_raises_anything_else(field: str, value: 
     body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "a", "txt": "b"}
     with contextlib.suppress(InvalidNotification):
         Notification.decode(orjson.dumps({**body, field: value}))
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        ("token_invalid: fcm answered UNREGISTERED", Reason.TOKEN_INVALID),
+        ("throttled: the provider kept throttling for 3600s", Reason.THROTTLED),
+        ("expired_unfinished after 86400 s", Reason.EXPIRED_UNFINISHED),
+        ("twilio answered HTTP 400: Twilio error 21211", None),
+        ("token_invalidity is not a code", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_reason_is_the_code_a_failure_starts_with(error: str | None, reason: Reason | None) -> None:
+    assert reason_of(error) == reason
+
+
+def test_a_permanent_error_with_a_reason_starts_with_its_code() -> None:
+    error = PermanentError("device token unregistered", reason=Reason.TOKEN_INVALID)
+    assert reason_of(str(error)) is Reason.TOKEN_INVALID
+    assert not error.retriable

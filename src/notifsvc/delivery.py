@@ -31,7 +31,7 @@ from notifsvc.batching import backoff
 from notifsvc.channels import AnyChannel, DeliveryError, PermanentError, Throttled, TransientError
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome
-from notifsvc.model import Notification, State
+from notifsvc.model import Notification, Reason, State
 from notifsvc.ratelimit import make_limiter
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ MAX_BACKOFF = 5.0
 #: Longest wait before a notification is taken up again from the retry lane.
 MAX_RETRY_DELAY = 120.0
 #: Reasons of notifications failed because the provider kept throttling start with this.
-THROTTLED = "throttled"
+THROTTLED = Reason.THROTTLED
 
 Clock = Callable[[], float]
 

@@ -25,6 +25,29 @@ class State(StrEnum):
     FAILED = "failed"
 
 
+class Reason(StrEnum):
+    """Why a notification failed, where a client can act on it: the code a failure's text
+    (``last_error``) starts with, shown as ``reason`` by ``GET /notification/{uuid}``."""
+
+    #: The provider kept throttling past ``NOTIFSVC_THROTTLE_BUDGET_SECONDS``.
+    THROTTLED = "throttled"
+    #: The device token or push subscription is no longer valid: delete it.
+    TOKEN_INVALID = "token_invalid"  # noqa: S105 - a failure code, not a credential
+    #: It stayed unfinished longer than ``NOTIFSVC_REDRIVE_EXPIRE_SECONDS``.
+    EXPIRED_UNFINISHED = "expired_unfinished"
+
+
+def reason_of(error: str | None) -> Reason | None:
+    """The :class:`Reason` a failure's text starts with, if any."""
+    if not error:
+        return None
+    code = error.split(":", 1)[0].split(" ", 1)[0]
+    try:
+        return Reason(code)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     """One failing field of a request, in the shape of an RFC 9457 extension member."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from notifsvc.api.validation import Validator
 from notifsvc.config import Settings
-from notifsvc.model import REQUEST_FIELDS
+from notifsvc.model import REQUEST_FIELDS, Reason, State
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 NOTIFICATION = {"$ref": "#/components/schemas/Notification"}
@@ -111,7 +111,19 @@ def _components(validator: Validator) -> dict[str, Any]:
         )
         | {"description": "RFC 9457 problem details; `errors` lists every failing field."},
         "BatchResult": _batch_result(),
-        "State": _object({"uuid": {"type": "string", "format": "uuid"}}, ["uuid"]),
+        "State": _object(
+            {
+                "uuid": {"type": "string", "format": "uuid"},
+                "state": {"enum": [s.value for s in State]},
+                "reason": {
+                    "enum": [*(r.value for r in Reason), None],
+                    "description": "Why a failed notification failed, where a client can act "
+                    "on it (token_invalid: delete the device token or subscription).",
+                },
+                "last_error": {"type": ["string", "null"]},
+            },
+            ["uuid", "state"],
+        ),
         "Readiness": _object(
             {
                 "status": {"enum": ["ready", "degraded", "unavailable"]},

@@ -57,13 +57,13 @@ from notifsvc.db.store import Outcome, StalledRow, Store
 from notifsvc.deadletter import Message
 from notifsvc.delivery import MAX_RETRY_DELAY
 from notifsvc.kafka import Producer
-from notifsvc.model import State
+from notifsvc.model import Reason, State
 from notifsvc.ratelimit import burst, make_limiter
 
 log = logging.getLogger(__name__)
 
 #: Reason (prefix) of a notification failed because it stayed unfinished too long.
-EXPIRED = "expired_unfinished"
+EXPIRED = Reason.EXPIRED_UNFINISHED
 #: Header of a re-driven message: how many times its row has been re-driven.
 REDRIVEN_HEADER = "notifsvc-redriven"
 #: Stage name in dead-letter headers and metrics.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from notifsvc.config import Section, Settings
-from notifsvc.model import FieldError, Notification
+from notifsvc.model import FieldError, Notification, Reason
 
 
 class DeliveryError(Exception):
@@ -41,10 +41,14 @@ class Throttled(TransientError):
 
 
 class PermanentError(DeliveryError):
-    """Rejected by the provider for good (4xx, invalid recipient): never retried."""
+    """Rejected by the provider for good (4xx, invalid recipient): never retried.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retriable=False)
+    ``reason``, when the client can act on it (:class:`~notifsvc.model.Reason`, e.g.
+    ``token_invalid``), prefixes the message and so becomes the notification's ``reason``."""
+
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
+        super().__init__(f"{reason}: {message}" if reason else message, retriable=False)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

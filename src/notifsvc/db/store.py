@@ -29,7 +29,7 @@ from tenacity import (
 
 from notifsvc import errors
 from notifsvc.db import connect
-from notifsvc.model import Notification, Priority, State
+from notifsvc.model import Notification, Priority, State, reason_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -351,6 +351,8 @@ class Store:
             return None
         out = dict(rows[0])
         out["uuid"] = str(out["uuid"])
+        failed = out["state"] == State.FAILED
+        out["reason"] = reason_of(out["last_error"]) if failed else None
         for key, value in out.items():
             if isinstance(value, datetime):
                 out[key] = value.isoformat()
