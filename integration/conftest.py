@@ -2,55 +2,42 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from integration import infra as infra_mod
 from integration.helpers import running
-from notifsvc import channels, kafka, topics
-from notifsvc.channels.log import LogSettings
-from notifsvc.channels.webhook import WebhookSettings
-from notifsvc.config import Secret, Settings
-from notifsvc.db.migrate import migrate
+from integration.infra import choose
+from notifsvc.config import Settings
 from notifsvc.db.store import Store
-from notifsvc.process import free_port
+from notifsvc.dev.infra import Infra
 from notifsvc.receiver import ReceiverServer
 
 
 @pytest.fixture(scope="session")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[infra_mod.Infra]:
-    started = infra_mod.start(tmp_path_factory.mktemp("infra"))
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    started = choose(tmp_path_factory.mktemp("infra"))
+    started.start()
     yield started
     started.stop()
 
 
 @pytest.fixture
-async def settings(infra: infra_mod.Infra, tmp_path: Path) -> Settings:
-    """Settings for one test: its own database, its own topics and consumer groups."""
-    name = f"t{uuid.uuid4().hex[:12]}"
-    dsn = await infra_mod.create_database(infra, name)
-    await migrate(dsn)
-    result = Settings(
-        kafka_bootstrap=infra.bootstrap,
-        database_url=Secret(dsn),
-        topic_prefix=f"{name}.",
+async def settings(infra: Infra, tmp_path: Path) -> Settings:
+    """Settings for one test: its own database, its own topics and consumer groups, the log
+    channel writing to ``tmp_path / "log-channel.jsonl"``."""
+    lane = await infra.lane(
+        "t",
+        tmp_path,
         topic_partitions=4,
         kafka_session_timeout_ms=6000,
-        http_port=free_port(),
         max_attempts=3,
         send_timeout_ms=2000,
-    ).with_sections(
-        LogSettings(path=tmp_path / "log-channel.jsonl"),
-        WebhookSettings(allowed_hosts=frozenset({"127.0.0.1", "localhost"})),
+        webhook_allowed_hosts="127.0.0.1,localhost",
     )
-    names = topics.all_topics(result, list(channels.REGISTRY))
-    await asyncio.to_thread(kafka.create_topics, result, names)
-    return result
+    return lane.settings
 
 
 @pytest.fixture

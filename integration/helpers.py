@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections import Counter
@@ -14,8 +13,8 @@ from typing import TypeVar
 
 import orjson
 
-from notifsvc import config
 from notifsvc.config import Settings
+from notifsvc.dev.infra import stage_env as stage_env  # noqa: PLC0414 - tests use it
 from notifsvc.kafka import Consumer, Record
 from notifsvc.service import Stage
 
@@ -90,10 +89,3 @@ def notification(channel: str = "log", **overrides: object) -> dict[str, object]
     }
     body.update(overrides)
     return body
-
-
-def stage_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes a ``notifsvc`` process use ``settings`` (and nothing else
-    inherited from ours)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(config.PREFIX)}
-    return env | config.to_env(settings) | extra

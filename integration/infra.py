@@ -1,63 +1,31 @@
 """The infrastructure integration tests run on, chosen by ``TEST_INFRA``.
 
-``embedded`` (the default): the Tansu broker and embedded PostgreSQL, started by the same
-code as ``notifsvc dev``; no Docker needed. ``containers``: Apache Kafka and CockroachDB
-images through testcontainers, where a Docker engine exists.
+``embedded`` (the default): :class:`~notifsvc.dev.infra.LocalInfra`, the Tansu broker and
+embedded PostgreSQL started by the same code as ``notifsvc dev``; no Docker needed.
+``containers``: Apache Kafka and CockroachDB images through testcontainers, where a Docker
+engine exists. Either way each test gets a lane of its own (:meth:`Infra.lane`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
-import asyncpg
-
-from notifsvc.dev.broker import TansuBroker
-from notifsvc.dev.postgres import EmbeddedPostgres
+from notifsvc.dev.infra import Infra, LocalInfra
 
 
-class Infra(Protocol):
-    bootstrap: str
+class Containers(Infra):  # pragma: no cover - needs a Docker engine
+    admin_database = "defaultdb"
 
-    def dsn(self, database: str) -> str: ...
-    def stop(self) -> None: ...
-
-
-async def create_database(infra: Infra, name: str) -> str:
-    """A fresh database for one test; returns its DSN."""
-    conn = await asyncpg.connect(
-        infra.dsn("postgres" if isinstance(infra, Embedded) else "defaultdb")
-    )
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return infra.dsn(name)
-
-
-class Embedded:
     def __init__(self, state_dir: Path) -> None:
-        self.postgres = EmbeddedPostgres()
-        self.broker = TansuBroker(state_dir / "tansu.log")
-        self.postgres.start()
-        try:
-            self.broker.start()
-        except BaseException:
-            self.postgres.close()
-            raise
-        self.bootstrap = self.broker.bootstrap
+        super().__init__(state_dir)
+        self.kafka: Any = None
+        self.crdb: Any = None
+        self._base = ""
+        self._bootstrap = ""
 
-    def dsn(self, database: str) -> str:
-        return self.postgres.dsn(database)
-
-    def stop(self) -> None:
-        self.broker.stop()
-        self.postgres.close()
-
-
-class Containers:  # pragma: no cover - needs a Docker engine
-    def __init__(self) -> None:
+    def start(self) -> None:
         from testcontainers.cockroachdb import CockroachDBContainer  # noqa: PLC0415
         from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
 
@@ -67,25 +35,36 @@ class Containers:  # pragma: no cover - needs a Docker engine
         self.crdb = CockroachDBContainer(
             os.environ.get("TEST_COCKROACH_IMAGE", "cockroachdb/cockroach:v24.1.1")
         )
-        self.kafka.start()
-        self.crdb.start()
-        self.bootstrap = self.kafka.get_bootstrap_server()
+        try:
+            self.kafka.start()
+            self.crdb.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._bootstrap = self.kafka.get_bootstrap_server()
         host = self.crdb.get_container_host_ip()
         port = self.crdb.get_exposed_port(26257)
         self._base = f"postgresql://{self.crdb.username}:{self.crdb.password}@{host}:{port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return self._bootstrap
 
     def dsn(self, database: str) -> str:
         return f"{self._base}/{database}?sslmode=require"
 
     def stop(self) -> None:
-        self.kafka.stop()
-        self.crdb.stop()
+        kafka, crdb, self.kafka, self.crdb = self.kafka, self.crdb, None, None
+        for container in (kafka, crdb):
+            if container is not None:
+                container.stop()
 
 
-def start(state_dir: Path) -> Infra:
+def choose(state_dir: Path) -> Infra:
+    """The infrastructure ``TEST_INFRA`` names, not started yet."""
     kind = os.environ.get("TEST_INFRA", "embedded")
     if kind == "embedded":
-        return Embedded(state_dir)
+        return LocalInfra(state_dir)
     if kind == "containers":
-        return Containers()
+        return Containers(state_dir)
     raise ValueError(f"TEST_INFRA={kind!r}: expected embedded or containers")

@@ -1,7 +1,8 @@
 """``python -m loadtest.bench receiver|router|notificator|all`` (``make bench*``).
 
-One local broker and database (``notifsvc dev --infra-only``) serve every measurement; each
-measurement has topics of its own and starts from an empty table. Results are printed as
+One local broker and database (:class:`notifsvc.dev.infra.LocalInfra`, as ``notifsvc dev``
+runs them) serve every measurement; each measurement has a lane of its own: topics and an
+empty database. Results are printed as
 one table (figure, value, baseline, ratio) and written to ``loadtest/results/bench-*.json``.
 Settings (environment): BENCH_WORKERS, BENCH_USERS, BENCH_SECONDS, BENCH_ROUNDS, BENCH_PARTITIONS
 (receiver);
@@ -28,6 +29,7 @@ from loadtest import harness, report
 from loadtest.bench_notificator import bench_notificator
 from loadtest.bench_receiver import bench_receiver
 from loadtest.bench_router import drain_naive, drain_router
+from notifsvc.dev.infra import LocalInfra
 
 
 def _int(name: str, default: int) -> int:
@@ -38,7 +40,7 @@ def _ints(name: str, default: str) -> list[int]:
     return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
 
 
-async def receiver(infra: harness.Infra, workdir: Path) -> dict[str, Any]:
+async def receiver(infra: LocalInfra, workdir: Path) -> dict[str, Any]:
     print("receiver vs bare aiohttp endpoint", flush=True)
     return await bench_receiver(
         infra,
@@ -51,13 +53,13 @@ async def receiver(infra: harness.Infra, workdir: Path) -> dict[str, Any]:
     )
 
 
-async def router(infra: harness.Infra, workdir: Path, sizes: list[int]) -> dict[str, Any]:
+async def router(infra: LocalInfra, workdir: Path, sizes: list[int]) -> dict[str, Any]:
     print("router vs naive one-at-a-time baseline", flush=True)
     count = _int("BENCH_COUNT", 200_000)
     baseline = await drain_naive(
-        infra.env, _int("BENCH_BASELINE_COUNT", 5_000), _int("BENCH_BASELINE_SECONDS", 30), workdir
+        infra, _int("BENCH_BASELINE_COUNT", 5_000), _int("BENCH_BASELINE_SECONDS", 30), workdir
     )
-    drains = [await drain_router(infra.env, n, workdir) for n in sorted({count, *sizes})]
+    drains = [await drain_router(infra, n, workdir) for n in sorted({count, *sizes})]
     return {
         "count": count,
         "baseline": baseline.as_dict(),
@@ -65,7 +67,7 @@ async def router(infra: harness.Infra, workdir: Path, sizes: list[int]) -> dict[
     }
 
 
-async def notificator(infra: harness.Infra, workdir: Path) -> dict[str, Any]:
+async def notificator(infra: LocalInfra, workdir: Path) -> dict[str, Any]:
     print("notificator (webhook) vs one send at a time", flush=True)
     return await bench_notificator(
         infra,
@@ -91,12 +93,12 @@ async def run(what: str) -> dict[str, Any]:
     workdir = harness.scratch_dir(f"bench-{what}")
     results: dict[str, Any] = {"machine": machine(), "workdir": str(workdir)}
     sizes = _ints("BENCH_SCALE", "10000,100000,1000000") if what == "all" else []
-    steps: dict[str, Callable[[harness.Infra], Any]] = {
+    steps: dict[str, Callable[[LocalInfra], Any]] = {
         "receiver": lambda i: receiver(i, workdir),
         "router": lambda i: router(i, workdir, sizes),
         "notificator": lambda i: notificator(i, workdir),
     }
-    infra = harness.Infra(workdir / "infra")
+    infra = LocalInfra(workdir / "infra", own_process_group=True)
     sampler = harness.CpuSampler()
     await asyncio.to_thread(infra.start)
     sampler.start()

@@ -22,6 +22,7 @@ import orjson
 from loadtest import harness, stats
 from notifsvc import topics
 from notifsvc.db.store import Store
+from notifsvc.dev.infra import Lane, LocalInfra
 from notifsvc.model import Notification
 from notifsvc.process import free_port
 
@@ -52,20 +53,27 @@ async def _store_forwarded(dsn: str, batch: list[Notification]) -> None:
 
 
 async def sends(
-    infra: harness.Infra, sink: str, *, count: int, concurrency: int, workdir: Path
+    infra: LocalInfra, sink: str, *, count: int, concurrency: int, workdir: Path
 ) -> dict[str, Any]:
     """Preload ``count`` webhook notifications and time the notificator sending them all."""
-    env = harness.stage_env(
-        infra.env,
-        topic_prefix=f"{harness.run_id()}-notificator{concurrency}.",
+    label = f"notificator{concurrency}"
+    lane = await infra.lane(
+        label,
+        workdir / label,
         send_concurrency=concurrency,
         webhook_allowed_hosts="127.0.0.1",
         channels="webhook",
         log_level="WARNING",
     )
-    settings = harness.settings_of(env)
-    await harness.create_topics(settings)
-    await harness.reset_database(settings.dsn)
+    try:
+        return await _sends(lane, sink, count=count, workdir=workdir)
+    finally:
+        await infra.drop(lane)
+
+
+async def _sends(lane: Lane, sink: str, *, count: int, workdir: Path) -> dict[str, Any]:
+    settings, concurrency = lane.settings, lane.settings.send_concurrency
+    env = harness.stage_env(settings)
     await asyncio.to_thread(sink_call, f"{sink}/reset", "POST")
     batch = list(harness.notifications(count, "webhook", f"{sink}/hook"))
     await _store_forwarded(settings.dsn, batch)
@@ -104,7 +112,7 @@ async def _wait_sent(dsn: str, proc: Any, count: int, *, budget: float) -> Any:
 
 
 async def bench_notificator(
-    infra: harness.Infra,
+    infra: LocalInfra,
     *,
     count: int,
     concurrency: int,
@@ -114,7 +122,7 @@ async def bench_notificator(
 ) -> dict[str, Any]:
     port = free_port()
     args = ["-m", "loadtest.sink", "--port", str(port), "--delay-ms", str(delay_ms)]
-    sink_proc = harness.start_process(args, harness.stage_env({}), workdir / "sink.log")
+    sink_proc = harness.start_process(args, harness.stage_env(), workdir / "sink.log")
     sink = f"http://127.0.0.1:{port}"
     try:
         await harness.wait_http(f"{sink}/stats", sink_proc)

@@ -23,6 +23,7 @@ from typing import Any
 
 from loadtest import harness, stats
 from loadtest.locust_run import LocustRun, run_locust
+from notifsvc.dev.infra import LocalInfra
 from notifsvc.process import free_port
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Side:
 
 
 async def bench_receiver(
-    infra: harness.Infra,
+    infra: LocalInfra,
     *,
     workers: int,
     users: int,
@@ -83,15 +84,10 @@ async def bench_receiver(
     partitions: int,
     workdir: Path,
 ) -> dict[str, Any]:
-    env = harness.stage_env(
-        infra.env,
-        topic_prefix=f"{harness.run_id()}-receiver.",
-        topic_partitions=partitions,
-        http_port=free_port(),
-        log_level="WARNING",
+    lane = await infra.lane(
+        "receiver", workdir / "receiver", topic_partitions=partitions, log_level="WARNING"
     )
-    settings = harness.settings_of(env)
-    await harness.create_topics(settings)
+    settings, env = lane.settings, harness.stage_env(lane.settings)
     bare_port = free_port()
     servers = {
         "receiver": harness.start_process(
@@ -99,7 +95,7 @@ async def bench_receiver(
         ),
         "bare": harness.start_process(
             ["-m", "loadtest.bare", "--port", str(bare_port), "--workers", str(workers)],
-            harness.stage_env({}),
+            harness.stage_env(),
             workdir / "bare.log",
         ),
     }
@@ -114,24 +110,31 @@ async def bench_receiver(
         for i in range(rounds):
             order = ["bare", "receiver"] if i % 2 == 0 else ["receiver", "bare"]
             for name in order:
-                pids = (servers[name].pid, infra.pid)
+                pids = ([servers[name].pid], infra.pids)
                 await _one_run(
                     sides[name], urls[name], pids, users=users, seconds=seconds, workdir=workdir
                 )
     finally:
         for proc in servers.values():
             harness.stop_process(proc)
+        await infra.drop(lane)
     setup = {"workers": workers, "users": users, "seconds": seconds, "rounds": rounds}
     return _summary(sides, **setup, partitions=partitions)
 
 
 async def _one_run(
-    side: Side, url: str, pids: tuple[int, int], *, users: int, seconds: int, workdir: Path
+    side: Side,
+    url: str,
+    pids: tuple[list[int], list[int]],
+    *,
+    users: int,
+    seconds: int,
+    workdir: Path,
 ) -> None:
-    server_pid, infra_pid = pids
+    server_pids, infra_pids = pids
     print(f"  {side.name}: {users} users for {seconds}s", flush=True)
-    server_before = harness.cpu_seconds([server_pid])
-    infra_before = harness.cpu_seconds([infra_pid])
+    server_before = harness.cpu_seconds(server_pids)
+    infra_before = harness.cpu_seconds(infra_pids)
     run = await run_locust(
         url,
         users=users,
@@ -143,8 +146,8 @@ async def _one_run(
     )
     side.add(
         run,
-        harness.cpu_seconds([server_pid]) - server_before,
-        harness.cpu_seconds([infra_pid]) - infra_before,
+        harness.cpu_seconds(server_pids) - server_before,
+        harness.cpu_seconds(infra_pids) - infra_before,
     )
     done = [r for r in run.rows if r[2] == 202]
     print(f"    {len(done):,} accepted, {len(run.rows) - len(done):,} not", flush=True)

@@ -1,8 +1,9 @@
 """``make bench-router``: drain rate of the real router against the naive baseline.
 
-A topic prefix of its own is preloaded with notifications (the product's ``Producer``,
-values ``Notification.encode()``, keys the UUIDs), the table is emptied, then the stage
-runs as its own process (``python -m notifsvc router``) until every row is forwarded.
+A lane of its own (topic prefix and an empty database, :meth:`notifsvc.dev.infra.Infra.lane`)
+is preloaded with notifications (the product's ``Producer``, values ``Notification.encode()``,
+keys the UUIDs), then the stage runs as its own process (``python -m notifsvc router``) until
+every row is forwarded.
 The rate is measured on the database's own clock: rows / (last ``forwarded_at`` - first
 ``received_at``), so the consumer group's join time is left out and the first batch's
 full cost is in. The baseline (``loadtest/naive_router.py``) is measured the same way on
@@ -21,6 +22,7 @@ from typing import Any
 
 from loadtest import harness, stats
 from notifsvc import topics
+from notifsvc.dev.infra import Lane, LocalInfra
 
 log = logging.getLogger(__name__)
 
@@ -67,53 +69,50 @@ class Drain:
         return out
 
 
-async def _prepare(
-    infra_env: dict[str, str], label: str, count: int
-) -> tuple[dict[str, str], float]:
-    """Own topics, an empty table and ``count`` notifications queued; returns (env, seconds)."""
-    env = harness.stage_env(
-        infra_env, topic_prefix=f"{harness.run_id()}-{label}.", log_level="WARNING"
-    )
-    settings = harness.settings_of(env)
-    await harness.create_topics(settings)
-    await harness.reset_database(settings.dsn)
+async def _prepare(infra: LocalInfra, label: str, count: int, workdir: Path) -> tuple[Lane, float]:
+    """A lane of its own (topics, an empty database), ``count`` notifications queued;
+    returns (lane, seconds of preloading)."""
+    lane = await infra.lane(label, workdir / label, log_level="WARNING")
     started = time.monotonic()
+    settings = lane.settings
     await harness.preload(settings, topics.outstanding(settings), harness.notifications(count))
-    return env, time.monotonic() - started
+    return lane, time.monotonic() - started
 
 
-async def drain_router(infra_env: dict[str, str], count: int, workdir: Path) -> Drain:
+async def drain_router(infra: LocalInfra, count: int, workdir: Path) -> Drain:
     """Preload ``count``, run the real router until all are forwarded, sampling its RSS."""
     result = Drain("router", count)
-    env, result.preload_seconds = await _prepare(infra_env, f"router{count}", count)
+    lane, result.preload_seconds = await _prepare(infra, f"router{count}", count, workdir)
     print(f"  router: {count:,} queued in {result.preload_seconds:.1f}s; draining", flush=True)
-    proc = harness.start_process(["-m", "notifsvc", "router"], env, workdir / f"router-{count}.log")
+    env, log_path = harness.stage_env(lane.settings), workdir / f"router-{count}.log"
+    proc = harness.start_process(["-m", "notifsvc", "router"], env, log_path)
     sampler = harness.RssSampler(proc.pid)
     sampler.start()
     try:
-        row = await _poll(env, _ROUTER_PROGRESS, proc, until=count, budget=60 + count / 500)
+        row = await _poll(lane, _ROUTER_PROGRESS, proc, until=count, budget=60 + count / 500)
     finally:
         await sampler.stop()
         harness.stop_process(proc)
+        await infra.drop(lane)
     result.done, result.seconds = row["done"], _span(row)
     first = row["first"].timestamp() if row["first"] is not None else 0.0
     result.rss = [s for s in sampler.samples if s[0] >= first]
     return result
 
 
-async def drain_naive(
-    infra_env: dict[str, str], count: int, seconds: float, workdir: Path
-) -> Drain:
+async def drain_naive(infra: LocalInfra, count: int, seconds: float, workdir: Path) -> Drain:
     """The baseline on its own preloaded topic: ``count`` messages or ``seconds``, first ends."""
     result = Drain("naive", count)
-    env, result.preload_seconds = await _prepare(infra_env, "naive", count)
+    lane, result.preload_seconds = await _prepare(infra, "naive", count, workdir)
     print(f"  baseline: {count:,} queued; draining one at a time (<= {seconds:.0f}s)", flush=True)
-    args = ["-m", "loadtest.naive_router"]
+    args, env = ["-m", "loadtest.naive_router"], harness.stage_env(lane.settings)
     proc = harness.start_process(args, env, workdir / "naive-router.log")
     try:
-        row = await _poll(env, _NAIVE_PROGRESS, proc, until=count, budget=60 + seconds, cap=seconds)
+        budget = 60 + seconds
+        row = await _poll(lane, _NAIVE_PROGRESS, proc, until=count, budget=budget, cap=seconds)
     finally:
         harness.stop_process(proc)
+        await infra.drop(lane)
     result.done, result.seconds = row["done"], _span(row)
     return result
 
@@ -125,7 +124,7 @@ def _span(row: Any) -> float:
 
 
 async def _poll(
-    env: dict[str, str],
+    lane: Lane,
     sql: str,
     proc: Any,
     *,
@@ -134,7 +133,7 @@ async def _poll(
     cap: float | None = None,
 ) -> Any:
     """Poll progress until ``until`` rows are done, ``cap`` seconds after the first, or fail."""
-    dsn = harness.settings_of(env).dsn
+    dsn = lane.settings.dsn
     deadline = time.monotonic() + budget
     began: float | None = None
     last_print = time.monotonic()

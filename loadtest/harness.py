@@ -1,5 +1,6 @@
-"""What every benchmark needs: the local broker and database, stage processes, preloading,
-database counts and a per-second RSS/CPU sampler. Everything listens on 127.0.0.1.
+"""What every benchmark needs: the local broker and database (:mod:`notifsvc.dev.infra`),
+stage processes, preloading, database counts and a per-second RSS/CPU sampler. Everything
+listens on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import asyncpg
 import psutil
 
-from notifsvc import channels, config, kafka, topics
 from notifsvc.config import Settings
+from notifsvc.dev import infra
+from notifsvc.dev.infra import clean_environ as clean_environ  # noqa: PLC0414 - for locust_run
 from notifsvc.kafka import Producer
 from notifsvc.model import Notification
 from notifsvc.process import spawn, stop
@@ -39,90 +40,10 @@ class Deadline(Exception):
     """Something expected did not happen in time."""
 
 
-def clean_environ() -> dict[str, str]:
-    """This process's environment without any ``NOTIFSVC_*`` variable."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(config.PREFIX)}
-
-
-class Infra:
-    """``notifsvc dev --infra-only`` as a child process: a Tansu broker and PostgreSQL."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.env: dict[str, str] = {}
-        self._proc: Any = None
-        self._out: IO[bytes] | None = None
-
-    def start(self, timeout: float = 90.0) -> dict[str, str]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        out_path = self.state_dir / "infra.out"
-        self._out = open(out_path, "wb")  # noqa: SIM115 - closed in stop()
-        command = [PYTHON, "-m", "notifsvc", "dev", "--infra-only", "--state-dir"]
-        self._proc = spawn([*command, str(self.state_dir)], output=self._out, env=clean_environ())
-        deadline = time.monotonic() + timeout
-        wanted = {config.env_name("kafka_bootstrap"), config.env_name("database_url")}
-        while wanted - self.env.keys():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise Deadline(f"notifsvc dev --infra-only did not start:\n{out_path.read_text()}")
-            for line in out_path.read_text(errors="replace").splitlines():
-                key, sep, value = line.partition("=")
-                if sep and key in wanted:
-                    self.env[key] = value.strip()
-            time.sleep(0.1)
-        return self.env
-
-    @property
-    def pid(self) -> int:
-        return int(self._proc.pid)
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop(proc, timeout=30.0)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-
-    def __enter__(self) -> Infra:
-        self.start()
-        return self
-
-    def __exit__(
-        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def stage_env(infra_env: Mapping[str, str], **values: object) -> dict[str, str]:
-    """The environment of a stage process: the infrastructure plus ``NOTIFSVC_<NAME>`` values."""
-    env = clean_environ() | dict(infra_env)
-    env.update({config.env_name(k): str(v) for k, v in values.items()})
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def settings_of(env: Mapping[str, str]) -> Settings:
-    """The settings a stage started with ``env`` sees."""
-    return config.load({k: v for k, v in env.items() if k.startswith(config.PREFIX)})
-
-
-def run_id() -> str:
-    return f"b{uuid.uuid4().hex[:8]}"
-
-
-async def create_topics(settings: Settings) -> None:
-    names = topics.all_topics(settings, list(channels.REGISTRY))
-    await asyncio.to_thread(kafka.create_topics, settings, names)
-
-
-async def reset_database(dsn: str) -> None:
-    """Empty the notifications table, so each measurement starts from the same state."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("TRUNCATE notifications")
-    finally:
-        await conn.close()
+def stage_env(settings: Settings | None = None, **values: object) -> dict[str, str]:
+    """The environment of a stage process (:func:`notifsvc.dev.infra.stage_env`) that can
+    also run ``python -m loadtest.*`` from anywhere."""
+    return infra.stage_env(settings, **values) | {"PYTHONPATH": str(ROOT)}
 
 
 async def fetch_one(dsn: str, sql: str, *args: object) -> asyncpg.Record:

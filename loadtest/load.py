@@ -42,7 +42,6 @@ class LocalPipeline:
         self.log_path = workdir / "log-channel.jsonl"
         self.dsn = ""
         self._env = harness.stage_env(
-            {},
             http_port=port,
             log_path=self.log_path,
             webhook_allowed_hosts="127.0.0.1,localhost",
@@ -244,7 +243,7 @@ async def run(config: LoadConfig, workdir: Path) -> dict[str, Any]:
         "--delay-ms",
         str(config.sink_delay_ms),
     ]
-    sink_proc = harness.start_process(args, harness.stage_env({}), workdir / "sink.log")
+    sink_proc = harness.start_process(args, harness.stage_env(), workdir / "sink.log")
     pipeline = None if config.host else LocalPipeline(workdir, free_port())
     try:
         await harness.wait_http(f"{sink}/stats", sink_proc)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from loadtest.chaos.infra import ChaosInfra, Lane
+from loadtest.chaos.infra import LANE_SETTINGS, ChaosInfra, Lane
 from loadtest.chaos.load import Body, Load
 from loadtest.chaos.procs import Fleet
 from loadtest.chaos.report import Deliveries, Result, log_deliveries, recovery
@@ -130,7 +130,8 @@ async def session(
     ctx: Context, name: str, *, sink: Sink | None = None, **settings: str
 ) -> AsyncIterator[Session]:
     """A lane with its sink; every stage process is stopped at the end, however it ends."""
-    lane = await ctx.infra.lane(name, **settings)
+    folder = ctx.infra.state_dir / name
+    lane = await ctx.infra.lane(name, folder, **(LANE_SETTINGS | settings))
     s = Session(ctx, lane, sink)
     if sink is not None:
         await sink.start()

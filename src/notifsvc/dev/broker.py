@@ -85,5 +85,10 @@ class TansuBroker:
             stop(proc, timeout=2.0)  # in-memory: nothing to flush
 
     @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -9,6 +9,7 @@ waits for a consumer group to form.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from notifsvc import channels, logs
 from notifsvc.channels.log import LogSettings
 from notifsvc.config import Settings
-from notifsvc.dev.infra import LocalInfra
+from notifsvc.dev.infra import LocalInfra, prepare
 from notifsvc.dev.stages import Stages
 from notifsvc.dev.standins import OUTBOX_PORT, StandIns
 from notifsvc.kafka import KafkaError
@@ -56,10 +57,13 @@ def run_dev(
     if problem is not None:
         print(f"notifsvc dev: {problem}", file=sys.stderr, flush=True)
         return 2
-    infra = LocalInfra(Path(state_dir), keep=keep)
+    # Their own process groups: Ctrl-C stops the stages first, then these.
+    infra = LocalInfra(Path(state_dir), keep=keep, own_process_group=True)
     pipeline = Pipeline(Path(state_dir), outbox_port)
     try:
-        ready = infra.start(settings)
+        infra.start()
+        ready = infra.point(settings)
+        asyncio.run(prepare(ready))
         for key, value in infra.env.items():
             print(f"{key}={value}", flush=True)
         if not infra_only and not stopping.is_set():
