@@ -69,6 +69,9 @@ class Channel(ABC, Generic[C]):
     Config: ClassVar[type[Any]] = NoSettings
     #: Longest accepted ``txt``, in characters.
     max_body_chars: ClassVar[int] = 65_536
+    #: ``module:Class`` of the provider fake (in :mod:`notifsvc.dev.fakes`) that the tests
+    #: and ``notifsvc dev`` point this channel at; None when the channel needs no provider.
+    fake: ClassVar[str | None] = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -169,6 +169,7 @@ class _Pool:
 class EmailChannel(Channel[EmailSettings]):
     name = "email"
     Config = EmailSettings
+    fake = "notifsvc.dev.fakes.smtp:FakeSmtp"
     subject_pattern: ClassVar[str] = SUBJECT_PATTERN
     max_subject_chars: ClassVar[int] = MAX_SUBJECT_CHARS
 

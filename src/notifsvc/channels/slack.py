@@ -98,6 +98,7 @@ class SlackSettings(Section, prefix="slack"):
 class SlackChannel(HttpChannel[SlackSettings]):
     name = "slack"
     Config = SlackSettings
+    fake = "notifsvc.dev.fakes.slack:FakeSlack"
     max_body_chars = 40_000
     recipient_pattern: ClassVar[str] = f"^(?:{RECIPIENT.pattern})$"
 

@@ -81,6 +81,7 @@ class SmsSettings(Section, prefix="sms"):
 class SmsChannel(HttpChannel[SmsSettings]):
     name = "sms"
     Config = SmsSettings
+    fake = "notifsvc.dev.fakes.twilio:FakeTwilio"
     max_body_chars = 1_600
     #: A necessary condition on ``to``, published in the OpenAPI document.
     recipient_pattern: ClassVar[str] = f"^{E164.pattern}$"

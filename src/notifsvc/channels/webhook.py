@@ -108,6 +108,7 @@ class WebhookSettings(Section, prefix="webhook"):
 class WebhookChannel(HttpChannel[WebhookSettings]):
     name = "webhook"
     Config = WebhookSettings
+    fake = "notifsvc.dev.fakes.webhook:WebhookSink"
     #: A necessary condition on ``to``, published in the OpenAPI document.
     recipient_pattern: ClassVar[str] = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\\\@/?#]+([/?#].*)?$"
 

@@ -10,18 +10,13 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from aiohttp import web
 
-from notifsvc.dev.fakes.http import Seen
-from notifsvc.dev.fakes.slack import FakeSlack
-from notifsvc.dev.fakes.twilio import FakeTwilio
-from notifsvc.dev.fakes.webhook import WebhookSink
+from notifsvc.dev.fakes.captured import Delivery
 
 #: Deliveries each stand-in remembers, and log-channel lines shown.
 KEEP = 500
@@ -29,63 +24,10 @@ KEEP = 500
 LOG_TAIL_BYTES = 256 * 1024
 
 
-class Captured(Protocol):
-    """A mail the SMTP stand-in took (:class:`~notifsvc.dev.fakes.smtp.Mail`)."""
+class Source(Protocol):
+    """A provider fake: what it received, as the outbox shows it."""
 
-    @property
-    def at(self) -> float: ...
-    @property
-    def rcpt_tos(self) -> tuple[str, ...]: ...
-    @property
-    def message(self) -> EmailMessage: ...
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message a stand-in took (or the log channel wrote), as the outbox shows it."""
-
-    channel: str
-    at: float  # wall clock
-    to: str
-    text: str
-    subject: str | None = None
-    uuid: str | None = None
-    #: What else identifies it: the sender, a mail's headers, the webhook's URL.
-    details: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def mail_delivery(at: float, rcpt_tos: tuple[str, ...], message: EmailMessage) -> Delivery:
-    body = message.get_body(preferencelist=("plain", "html"))
-    text = body.get_content() if isinstance(body, EmailMessage) else message.as_string()
-    message_id = str(message.get("Message-ID", ""))
-    uid = message_id.strip("<>").partition("@")[0] or None
-    headers = {k: str(message[k]) for k in ("From", "To", "Date", "Message-ID") if k in message}
-    subject = str(message["Subject"]) if "Subject" in message else None
-    return Delivery("email", at, ", ".join(rcpt_tos), str(text), subject, uid, headers)
-
-
-def sms_delivery(seen: Seen) -> Delivery:
-    form = seen.form()
-    details = {"From": form.get("From", "")}
-    return Delivery("sms", seen.wall, form.get("To", ""), form.get("Body", ""), details=details)
-
-
-def slack_delivery(seen: Seen) -> Delivery:
-    body = seen.json()
-    return Delivery("slack", seen.wall, str(body.get("channel", "")), str(body.get("text", "")))
-
-
-def webhook_delivery(seen: Seen, base_url: str) -> Delivery:
-    try:
-        text = orjson.dumps(seen.json(), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:
-        text = seen.body.decode(errors="replace")
-    uid = seen.headers.get("Idempotency-Key")
-    details = {k: v for k, v in seen.headers.items() if k.lower().startswith("x-notifsvc")}
-    return Delivery("webhook", seen.wall, base_url + seen.path, text, None, uid, details)
+    def deliveries(self) -> list[Delivery]: ...
 
 
 def log_deliveries(path: Path, keep: int = KEEP) -> list[Delivery]:
@@ -117,32 +59,15 @@ def log_deliveries(path: Path, keep: int = KEEP) -> list[Delivery]:
 
 
 class Outbox:
-    """Reads the stand-ins' captures; those standing in for nothing are None."""
+    """Reads the captures of the stand-ins (``sources``) and of the log channel's file."""
 
-    def __init__(
-        self,
-        *,
-        webhook: WebhookSink,
-        twilio: FakeTwilio | None = None,
-        slack: FakeSlack | None = None,
-        mail: Sequence[Captured] | None = None,
-        log_path: Path | None = None,
-    ) -> None:
-        self.webhook = webhook
-        self.twilio = twilio
-        self.slack = slack
-        self.mail = mail  # FakeSmtp.messages
+    def __init__(self, sources: Sequence[Source] = (), *, log_path: Path | None = None) -> None:
+        self.sources = list(sources)
         self.log_path = log_path
 
     def deliveries(self) -> list[Delivery]:
         """Everything captured, newest first."""
-        found = [webhook_delivery(s, self.webhook.url) for s in self.webhook.delivered]
-        if self.twilio is not None:
-            found += [sms_delivery(s) for s in self.twilio.delivered]
-        if self.slack is not None:
-            found += [slack_delivery(s) for s in self.slack.delivered]
-        if self.mail is not None:
-            found += [mail_delivery(m.at, m.rcpt_tos, m.message) for m in self.mail]
+        found = [d for source in self.sources for d in source.deliveries()]
         if self.log_path is not None:
             found += log_deliveries(self.log_path)
         return sorted(found, key=lambda d: d.at, reverse=True)

@@ -1,11 +1,11 @@
 """Local stand-ins for the providers of ``notifsvc dev``: the test fakes, run for a person.
 
-A channel that cannot run with the settings given (no SMTP server, no Twilio or Slack
-credentials) is pointed at its stand-in: an aiosmtpd server capturing mail, and the Twilio
-and Slack APIs served by one HTTP server, which also serves the outbox page and a webhook
-sink (any ``POST`` to another path). A channel with real settings keeps them. The webhook
-sink takes webhooks whatever the settings; ``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS`` is set to this
-machine when it is empty.
+A channel that cannot run with the settings given (no SMTP server, no provider credentials)
+is pointed at its stand-in: the fake its channel class names (``Channel.fake``). The HTTP
+fakes share one server with the outbox page and a webhook sink (any ``POST`` to another
+path); the others (SMTP, the HTTP/2 APNs server) listen on ports of their own. A channel
+with real settings keeps them. The webhook sink takes webhooks whatever the settings;
+``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS`` is set to this machine when it is empty.
 
 Everything runs on an event loop of its own, in a thread, next to the synchronous runner.
 """
@@ -15,23 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import web
 
 from notifsvc import channels
 from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.config import Secret, Section, Settings, variables
-from notifsvc.dev.fakes.slack import FakeSlack
-from notifsvc.dev.fakes.twilio import FakeTwilio
+from notifsvc.dev.fakes.http import HttpFake
 from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.dev.outbox import KEEP, Outbox
-
-if TYPE_CHECKING:
-    from notifsvc.dev.fakes.smtp import FakeSmtp
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +38,24 @@ OUTBOX_PORT = 8025
 
 
 def wanted(settings: Settings) -> list[str]:
-    """The channels that get a stand-in: those that cannot run with ``settings`` and are
-    not left out by ``NOTIFSVC_CHANNELS``."""
+    """The channels that get a stand-in: those with a fake that cannot run with
+    ``settings`` and are not left out by ``NOTIFSVC_CHANNELS``."""
     listed = settings.channels
     return [
         name
-        for name in ("email", "sms", "slack")
-        if channels.REGISTRY[name].disabled_reason(settings) is not None
+        for name, cls in channels.REGISTRY.items()
+        if cls.fake is not None
+        and name != "webhook"  # the sink of the outbox, always there
+        and cls.disabled_reason(settings) is not None
         and (listed is None or name in listed)
     ]
+
+
+def make_fake(name: str) -> Any:
+    """A new instance of channel ``name``'s fake, remembering the last :data:`KEEP` captures.
+    Raises ImportError when the fake needs the ``dev`` extra and it is missing."""
+    module, _, cls = (channels.REGISTRY[name].fake or "").partition(":")
+    return getattr(importlib.import_module(module), cls)(keep=KEEP)
 
 
 def env_value(value: object) -> str:
@@ -75,13 +81,9 @@ class StandIns:
         self.port = port
         self.channels = wanted(settings)
         self.webhook = WebhookSink(keep=KEEP)
-        self.twilio = FakeTwilio(keep=KEEP) if "sms" in self.channels else None
-        self.slack = FakeSlack(keep=KEEP) if "slack" in self.channels else None
-        self.outbox = Outbox(
-            webhook=self.webhook, twilio=self.twilio, slack=self.slack, log_path=log_path
-        )
+        self.fakes: dict[str, Any] = {}  # channel name -> its running fake
+        self.outbox = Outbox(log_path=log_path)
         self.overrides: list[Section] = []
-        self._smtp: FakeSmtp | None = None  # aiosmtpd comes with the dev extra
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -129,25 +131,42 @@ class StandIns:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._make_fakes()
         runner = await self._serve()
         try:
-            await self._start_smtp()
+            await self._start_others()
             self._point_channels()
             self._started.set()
             await self._stop.wait()
         finally:
-            if self._smtp is not None:
-                await self._smtp.stop()
+            for fake in self._others():
+                await fake.stop()
             await runner.cleanup()
 
+    def _make_fakes(self) -> None:
+        for name in list(self.channels):
+            try:
+                self.fakes[name] = make_fake(name)
+            except ImportError as exc:
+                log.warning("no %s stand-in: %s (pip install 'notifsvc[dev]')", name, exc)
+                self.channels.remove(name)
+        self.outbox.sources = [*self.fakes.values(), self.webhook]
+
+    def _http(self) -> list[HttpFake]:
+        """The fakes served by the outbox's server, the webhook sink last (it takes every
+        ``POST`` the others do not)."""
+        fakes = [f for f in self.fakes.values() if isinstance(f, HttpFake)]
+        return [*fakes, self.webhook]
+
+    def _others(self) -> list[Any]:
+        return [f for f in self.fakes.values() if not isinstance(f, HttpFake)]
+
     async def _serve(self) -> web.AppRunner:
-        """One HTTP server: the outbox, the Twilio and Slack APIs, then the webhook sink
-        (its route takes every other POST)."""
+        """One HTTP server: the outbox, the HTTP fakes, then the webhook sink."""
         app = web.Application()
         self.outbox.routes(app)
-        for fake in (self.twilio, self.slack, self.webhook):
-            if fake is not None:
-                fake.routes(app)
+        for fake in self._http():
+            fake.routes(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -159,28 +178,17 @@ class StandIns:
             log.warning("port %d is taken (Mailpit?): the outbox gets another one", self.port)
             await web.TCPSite(runner, HOST, 0).start()
         self.port = runner.addresses[0][1]
-        for fake in (self.twilio, self.slack, self.webhook):
-            if fake is not None:
-                fake.serve_at(self.port)
+        for fake in self._http():
+            fake.serve_at(self.port)
         return runner
 
-    async def _start_smtp(self) -> None:
-        if "email" not in self.channels:
-            return
-        try:
-            from notifsvc.dev.fakes.smtp import FakeSmtp  # noqa: PLC0415 - aiosmtpd is optional
-        except ImportError:
-            log.warning("no SMTP stand-in: aiosmtpd is missing (pip install 'notifsvc[dev]')")
-            self.channels.remove("email")
-            return
-        self._smtp = FakeSmtp(keep=KEEP)
-        await self._smtp.start()
-        self.outbox.mail = self._smtp.messages
+    async def _start_others(self) -> None:
+        """The fakes with servers of their own (SMTP, HTTP/2)."""
+        for fake in self._others():
+            await fake.start()
 
     def _point_channels(self) -> None:
-        for fake in (self._smtp, self.twilio, self.slack):
-            if fake is not None:
-                self.overrides.append(fake.config())
+        self.overrides = [fake.config() for fake in self.fakes.values()]
         webhook = self.settings.section(WebhookSettings)
         if not webhook.allowed_hosts:
             hosts = frozenset({HOST, "localhost"})

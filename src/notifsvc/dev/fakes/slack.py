@@ -10,6 +10,7 @@ from aiohttp import web
 
 from notifsvc.channels.slack import SlackSettings
 from notifsvc.config import Secret
+from notifsvc.dev.fakes.captured import Delivery
 from notifsvc.dev.fakes.http import HttpFake, remember
 from notifsvc.dev.fakes.script import Reply, Script
 
@@ -40,6 +41,18 @@ class FakeSlack(HttpFake):
     def config(self) -> SlackSettings:
         """The slack channel's settings that point it at this fake."""
         return SlackSettings(api_url=self.api_url, token=Secret(self.token or TOKEN))
+
+    def deliveries(self) -> list[Delivery]:
+        """What was posted, for the outbox of ``notifsvc dev``."""
+        out = []
+        for seen in self.delivered:
+            body = seen.json()
+            out.append(
+                Delivery(
+                    "slack", seen.wall, str(body.get("channel", "")), str(body.get("text", ""))
+                )
+            )
+        return out
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat.postMessage", self._post_message)

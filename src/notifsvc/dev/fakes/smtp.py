@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from notifsvc.channels.email import EmailSettings
 from notifsvc.config import Secret
+from notifsvc.dev.fakes.captured import Delivery
 from notifsvc.dev.fakes.http import remember
 from notifsvc.dev.fakes.script import Hang, Script
 
@@ -72,6 +73,10 @@ class FakeSmtp:
             username=self.username,
             password=Secret(self.password) if self.password is not None else None,
         )
+
+    def deliveries(self) -> list[Delivery]:
+        """What was accepted, for the outbox of ``notifsvc dev``."""
+        return [_delivery(m.at, m.rcpt_tos, m.message) for m in self.messages]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -152,3 +157,13 @@ class FakeSmtp:
         mail = Mail(envelope.mail_from or "", tuple(envelope.rcpt_tos), login, message)
         remember(self.messages, mail, self.keep)
         return "250 2.0.0 OK: queued"
+
+
+def _delivery(at: float, rcpt_tos: tuple[str, ...], message: EmailMessage) -> Delivery:
+    body = message.get_body(preferencelist=("plain", "html"))
+    text = body.get_content() if isinstance(body, EmailMessage) else message.as_string()
+    message_id = str(message.get("Message-ID", ""))
+    uid = message_id.strip("<>").partition("@")[0] or None
+    headers = {k: str(message[k]) for k in ("From", "To", "Date", "Message-ID") if k in message}
+    subject = str(message["Subject"]) if "Subject" in message else None
+    return Delivery("email", at, ", ".join(rcpt_tos), str(text), subject, uid, headers)

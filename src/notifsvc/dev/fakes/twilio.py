@@ -9,6 +9,7 @@ from aiohttp import web
 
 from notifsvc.channels.sms import SmsSettings
 from notifsvc.config import Secret
+from notifsvc.dev.fakes.captured import Delivery
 from notifsvc.dev.fakes.http import HttpFake, remember
 from notifsvc.dev.fakes.script import Reply, Script
 
@@ -66,6 +67,19 @@ class FakeTwilio(HttpFake):
             auth_token=Secret(self.auth_token or AUTH_TOKEN),
             from_=FROM_NUMBER,
         )
+
+    def deliveries(self) -> list[Delivery]:
+        """What was accepted, for the outbox of ``notifsvc dev``."""
+        out = []
+        for seen in self.delivered:
+            form = seen.form()
+            details = {"From": form.get("From", "")}
+            out.append(
+                Delivery(
+                    "sms", seen.wall, form.get("To", ""), form.get("Body", ""), None, None, details
+                )
+            )
+        return out
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)

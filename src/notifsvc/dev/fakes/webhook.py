@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 
 from notifsvc.channels.webhook import WebhookSettings
-from notifsvc.dev.fakes.http import HttpFake
+from notifsvc.dev.fakes.captured import Delivery, pretty
+from notifsvc.dev.fakes.http import HttpFake, Seen
 
 
 class WebhookSink(HttpFake):
@@ -16,6 +18,10 @@ class WebhookSink(HttpFake):
     def config(self) -> WebhookSettings:
         """The webhook channel's settings that let it target this fake."""
         return WebhookSettings(allowed_hosts=frozenset({"127.0.0.1"}))
+
+    def deliveries(self) -> list[Delivery]:
+        """What was posted, for the outbox of ``notifsvc dev``."""
+        return [_delivery(seen, self.url) for seen in self.delivered]
 
     def hook_url(self, path: str = "/hook") -> str:
         return f"{self.url}{path}"
@@ -30,3 +36,13 @@ class WebhookSink(HttpFake):
             return scripted
         self.deliver(seen)
         return web.json_response({"ok": True})
+
+
+def _delivery(seen: Seen, base_url: str) -> Delivery:
+    try:
+        text = pretty(seen.json())
+    except orjson.JSONDecodeError:
+        text = seen.body.decode(errors="replace")
+    uid = seen.headers.get("Idempotency-Key")
+    details = {k: v for k, v in seen.headers.items() if k.lower().startswith("x-notifsvc")}
+    return Delivery("webhook", seen.wall, base_url + seen.path, text, None, uid, details)
