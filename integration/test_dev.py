@@ -24,13 +24,14 @@ from confluent_kafka.admin import AdminClient
 
 from integration.helpers import eventually
 from notifsvc import topics
+from notifsvc.channels import REGISTRY
 from notifsvc.config import Settings
 from notifsvc.dev.infra import OWNER_FILE, remove_leftovers
 from notifsvc.process import free_port
 
 NOTIFSVC = [sys.executable, "-m", "notifsvc"]
 READY = "notifsvc dev is ready"
-CHANNELS = ("log", "webhook", "email", "sms", "slack")
+CHANNELS = tuple(REGISTRY)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -121,8 +122,9 @@ def banner_value(lines: list[str], name: str) -> str:
     return line.split()[1]
 
 
-def requests_for(webhook_url: str) -> dict[str, dict[str, str]]:
-    """One notification per channel, each with a text of its own."""
+def requests_for(webhook_url: str, lines: list[str]) -> dict[str, dict[str, str]]:
+    """One notification per channel, each with a text of its own; the push recipients are
+    the ones the banner shows."""
     tos = {
         "log": "ops",
         "webhook": webhook_url,
@@ -130,6 +132,9 @@ def requests_for(webhook_url: str) -> dict[str, dict[str, str]]:
         "sms": "+14155552671",
         "slack": "#ops-alerts",
     }
+    for name in ("fcm", "apns", "webpush"):
+        line = next(line for line in lines if line.startswith(f"  {name} "))
+        tos[name] = line.split("to: ", 1)[1]
     return {
         c: {"uuid": str(uuid.uuid4()), "destination": c.upper(), "to": tos[c], "txt": f"to {c}"}
         for c in CHANNELS
@@ -165,7 +170,7 @@ async def test_dev_delivers_every_channel_to_its_stand_in(tmp_path: Path) -> Non
         assert owned_topics(before) >= {topics.outstanding(settings), *lanes}
 
         outbox_url = banner_value(output.lines, "outbox").rstrip("/")
-        sent = requests_for(f"{outbox_url}/hooks/orders")
+        sent = requests_for(f"{outbox_url}/hooks/orders", output.lines)
         sent["email"] |= {"subject": "<b>hi</b>", "txt": "to email <script>alert(1)</script>"}
         async with aiohttp.ClientSession() as http:
             for body in sent.values():

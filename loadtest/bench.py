@@ -8,7 +8,7 @@ Settings (environment): BENCH_WORKERS, BENCH_USERS, BENCH_SECONDS, BENCH_ROUNDS,
 (receiver);
 BENCH_COUNT, BENCH_BASELINE_COUNT, BENCH_BASELINE_SECONDS (router); BENCH_SCALE (``all``:
 backlog sizes for the growth table); BENCH_NOTIFY_COUNT, BENCH_NOTIFY_BASELINE_COUNT,
-BENCH_SINK_DELAY_MS and NOTIFSVC_SEND_CONCURRENCY (notificator).
+BENCH_SINK_DELAY_MS, BENCH_PUSH_COUNT and NOTIFSVC_SEND_CONCURRENCY (notificator and push).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import psutil
 
-from loadtest import harness, report
+from loadtest import bench_push, harness, report
 from loadtest.bench_notificator import bench_notificator
 from loadtest.bench_receiver import bench_receiver
 from loadtest.bench_router import drain_naive, drain_router
@@ -69,14 +69,27 @@ async def router(infra: LocalInfra, workdir: Path, sizes: list[int]) -> dict[str
 
 async def notificator(infra: LocalInfra, workdir: Path) -> dict[str, Any]:
     print("notificator (webhook) vs one send at a time", flush=True)
-    return await bench_notificator(
+    concurrency = _int("NOTIFSVC_SEND_CONCURRENCY", 64)
+    baseline_count = _int("BENCH_NOTIFY_BASELINE_COUNT", 500)
+    result = await bench_notificator(
         infra,
         count=_int("BENCH_NOTIFY_COUNT", 20_000),
-        concurrency=_int("NOTIFSVC_SEND_CONCURRENCY", 64),
-        baseline_count=_int("BENCH_NOTIFY_BASELINE_COUNT", 500),
+        concurrency=concurrency,
+        baseline_count=baseline_count,
         delay_ms=float(os.environ.get("BENCH_SINK_DELAY_MS", "10")),
         workdir=workdir,
     )
+    names = bench_push.registered()
+    print(f"push channels ({', '.join(names)}) vs one send at a time", flush=True)
+    result["push"] = await bench_push.bench_push(
+        infra,
+        names,
+        count=_int("BENCH_PUSH_COUNT", 5_000),
+        concurrency=concurrency,
+        baseline_count=baseline_count,
+        workdir=workdir,
+    )
+    return result
 
 
 def machine() -> dict[str, Any]:

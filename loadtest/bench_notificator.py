@@ -28,7 +28,8 @@ from notifsvc.process import free_port
 
 _PROGRESS = """
 SELECT count(*) FILTER (WHERE state = 'sent') AS done,
-       count(*) FILTER (WHERE state = 'failed') AS failed, max(sent_at) AS last
+       count(*) FILTER (WHERE state = 'failed') AS failed, max(sent_at) AS last,
+       min(sent_at) AS first
 FROM notifications
 """
 
@@ -40,7 +41,7 @@ def sink_call(url: str, method: str = "GET") -> Any:
     return orjson.loads(body) if body else None
 
 
-async def _store_forwarded(dsn: str, batch: list[Notification]) -> None:
+async def store_forwarded(dsn: str, batch: list[Notification]) -> None:
     store = Store(dsn, max_connections=2)
     await store.start()
     try:
@@ -76,13 +77,13 @@ async def _sends(lane: Lane, sink: str, *, count: int, workdir: Path) -> dict[st
     env = harness.stage_env(settings)
     await asyncio.to_thread(sink_call, f"{sink}/reset", "POST")
     batch = list(harness.notifications(count, "webhook", f"{sink}/hook"))
-    await _store_forwarded(settings.dsn, batch)
+    await store_forwarded(settings.dsn, batch)
     await harness.preload(settings, topics.channel(settings, "webhook"), batch)
     print(f"  notificator: {count:,} queued, concurrency {concurrency}", flush=True)
     args = ["-m", "notifsvc", "notificator", "--channel", "webhook"]
     proc = harness.start_process(args, env, workdir / f"notificator-{concurrency}.log")
     try:
-        row = await _wait_sent(settings.dsn, proc, count, budget=60 + count / 50)
+        row = await wait_sent(settings.dsn, proc, count, budget=60 + count / 50)
     finally:
         harness.stop_process(proc)
     seen = await asyncio.to_thread(sink_call, f"{sink}/stats")
@@ -98,7 +99,7 @@ async def _sends(lane: Lane, sink: str, *, count: int, workdir: Path) -> dict[st
     }
 
 
-async def _wait_sent(dsn: str, proc: Any, count: int, *, budget: float) -> Any:
+async def wait_sent(dsn: str, proc: Any, count: int, *, budget: float) -> Any:
     deadline = time.monotonic() + budget
     while True:
         row = await harness.fetch_one(dsn, _PROGRESS)

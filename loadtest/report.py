@@ -75,14 +75,14 @@ def router_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def notificator_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     main, base = r["main"], r["baseline"]
     label = f"webhook sends/s (concurrency {main['concurrency']}, sink {r['sink_delay_ms']:g} ms)"
-    return [
-        (
-            label,
-            fmt(main["sends_per_s"]),
-            f"{fmt(base['sends_per_s'])} at concurrency 1",
-            _x(r["ratio"], 1),
-        ),
-    ]
+    rows = [(label, fmt(main["sends_per_s"]), f"{fmt(base['sends_per_s'])} at concurrency 1")]
+    ratios = [r["ratio"]]
+    for name, p in r.get("push", {}).items():
+        label = f"{name} sends/s (concurrency {p['main']['concurrency']}, its fake)"
+        base_rate = fmt(p["baseline"]["sends_per_s"])
+        rows.append((label, fmt(p["main"]["sends_per_s"]), f"{base_rate} at concurrency 1"))
+        ratios.append(p["ratio"])
+    return [(*row, _x(ratio, 1)) for row, ratio in zip(rows, ratios, strict=True)]
 
 
 def growth_text(r: dict[str, Any]) -> str:

@@ -29,3 +29,18 @@ def note(channel: str, to: str, txt: str = "disk almost full", **kw: object) -> 
     fields: dict[str, object] = {"accepted_at": 1_700_000_000.0}
     fields.update(kw)
     return Notification(uuid.uuid4(), channel, to, txt, **fields)  # type: ignore[arg-type]
+
+
+#: Where a test's :class:`Clock` starts (unix seconds).
+START = 1_800_000_000.0
+
+
+class Clock:
+    """Seconds (wall or monotonic, as the code under test wants) that move only when a
+    test moves them."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

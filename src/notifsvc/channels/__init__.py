@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from notifsvc.channels.apns import ApnsChannel
 from notifsvc.channels.base import (
     AnyChannel,
     Channel,
@@ -11,10 +12,12 @@ from notifsvc.channels.base import (
     TransientError,
 )
 from notifsvc.channels.email import EmailChannel
+from notifsvc.channels.fcm import FcmChannel
 from notifsvc.channels.log import LogChannel
 from notifsvc.channels.slack import SlackChannel
 from notifsvc.channels.sms import SmsChannel
 from notifsvc.channels.webhook import WebhookChannel
+from notifsvc.channels.webpush import WebPushChannel
 from notifsvc.config import Settings
 
 REGISTRY: dict[str, type[AnyChannel]] = {
@@ -23,6 +26,9 @@ REGISTRY: dict[str, type[AnyChannel]] = {
     EmailChannel.name: EmailChannel,
     SmsChannel.name: SmsChannel,
     SlackChannel.name: SlackChannel,
+    FcmChannel.name: FcmChannel,
+    ApnsChannel.name: ApnsChannel,
+    WebPushChannel.name: WebPushChannel,
 }
 
 __all__ = [

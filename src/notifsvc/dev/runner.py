@@ -210,6 +210,19 @@ def _try(settings: Settings, enabled: list[str]) -> list[str]:
     ]
 
 
+def _push_recipients(standins: StandIns) -> list[str]:
+    """A recipient each push stand-in delivers to (device tokens and subscriptions are
+    not something a person can make up)."""
+    lines = []
+    for name in ("fcm", "apns", "webpush"):
+        fake = standins.fakes.get(name)
+        if fake is not None:
+            lines.append(_line(name, f"to: {fake.recipient()}"))
+    if "webpush" in standins.fakes:
+        lines.append(_line("", f"(POST {standins.url}/push/subscriptions makes another)"))
+    return lines
+
+
 def _line(name: str, text: str) -> str:
     return f"  {name:<9} {text}"
 
@@ -235,6 +248,7 @@ def banner(pipeline: Pipeline) -> str:
             "webhooks", f"{standins.url}/<any path> is a sink (e.g. {standins.url}/hooks/orders)"
         ),
         _line("metrics", ", ".join(metrics)),
+        *_push_recipients(standins),
         "Try:",
         *_try(settings, enabled),
         "Ctrl-C stops everything.",
