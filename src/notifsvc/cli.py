@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from notifsvc import channels, config, errors, kafka, logs, metrics, status, topics
+from notifsvc import channels, config, deploy, errors, kafka, logs, metrics, status, topics
 from notifsvc.config import ConfigError, Settings
 from notifsvc.db.migrate import migrate
 from notifsvc.notificator import Notificator
@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--infra-only", action="store_true", help="only the broker and database")
     dev.add_argument("--keep", action="store_true", help="keep the database folder and logs")
     dev.add_argument("--state-dir", default=".notifsvc", help="folder for logs (default .notifsvc)")
+    deploy_cmd = sub.add_parser("deploy", help="the deployment files generated from the channels")
+    deploy_cmd.add_argument("action", choices=["render"])
+    deploy_cmd.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
     return parser
 
 
@@ -123,6 +126,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "receiver": _receiver,
     "router": _router,
     "notificator": _notificator,
+    "deploy": deploy.run,
 }
 
 

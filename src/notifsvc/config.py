@@ -174,15 +174,18 @@ def _kafka_extra(raw: str) -> Secret:
     return Secret(raw)
 
 
-def _spec(parse: Callable[[str], Any], *, secret: bool = False) -> dict[str, Any]:
-    return {"parse": parse, "secret": secret}
+def _spec(parse: Callable[[str], Any], *, secret: bool = False, doc: str = "") -> dict[str, Any]:
+    return {"parse": parse, "secret": secret, "doc": doc}
 
 
-def setting(default: Any, parse: Callable[[str], Any], *, secret: bool = False) -> Any:
+def setting(
+    default: Any, parse: Callable[[str], Any], *, secret: bool = False, doc: str = ""
+) -> Any:
     """A field of :class:`Settings` or of a :class:`Section`: its default, the parser of its
-    environment variable (raising ``ValueError`` with a readable message), and whether it
-    is a secret (masked everywhere, also read from ``*_FILE``)."""
-    return field(default=default, metadata=_spec(parse, secret=secret))
+    environment variable (raising ``ValueError`` with a readable message), whether it is a
+    secret (masked everywhere, also read from ``*_FILE``), and ``doc``: what it means, for
+    the README's generated settings table."""
+    return field(default=default, metadata=_spec(parse, secret=secret, doc=doc))
 
 
 #: Parsers for the fields of a :class:`Section`.
@@ -458,6 +461,17 @@ def _values(settings: Settings) -> list[tuple[str, Field[Any], Any]]:
     """``(variable, field, value)`` of every setting, the sections' included."""
     parts: list[Any] = [settings, *sorted(settings.sections, key=lambda s: s.prefix)]
     return [(name, f, getattr(part, f.name)) for part in parts for name, f in variables(type(part))]
+
+
+def sections_table(sections: Iterable[type[Section]] | None = None) -> str:
+    """The channels' settings as a Markdown table (the README's generated block)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for cls in registered_sections() if sections is None else sections:
+        for name, f in variables(cls):
+            default = "(none)" if f.default in (None, frozenset()) else f"`{_env_value(f.default)}`"
+            secret = " (secret; or `*_FILE`)" if f.metadata["secret"] else ""
+            rows.append(f"| `{name}` | {default} | {f.metadata.get('doc', '')}{secret} |")
+    return "\n".join(rows) + "\n"
 
 
 def secret_variables(sections: Iterable[type[Section]] | None = None) -> frozenset[str]:

@@ -160,3 +160,12 @@ async def test_send_before_start_is_a_transient_error(name: str) -> None:
     channel = REGISTRY[name](case.settings)
     with pytest.raises(TransientError):
         await channel.send(note(name, case.good))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_setting_says_what_it_means(name: str) -> None:
+    """The README's channel settings table is generated from these (config.sections_table)."""
+    undocumented = [
+        var for var, f in config.variables(REGISTRY[name].Config) if not f.metadata.get("doc")
+    ]
+    assert undocumented == []

@@ -17,16 +17,26 @@ from typing import Any
 
 import yaml
 
+from notifsvc import config, deploy
+from notifsvc.channels import REGISTRY
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 SECRET_TEMPLATE = K8S / "base" / "secret.template.yaml"
 COMPOSE = ROOT / "docker-compose.yml"
 STAGES = ("receiver", "router", "notificator")
-#: The channels the issue asks to deploy (one notificator each).
-CHANNELS = ("log", "webhook", "email", "sms", "slack")
+#: The registered channels: each is deployed (one notificator each), and only they are.
+CHANNELS = tuple(REGISTRY)
 
 Doc = dict[str, Any]
+
+#: The files that hold the Kubernetes stages' settings.
+K8S_SETTINGS = (
+    K8S / "base" / "config.env",
+    SECRET_TEMPLATE,
+    K8S / "overlays" / "dev" / "kustomization.yaml",
+)
 
 # jsonschema ships no type information; imported as a module object so that mypy sees Any.
 jsonschema: Any = importlib.import_module("jsonschema")
@@ -72,6 +82,26 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc:
     found = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
     return found[0]
+
+
+def waiting_for_values(*paths: Path) -> set[str]:
+    """The channels these files leave off on purpose: a required setting is there commented
+    out with the placeholder, as ``notifsvc deploy render`` writes it when no placeholder
+    can work (a key that must parse); the operator sets it."""
+    unset = {
+        m[1]
+        for path in paths
+        for m in re.finditer(
+            rf"^[ \t]*#[ \t-]*(NOTIFSVC_\w+)[ \t]*[=:][ \t]*{deploy.PLACEHOLDER}$",
+            path.read_text(),
+            re.MULTILINE,
+        )
+    }
+    return {
+        name
+        for name, cls in REGISTRY.items()
+        if any(var in unset for var, _ in config.variables(cls.Config))
+    }
 
 
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:

@@ -68,12 +68,16 @@ def message_id(notification: Notification) -> str:
 class EmailSettings(Section, prefix="email"):
     """The SMTP relay (``tls``: none, starttls or tls) and the sender address."""
 
-    host: str | None = setting(None, str)
-    port: int = setting(587, as_port)
-    username: str | None = setting(None, str)
-    password: Secret | None = setting(None, Secret, secret=True)
-    from_: str | None = setting(None, str)
-    tls: str = setting("starttls", one_of("none", "starttls", "tls", upper=False))
+    host: str | None = setting(None, str, doc="SMTP relay; none: the channel is off")
+    port: int = setting(587, as_port, doc="SMTP port")
+    username: str | None = setting(None, str, doc="SMTP AUTH user")
+    password: Secret | None = setting(None, Secret, secret=True, doc="SMTP AUTH password")
+    from_: str | None = setting(None, str, doc="sender, may be `Name <addr>`")
+    tls: str = setting(
+        "starttls",
+        one_of("none", "starttls", "tls", upper=False),
+        doc="`none`, `starttls` (required: never falls back to plain text) or `tls`",
+    )
 
     def disabled_reason(self) -> str | None:
         missing = self.missing("host", "from_")

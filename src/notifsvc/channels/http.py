@@ -154,7 +154,11 @@ class HttpChannel(Channel[C]):
     async def start(self) -> None:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_ms / 1000)
-            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+            # As many connections as concurrent sends (aiohttp's default caps them at 100).
+            connector = aiohttp.TCPConnector(limit=self.settings.send_concurrency)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, connector=connector, raise_for_status=False
+            )
 
     async def stop(self) -> None:
         session, self._session = self._session, None

@@ -32,7 +32,9 @@ _VISIBLE = re.compile(f"[^{WHITESPACE}]")
 
 @dataclass(frozen=True)
 class LogSettings(Section, prefix="log"):
-    path: Path | None = setting(None, Path)
+    path: Path | None = setting(
+        None, Path, doc="file the channel appends one JSON line per delivery to (else stdout)"
+    )
 
 
 class LogChannel(Channel[LogSettings]):

@@ -87,9 +87,10 @@ def classify_response(status: int, headers: Mapping[str, str], raw: bytes) -> De
 
 @dataclass(frozen=True)
 class SlackSettings(Section, prefix="slack"):
-    api_url: str = setting("https://slack.com/api", str)
-    #: A bot token (``xoxb-...``) with the ``chat:write`` scope.
-    token: Secret | None = setting(None, Secret, secret=True)
+    api_url: str = setting("https://slack.com/api", str, doc="Slack Web API base URL")
+    token: Secret | None = setting(
+        None, Secret, secret=True, doc="bot token (`xoxb-...`) with the `chat:write` scope"
+    )
 
     def disabled_reason(self) -> str | None:
         return self.missing("token") or base_url_problem(self.env_name("api_url"), self.api_url)

@@ -68,10 +68,10 @@ def recipient_problem(to: str) -> str | None:
 class SmsSettings(Section, prefix="sms"):
     """The Twilio account that sends the messages."""
 
-    api_url: str = setting("https://api.twilio.com", str)
-    account_sid: str | None = setting(None, str)
-    auth_token: Secret | None = setting(None, Secret, secret=True)
-    from_: str | None = setting(None, str)
+    api_url: str = setting("https://api.twilio.com", str, doc="Twilio API base URL")
+    account_sid: str | None = setting(None, str, doc="Twilio account SID")
+    auth_token: Secret | None = setting(None, Secret, secret=True, doc="Twilio auth token")
+    from_: str | None = setting(None, str, doc="sender number (E.164) or messaging service")
 
     def disabled_reason(self) -> str | None:
         missing = self.missing("account_sid", "auth_token", "from_")

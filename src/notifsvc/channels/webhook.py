@@ -96,10 +96,18 @@ def url_secrets(to: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class WebhookSettings(Section, prefix="webhook"):
-    #: Hosts (``host`` or ``host:port``) webhooks may target.
-    allowed_hosts: frozenset[str] = setting(frozenset(), as_csv)
-    #: Signs each body when set.
-    secret: Secret | None = setting(None, Secret, secret=True)
+    allowed_hosts: frozenset[str] = setting(
+        frozenset(),
+        as_csv,
+        doc="comma-separated hosts (`host` or `host:port`) webhooks may "
+        "target; none: the channel is off",
+    )
+    secret: Secret | None = setting(
+        None,
+        Secret,
+        secret=True,
+        doc="signs each body: `X-Notifsvc-Signature: sha256=<hex>`",
+    )
 
     def disabled_reason(self) -> str | None:
         return None if self.allowed_hosts else f"{self.env_name('allowed_hosts')} is not set"

@@ -26,6 +26,7 @@ from aiohttp import web
 from notifsvc import channels
 from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.config import Secret, Section, Settings, variables
+from notifsvc.dev.fakes.base import ProviderFake
 from notifsvc.dev.fakes.http import HttpFake
 from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.dev.outbox import KEEP, Outbox
@@ -51,11 +52,12 @@ def wanted(settings: Settings) -> list[str]:
     ]
 
 
-def make_fake(name: str) -> Any:
+def make_fake(name: str) -> ProviderFake:
     """A new instance of channel ``name``'s fake, remembering the last :data:`KEEP` captures.
     Raises ImportError when the fake needs the ``dev`` extra and it is missing."""
     module, _, cls = (channels.REGISTRY[name].fake or "").partition(":")
-    return getattr(importlib.import_module(module), cls)(keep=KEEP)
+    fake: ProviderFake = getattr(importlib.import_module(module), cls)(keep=KEEP)
+    return fake
 
 
 def env_value(value: object) -> str:

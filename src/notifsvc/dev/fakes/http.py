@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from notifsvc.dev.fakes.base import Service
 from notifsvc.dev.fakes.script import Hang, Reply, Script
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ def remember(items: list[T], item: T, keep: int | None) -> None:
         del items[: len(items) - keep]
 
 
-class HttpFake:
+class HttpFake(Service):
     """Subclasses add routes in :meth:`routes` and call :meth:`record` then :meth:`scripted`
     (and :meth:`deliver` for a request answered normally).
 
@@ -91,15 +91,6 @@ class HttpFake:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def record(self, request: web.Request) -> Seen:
         seen = Seen(

@@ -42,6 +42,10 @@ class FakeSlack(HttpFake):
         """The slack channel's settings that point it at this fake."""
         return SlackSettings(api_url=self.api_url, token=Secret(self.token or TOKEN))
 
+    def recipient(self) -> str:
+        """A recipient this fake delivers to (for the shared fake tests and benchmarks)."""
+        return "C0123456789"
+
     def deliveries(self) -> list[Delivery]:
         """What was posted, for the outbox of ``notifsvc dev``."""
         out = []

@@ -14,13 +14,12 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from types import TracebackType
-from typing import Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from notifsvc.channels.email import EmailSettings
 from notifsvc.config import Secret
+from notifsvc.dev.fakes.base import Service
 from notifsvc.dev.fakes.captured import Delivery
 from notifsvc.dev.fakes.http import remember
 from notifsvc.dev.fakes.script import Hang, Script
@@ -38,7 +37,7 @@ class Mail:
     at: float = field(default_factory=time.time)  # when it was accepted (wall clock)
 
 
-class FakeSmtp:
+class FakeSmtp(Service):
     host = "127.0.0.1"
 
     def __init__(
@@ -74,6 +73,10 @@ class FakeSmtp:
             password=Secret(self.password) if self.password is not None else None,
         )
 
+    def recipient(self) -> str:
+        """A recipient this fake delivers to (for the shared fake tests and benchmarks)."""
+        return "alice@example.com"
+
     def deliveries(self) -> list[Delivery]:
         """What was accepted, for the outbox of ``notifsvc dev``."""
         return [_delivery(m.at, m.rcpt_tos, m.message) for m in self.messages]
@@ -97,15 +100,6 @@ class FakeSmtp:
         for protocol in self._protocols:
             if protocol.transport is not None:
                 protocol.transport.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _protocol(self) -> SMTP:
         self.connections += 1

@@ -68,6 +68,10 @@ class FakeTwilio(HttpFake):
             from_=FROM_NUMBER,
         )
 
+    def recipient(self) -> str:
+        """A recipient this fake delivers to (for the shared fake tests and benchmarks)."""
+        return "+14155552671"
+
     def deliveries(self) -> list[Delivery]:
         """What was accepted, for the outbox of ``notifsvc dev``."""
         out = []

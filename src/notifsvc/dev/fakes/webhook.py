@@ -19,6 +19,10 @@ class WebhookSink(HttpFake):
         """The webhook channel's settings that let it target this fake."""
         return WebhookSettings(allowed_hosts=frozenset({"127.0.0.1"}))
 
+    def recipient(self) -> str:
+        """A recipient this fake delivers to (for the shared fake tests and benchmarks)."""
+        return self.hook_url()
+
     def deliveries(self) -> list[Delivery]:
         """What was posted, for the outbox of ``notifsvc dev``."""
         return [_delivery(seen, self.url) for seen in self.delivered]
