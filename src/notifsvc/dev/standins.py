@@ -52,11 +52,11 @@ def wanted(settings: Settings) -> list[str]:
     ]
 
 
-def make_fake(name: str) -> ProviderFake:
-    """A new instance of channel ``name``'s fake, remembering the last :data:`KEEP` captures.
-    Raises ImportError when the fake needs the ``dev`` extra and it is missing."""
+def make_fake(name: str, keep: int | None = KEEP) -> ProviderFake:
+    """A new instance of channel ``name``'s fake, remembering the last ``keep`` captures
+    (None: all). Raises ImportError when the fake needs the ``dev`` extra and it is missing."""
     module, _, cls = (channels.REGISTRY[name].fake or "").partition(":")
-    fake: ProviderFake = getattr(importlib.import_module(module), cls)(keep=KEEP)
+    fake: ProviderFake = getattr(importlib.import_module(module), cls)(keep=keep)
     return fake
 
 
