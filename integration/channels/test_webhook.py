@@ -1,27 +1,42 @@
-"""The webhook channel against a real sink: signature, idempotency key, failures."""
+"""The webhook channel against a real sink: signature, idempotency key, failures.
+
+Signatures are checked on the receiving side with the Standard Webhooks library
+(``standardwebhooks``), and by the sink itself when it is given secrets."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import hmac
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import datetime, tzinfo
+from typing import Any, Self
 
-import orjson
+import aiohttp
 import pytest
+import standardwebhooks
+import standardwebhooks.webhooks
 from aiohttp import web
 
-from integration.channels.support import SHORT_TIMEOUT_MS, note, started
+from integration.channels.support import SHORT_TIMEOUT_MS, Clock, note, started
 from notifsvc.channels import DeliveryError, PermanentError, Throttled, TransientError
 from notifsvc.channels.http import Answer, Request
-from notifsvc.channels.webhook import SIGNATURE_HEADER, WebhookChannel
-from notifsvc.config import Secret, Settings
+from notifsvc.channels.webhook import WebhookChannel
+from notifsvc.config import Settings
+from notifsvc.dev.fakes.http import Seen
 from notifsvc.dev.fakes.script import HANG, Reply, Script
 from notifsvc.dev.fakes.webhook import WebhookSink
+from notifsvc.signing import (
+    DEFAULT_TOLERANCE_SECONDS,
+    ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SigningSecrets,
+    generate_secret,
+)
 
-SECRET = "webhook-secret"
+SECRET = generate_secret()
+OLD_SECRET = generate_secret()
 
 
 @pytest.fixture
@@ -33,7 +48,8 @@ async def sink() -> AsyncIterator[WebhookSink]:
 def channel_for(
     sink: WebhookSink, *, send_timeout_ms: int = 2000, **overrides: Any
 ) -> WebhookChannel:
-    config = dataclasses.replace(sink.config(), secret=Secret(SECRET), **overrides)
+    overrides.setdefault("secret", SigningSecrets(SECRET))
+    config = dataclasses.replace(sink.config(), **overrides)
     return WebhookChannel(Settings(send_timeout_ms=send_timeout_ms).with_sections(config))
 
 
@@ -48,11 +64,96 @@ async def test_delivers_signed_json_with_idempotency_key(sink: WebhookSink) -> N
         await channel.send(n)
     [seen] = sink.delivered
     assert seen.path == "/hook"
-    assert seen.headers["Idempotency-Key"] == str(n.uuid)
-    expected = hmac.new(SECRET.encode(), seen.body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(seen.headers[SIGNATURE_HEADER], f"sha256={expected}")
-    body = orjson.loads(seen.body)
+    assert seen.headers["Idempotency-Key"] == seen.headers[ID_HEADER] == str(n.uuid)
+    body = standardwebhooks.Webhook(SECRET).verify(seen.body, dict(seen.headers))
     assert (body["uuid"], body["txt"], body["subject"]) == (str(n.uuid), "deploy finished", "CI")
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(OLD_SECRET).verify(seen.body, dict(seen.headers))
+    assert "X-Notifsvc-Signature" not in seen.headers
+
+
+async def test_a_sink_with_the_secret_verifies_and_takes_the_delivery() -> None:
+    async with WebhookSink(secrets=[SECRET]) as sink, started(channel_for(sink)) as channel:
+        await channel.send(note("webhook", sink.hook_url()))
+        [delivery] = sink.deliveries()
+    assert delivery.details["signature"] == "verified"
+    assert delivery.details[ID_HEADER] == delivery.uuid
+
+
+async def test_a_sink_with_another_secret_answers_401() -> None:
+    async with WebhookSink(secrets=[OLD_SECRET]) as sink:
+        with pytest.raises(PermanentError, match=r"answered HTTP 401.*no signature matches"):
+            await send(sink)
+        unsigned = channel_for(sink, secret=None)
+        with pytest.raises(PermanentError, match=r"answered HTTP 401.*missing header"):
+            async with started(unsigned) as channel:
+                await channel.send(note("webhook", sink.hook_url()))
+        assert len(sink.seen) == 2
+        assert sink.delivered == []
+
+
+async def test_during_a_rotation_receivers_on_either_secret_accept() -> None:
+    rotating = SigningSecrets(f"{SECRET},{OLD_SECRET}")
+    async with (
+        WebhookSink(secrets=[OLD_SECRET]) as behind,
+        WebhookSink(secrets=[SECRET]) as ahead,
+    ):
+        for sink in (behind, ahead):
+            await send(sink, secret=rotating)
+            [seen] = sink.delivered
+            assert len(seen.headers[SIGNATURE_HEADER].split(" ")) == 2
+            for secret in (SECRET, OLD_SECRET):
+                standardwebhooks.Webhook(secret).verify(seen.body, dict(seen.headers))
+
+
+async def test_a_retry_keeps_the_id_and_is_signed_afresh() -> None:
+    async with WebhookSink(Script(503), secrets=[SECRET]) as sink:
+        n = note("webhook", sink.hook_url())
+        async with started(channel_for(sink)) as channel:
+            with pytest.raises(TransientError, match="503"):
+                await channel.send(n)
+            await asyncio.sleep(1.05)  # the next second: a fresh timestamp
+            await channel.send(n)
+    first, retry = sink.seen
+    assert sink.delivered == [retry]
+    assert first.headers[ID_HEADER] == retry.headers[ID_HEADER] == str(n.uuid)
+    assert int(retry.headers[TIMESTAMP_HEADER]) > int(first.headers[TIMESTAMP_HEADER])
+    for seen in (first, retry):
+        standardwebhooks.Webhook(SECRET).verify(seen.body, dict(seen.headers))
+
+
+class _Later(datetime):
+    """The library's clock, moved past its tolerance (a request replayed that much later)."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> Self:
+        return cls.fromtimestamp(time.time() + DEFAULT_TOLERANCE_SECONDS + 5, tz)
+
+
+async def replay(sink: WebhookSink, seen: Seen) -> int:
+    """POST a captured request again, byte for byte; the sink's answer status."""
+    headers = {k: v for k, v in seen.headers.items() if k.lower() != "content-length"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(sink.url + seen.path, data=seen.body, headers=headers) as resp,
+    ):
+        return resp.status
+
+
+async def test_a_replay_outside_the_tolerance_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(time.time())
+    async with WebhookSink(secrets=[SECRET], clock=clock) as sink:
+        await send(sink)
+        [captured] = sink.delivered
+        assert await replay(sink, captured) == 200  # within the tolerance: the id de-duplicates
+        clock.now += DEFAULT_TOLERANCE_SECONDS + 5
+        assert await replay(sink, captured) == 401
+        assert len(sink.seen) == 3 and len(sink.delivered) == 2
+    library = standardwebhooks.Webhook(SECRET)
+    library.verify(captured.body, dict(captured.headers))  # signed right: only its age fails
+    monkeypatch.setattr(standardwebhooks.webhooks, "datetime", _Later)
+    with pytest.raises(standardwebhooks.WebhookVerificationError, match="too old"):
+        library.verify(captured.body, dict(captured.headers))
 
 
 async def test_gone_is_permanent(sink: WebhookSink) -> None:

@@ -1,33 +1,38 @@
-"""The webhook channel's URL validation and body signature."""
+"""The webhook channel's URL validation and its Standard Webhooks signature (verified with
+the spec's own library, ``standardwebhooks``)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import time
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 import pytest
+import standardwebhooks
 
-from notifsvc.channels import PermanentError
+from notifsvc import config
+from notifsvc.channels import PermanentError, webhook
 from notifsvc.channels.http import Answer
 from notifsvc.channels.webhook import (
     MAX_URL_CHARS,
-    SIGNATURE_HEADER,
     WebhookChannel,
     WebhookSettings,
     host_of,
-    sign,
     url_secrets,
 )
-from notifsvc.config import Secret, Settings
+from notifsvc.config import ConfigError, Settings
 from notifsvc.model import Notification
+from notifsvc.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, SigningSecrets
 from unit.channels.contract import Case
 
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the spec libraries' test secret
+OLD_SECRET = "whsec_" + base64.b64encode(b"an older secret, 32 bytes long!!").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(bytes(32)).decode()
+ALLOWED = frozenset({"hooks.example.com", "127.0.0.1:8443"})
 SETTINGS = Settings().with_sections(
-    WebhookSettings(
-        allowed_hosts=frozenset({"hooks.example.com", "127.0.0.1:8443"}), secret=Secret("s3cret")
-    )
+    WebhookSettings(allowed_hosts=ALLOWED, secret=SigningSecrets(SECRET))
 )
 CASE = Case(
     WebhookSettings(allowed_hosts=frozenset({"hooks.example.com"})),
@@ -37,10 +42,17 @@ CASE = Case(
 )
 
 
-def verify(secret: str, body: bytes, header: str) -> bool:
-    """What a receiver does: recompute the HMAC and compare in constant time."""
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header)
+def verify(secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    """What a receiver does, with the spec's library."""
+    try:
+        standardwebhooks.Webhook(secret).verify(body, headers)
+    except standardwebhooks.WebhookVerificationError:
+        return False
+    return True
+
+
+def deploy_done() -> Notification:
+    return Notification(uuid.uuid4(), "webhook", "https://hooks.example.com/", "deploy done")
 
 
 @pytest.mark.parametrize(
@@ -135,26 +147,86 @@ def test_a_url_with_credentials_is_never_sent() -> None:
 
 
 def test_signature_verifies_with_the_shared_secret() -> None:
-    n = Notification(uuid.uuid4(), "webhook", "https://hooks.example.com/", "deploy done")
+    n = deploy_done()
     body, headers = WebhookChannel(SETTINGS)._request(n)
     assert orjson.loads(body)["uuid"] == str(n.uuid)
-    assert headers["Idempotency-Key"] == str(n.uuid)
-    assert verify("s3cret", body, headers[SIGNATURE_HEADER])
-    assert not verify("other-secret", body, headers[SIGNATURE_HEADER])
-    assert not verify("s3cret", body.replace(b"deploy", b"Deploy"), headers[SIGNATURE_HEADER])
+    assert headers["Idempotency-Key"] == headers[ID_HEADER] == str(n.uuid)
+    assert abs(int(headers[TIMESTAMP_HEADER]) - time.time()) <= 2
+    assert verify(SECRET, body, headers)
+    assert not verify(OTHER_SECRET, body, headers)
+    assert not verify(SECRET, body.replace(b"deploy", b"Deploy"), headers)
+    assert not any(name.lower().startswith("x-notifsvc") for name in headers)  # the old scheme
+
+
+def test_signature_matches_the_library_for_a_fixed_timestamp() -> None:
+    n = Notification(uuid.UUID(int=1), "webhook", "https://hooks.example.com/", "x")
+    body, headers = WebhookChannel(SETTINGS)._request(n, timestamp=1_614_265_330)
+    assert headers[TIMESTAMP_HEADER] == "1614265330"
+    expected = standardwebhooks.Webhook(SECRET).sign(
+        str(n.uuid), datetime.fromtimestamp(1_614_265_330, UTC), body.decode()
+    )
+    assert headers[SIGNATURE_HEADER] == expected
+
+
+def test_during_a_rotation_both_secrets_sign() -> None:
+    settings = SETTINGS.configure(WebhookSettings, secret=SigningSecrets(f"{SECRET},{OLD_SECRET}"))
+    body, headers = WebhookChannel(settings)._request(deploy_done())
+    assert len(headers[SIGNATURE_HEADER].split(" ")) == 2
+    assert verify(SECRET, body, headers)  # receivers already on the new secret
+    assert verify(OLD_SECRET, body, headers)  # and those still on the old one
+    assert not verify(OTHER_SECRET, body, headers)
+
+
+def test_each_attempt_is_stamped_afresh_with_the_same_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    channel, n = WebhookChannel(SETTINGS), deploy_done()
+    now = int(time.time())
+    stamps = iter([now - 60, now])
+    monkeypatch.setattr(webhook, "unix_now", lambda: next(stamps))
+    first, retry = channel.request(n), channel.request(n)  # a send, then its retry
+    assert first.headers[ID_HEADER] == retry.headers[ID_HEADER] == str(n.uuid)
+    assert first.headers["Idempotency-Key"] == retry.headers["Idempotency-Key"]
+    assert int(first.headers[TIMESTAMP_HEADER]) == now - 60
+    assert int(retry.headers[TIMESTAMP_HEADER]) == now
+    assert first.headers[SIGNATURE_HEADER] != retry.headers[SIGNATURE_HEADER]
+    for request in (first, retry):
+        assert verify(SECRET, request.body, dict(request.headers))
 
 
 def test_no_signature_without_a_secret() -> None:
     settings = Settings().with_sections(
         WebhookSettings(allowed_hosts=frozenset({"hooks.example.com"}))
     )
-    n = Notification(uuid.uuid4(), "webhook", "https://hooks.example.com/", "x")
+    n = deploy_done()
     _, headers = WebhookChannel(settings)._request(n)
     assert SIGNATURE_HEADER not in headers
+    assert headers[ID_HEADER] == str(n.uuid)  # still a de-duplication key
+    assert TIMESTAMP_HEADER in headers
 
 
-def test_sign_matches_a_known_vector() -> None:
-    # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
-    assert sign("Jefe", b"what do ya want for nothing?") == (
-        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-    )
+ENV = {"NOTIFSVC_WEBHOOK_ALLOWED_HOSTS": "hooks.example.com"}
+
+
+def test_the_setting_reads_a_list_of_secrets_and_round_trips() -> None:
+    settings = config.load(ENV | {"NOTIFSVC_WEBHOOK_SECRET": f" {SECRET} , {OLD_SECRET} "})
+    secret = settings.section(WebhookSettings).secret
+    assert isinstance(secret, SigningSecrets) and len(secret) == 2
+    env = config.to_env(settings)
+    assert env["NOTIFSVC_WEBHOOK_SECRET"] == f"{SECRET},{OLD_SECRET}"  # order kept
+    assert config.load(env) == settings
+    assert SECRET not in str(settings.redacted())
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("local-webhook-secret", "the secret: expected whsec_<base64"),  # raw: not a key
+        ("whsec_not-base64!", "the secret: the part after whsec_ must be standard base64"),
+        ("whsec_c2hvcnQ=", "the secret: the key must be 24 to 64 bytes"),  # 5 bytes
+        (f"{SECRET},whsec_", "secret 2 of 2: nothing follows whsec_"),
+    ],
+)
+def test_a_malformed_secret_is_a_config_error_naming_the_variable(value: str, why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(ENV | {"NOTIFSVC_WEBHOOK_SECRET": value})
+    assert f"NOTIFSVC_WEBHOOK_SECRET=(hidden): {why}" in str(caught.value)
+    assert value.removeprefix("whsec_")[:8] not in str(caught.value)

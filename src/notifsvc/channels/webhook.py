@@ -1,11 +1,17 @@
 """``webhook``: POST the notification as JSON to an allowed URL.
 
-Every request carries ``Idempotency-Key: <uuid>`` so that the receiving side can drop a
-repeated delivery, and, when ``NOTIFSVC_WEBHOOK_SECRET`` is set, an
-``X-Notifsvc-Signature: sha256=<hex HMAC of the body>`` header. URLs must be http(s), at
-most :data:`MAX_URL_CHARS` long, without credentials (``user:pass@``) or backslashes, and on
-a host of ``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS``; redirects are not followed (they could lead off
-the allowed hosts), so a 3xx answer is a :class:`~notifsvc.channels.base.PermanentError`.
+Every request carries the notification's uuid as ``Idempotency-Key`` and as ``webhook-id``
+(the same on every retry), so that the receiving side can drop a repeated delivery, and the
+attempt's ``webhook-timestamp`` (integer Unix seconds, fresh on every retry). When
+``NOTIFSVC_WEBHOOK_SECRET`` is set (``whsec_`` secrets, comma-separated during a rotation),
+``webhook-signature`` signs id, timestamp and body by the Standard Webhooks specification
+(:mod:`notifsvc.signing`): a receiver verifies it with any of the spec's libraries, and a
+captured request replayed later than the receiver's tolerance is refused.
+
+URLs must be http(s), at most :data:`MAX_URL_CHARS` long, without credentials
+(``user:pass@``) or backslashes, and on a host of ``NOTIFSVC_WEBHOOK_ALLOWED_HOSTS``;
+redirects are not followed (they could lead off the allowed hosts), so a 3xx answer is a
+:class:`~notifsvc.channels.base.PermanentError`.
 
 A webhook URL may carry a secret in its path or query, so errors name the host only: the
 URL's path, query and fragment are scrubbed from every answer and exception quoted in one.
@@ -13,8 +19,6 @@ URL's path, query and fragment are scrubbed from every answer and exception quot
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
@@ -23,18 +27,14 @@ import orjson
 
 from notifsvc.channels.base import DeliveryError, PermanentError
 from notifsvc.channels.http import Answer, HttpChannel, Request, classify_status
-from notifsvc.config import Secret, Section, as_csv, setting
+from notifsvc.config import Section, as_csv, setting
 from notifsvc.model import FieldError, Notification
+from notifsvc.signing import ID_HEADER, TIMESTAMP_HEADER, SigningSecrets, unix_now
 
-SIGNATURE_HEADER = "X-Notifsvc-Signature"
 #: Longest accepted URL; what most servers and proxies accept.
 MAX_URL_CHARS = 2_048
 #: Shorter parts of a URL are not scrubbed from error text (they would mangle it).
 MIN_SECRET_CHARS = 4
-
-
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def _split(to: str) -> tuple[SplitResult, int | None] | None:
@@ -102,11 +102,12 @@ class WebhookSettings(Section, prefix="webhook"):
         doc="comma-separated hosts (`host` or `host:port`) webhooks may "
         "target; none: the channel is off",
     )
-    secret: Secret | None = setting(
+    secret: SigningSecrets | None = setting(
         None,
-        Secret,
+        SigningSecrets,
         secret=True,
-        doc="signs each body: `X-Notifsvc-Signature: sha256=<hex>`",
+        doc="comma-separated `whsec_<base64>` secrets (the current one first; all sign during "
+        "a rotation): `webhook-signature` by the Standard Webhooks spec; none: unsigned",
     )
 
     def disabled_reason(self) -> str | None:
@@ -124,7 +125,10 @@ class WebhookChannel(HttpChannel[WebhookSettings]):
         problem = url_problem(to, self.config.allowed_hosts)
         return [] if problem is None else [FieldError("to", problem)]
 
-    def _request(self, notification: Notification) -> tuple[bytes, dict[str, str]]:
+    def _request(
+        self, notification: Notification, *, timestamp: int | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """Body and headers of one attempt, signed at ``timestamp`` (default: now)."""
         body = orjson.dumps(
             {
                 "uuid": str(notification.uuid),
@@ -134,9 +138,13 @@ class WebhookChannel(HttpChannel[WebhookSettings]):
                 "accepted_at": notification.accepted_at,
             }
         )
-        headers = {"Content-Type": "application/json", "Idempotency-Key": str(notification.uuid)}
-        if self.config.secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self.config.secret.reveal(), body)
+        msg_id = str(notification.uuid)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": msg_id}
+        at = unix_now() if timestamp is None else timestamp
+        if self.config.secret is None:
+            headers |= {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(at)}
+        else:
+            headers |= self.config.secret.headers(msg_id, body, timestamp=at)
         return body, headers
 
     def request(self, notification: Notification) -> Request:
