@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -15,12 +16,16 @@ from aiohttp import web
 
 from integration.helpers import eventually, notification, read_topic, running
 from notifsvc import topics
+from notifsvc.channels.sms import SmsChannel
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
 from notifsvc.dev.fakes.script import HANG, Reply
+from notifsvc.dev.fakes.twilio import FakeTwilio
 from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.headers import ATTEMPTS, NOT_BEFORE
+from notifsvc.kafka import Producer
+from notifsvc.model import Notification
 from notifsvc.notificator import Notificator
 from notifsvc.process import free_port
 from notifsvc.router import Router
@@ -214,3 +219,32 @@ async def test_stopping_does_not_wait_for_a_retry_that_is_not_due(
     assert row["attempts"] == 2 and len(sink.delivered) == 1
     sent_at = datetime.fromisoformat(str(row["sent_at"])).timestamp()
     assert sent_at >= due  # never sent before it was due
+
+
+async def test_the_running_pipeline_records_every_attempt_with_its_provider_ids(
+    settings: Settings, api: aiohttp.ClientSession, store: Store
+) -> None:
+    """The notificator writes the attempt history with the outcomes: what a client sees at
+    ``GET /notification/{uuid}/attempts`` is every request the provider saw."""
+    async with FakeTwilio() as twilio:
+        twilio.script.push(503)
+        sms = settings.with_sections(twilio.config())
+        n = Notification(uuid.uuid4(), "sms", twilio.recipient(), "disk", accepted_at=time.time())
+        async with running(Router(sms)), running(Notificator(sms, SmsChannel(sms))):
+            producer = Producer(sms, client_id="test-feeder")
+            await producer.start()
+            try:
+                await producer.send_all([(topics.outstanding(sms), n.encode(), n.key, ())])
+            finally:
+                await producer.stop()
+            await wait_state(store, n.uuid, "sent")
+        [accepted] = twilio.messages
+    async with api.get(f"/notification/{n.uuid}/attempts") as resp:
+        assert resp.status == 200
+        got = (await resp.json())["attempts"]
+    assert [(a["attempt"], a["outcome"], a["status_code"]) for a in got] == [
+        (1, "transient", 503),
+        (2, "sent", 201),
+    ]
+    assert accepted["To"] == twilio.recipient()
+    assert got[1]["message_id"] is not None and got[1]["message_id"].startswith("SM")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import uuid
 
+from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.channels import AnyChannel, PermanentError, Throttled, TransientError
+from notifsvc.channels.base import Receipt
 from notifsvc.config import Settings
 from notifsvc.delivery import (
     MAX_RETRY_DELAY,
@@ -19,14 +22,18 @@ from notifsvc.delivery import (
 from notifsvc.model import FieldError, Notification, State
 
 ACCEPTED = 1_000_000.0
+#: A scripted step: never answer (the policy's send timeout ends it).
+HANG = object()
+Step = BaseException | Receipt | object | None
 
 
 class Scripted(AnyChannel):
-    """Answers each send with the next scripted exception (None: success)."""
+    """Answers each send with the next scripted step: an exception to raise, a receipt to
+    return, :data:`HANG`, or None (success, nothing said)."""
 
     name = "scripted"
 
-    def __init__(self, settings: Settings, *script: BaseException | None) -> None:
+    def __init__(self, settings: Settings, *script: Step) -> None:
         super().__init__(settings)
         self.script = list(script)
         self.sends = 0
@@ -34,11 +41,14 @@ class Scripted(AnyChannel):
     def validate_recipient(self, to: str) -> list[FieldError]:
         return [] if to != "nobody" else [FieldError("to", "is nobody")]
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification) -> Receipt | None:
         self.sends += 1
         step = self.script.pop(0) if self.script else None
-        if step is not None:
+        if step is HANG:
+            await asyncio.Event().wait()
+        if isinstance(step, BaseException):
             raise step
+        return step if isinstance(step, Receipt) else None
 
 
 def policy(channel: AnyChannel, now: float = ACCEPTED + 1) -> DeliveryPolicy:
@@ -146,3 +156,121 @@ async def test_a_retry_after_pauses_the_channel_for_that_long_before_the_next_tr
     done = await deliver(p)
     assert done.state is State.SENT and done.attempts == 1
     assert slept == [2.5] and channel.sends == 2
+
+
+# The attempt log: what one pass returns for the history (notifsvc.attempts).
+
+
+def logged(channel: AnyChannel, clock_start: float = ACCEPTED + 1) -> DeliveryPolicy:
+    """A policy whose clock moves one second each time it is read."""
+    tick = itertools.count()
+    return DeliveryPolicy(channel.settings, channel, clock=lambda: clock_start + next(tick))
+
+
+def summary(log: tuple[Attempt, ...]) -> list[tuple[int, AttemptOutcome, int | None]]:
+    return [(a.number, a.outcome, a.status) for a in log]
+
+
+def assert_consistent(done: Delivery, prior: int) -> None:
+    """Counted attempts are numbered prior + 1, prior + 2, ... and are the pass's attempts;
+    keys are unique; times run forward."""
+    counted = [a.number for a in done.log if a.counted]
+    assert counted == list(range(prior + 1, prior + 1 + done.attempts))
+    assert len({a.key for a in done.log}) == len(done.log)
+    assert all(a.seq == 0 for a in done.log if a.counted)
+    assert all(a.seq > 0 for a in done.log if not a.counted)
+    times = [t for a in done.log for t in (a.started_at, a.finished_at)]
+    assert times == sorted(times)
+    assert {a.uuid for a in done.log} <= {done.notification.uuid}
+    assert {a.provider for a in done.log} <= {"scripted"}
+
+
+async def test_a_transient_error_then_success_logs_both_numbered_after_prior() -> None:
+    channel = Scripted(
+        Settings(max_attempts=5),
+        TransientError("scripted answered HTTP 503: busy", status=503),
+        Receipt("m-1", 201),
+    )
+    done = await deliver(logged(channel), prior=2)
+    assert done.state is State.SENT and done.attempts == 2
+    assert summary(done.log) == [(3, AttemptOutcome.TRANSIENT, 503), (4, AttemptOutcome.SENT, 201)]
+    failed, sent = done.log
+    assert failed.error == "scripted answered HTTP 503: busy"
+    assert failed.error_class == "TransientError" and failed.message_id is None
+    assert sent.message_id == "m-1" and sent.error is None and sent.error_class is None
+    assert_consistent(done, prior=2)
+
+
+async def test_a_throttled_answer_is_logged_but_not_counted() -> None:
+    channel = Scripted(Settings(max_attempts=1), Throttled("429", retry_after=0, status=429), None)
+    done = await deliver(logged(channel))
+    assert done.state is State.SENT and done.attempts == 1
+    assert summary(done.log) == [(1, AttemptOutcome.THROTTLED, 429), (1, AttemptOutcome.SENT, None)]
+    throttled = done.log[0]
+    assert not throttled.counted and throttled.seq == round(throttled.started_at * 1000)
+    assert throttled.error_class == "Throttled"
+    assert_consistent(done, prior=0)
+
+
+async def test_throttled_answers_keep_unique_keys_when_the_clock_stands_still() -> None:
+    channel = Scripted(Settings(), *[Throttled("429", retry_after=0)] * 10)
+    done = await deliver(policy(channel))  # a clock that never moves
+    assert done.state is State.FORWARDED and done.attempts == 0
+    assert len(done.log) == MAX_THROTTLES + 1 == channel.sends
+    assert all(a.outcome is AttemptOutcome.THROTTLED and a.number == 1 for a in done.log)
+    seqs = [a.seq for a in done.log]
+    assert seqs == sorted(set(seqs))
+    assert_consistent(done, prior=0)
+
+
+async def test_a_retry_after_on_a_5xx_is_logged_as_throttled() -> None:
+    channel = Scripted(Settings(), TransientError("503", retry_after=0, status=503), None)
+    done = await deliver(logged(channel), prior=1)
+    assert summary(done.log) == [(2, AttemptOutcome.THROTTLED, 503), (2, AttemptOutcome.SENT, None)]
+
+
+async def test_a_permanent_error_is_one_permanent_attempt() -> None:
+    channel = Scripted(Settings(), PermanentError("scripted answered HTTP 400: no", status=400))
+    done = await deliver(logged(channel))
+    assert done.state is State.FAILED
+    assert summary(done.log) == [(1, AttemptOutcome.PERMANENT, 400)]
+    assert done.log[0].error_class == "PermanentError"
+    assert_consistent(done, prior=0)
+
+
+async def test_a_timeout_is_a_transient_attempt_of_class_timeout_error() -> None:
+    channel = Scripted(Settings(send_timeout_ms=20), HANG, None)
+    done = await deliver(logged(channel))
+    assert done.state is State.SENT and done.attempts == 2
+    assert summary(done.log) == [
+        (1, AttemptOutcome.TRANSIENT, None),
+        (2, AttemptOutcome.SENT, None),
+    ]
+    assert done.log[0].error_class == "TimeoutError"
+    assert done.log[0].error == "scripted send timed out"
+    assert_consistent(done, prior=0)
+
+
+async def test_an_unexpected_exception_is_a_permanent_attempt_of_its_class() -> None:
+    channel = Scripted(Settings(), ZeroDivisionError("channel bug"))
+    done = await deliver(logged(channel))
+    assert summary(done.log) == [(1, AttemptOutcome.PERMANENT, None)]
+    assert done.log[0].error_class == "ZeroDivisionError"
+
+
+async def test_exhausted_attempts_end_the_log_at_max_attempts() -> None:
+    settings = Settings(max_attempts=3, inprocess_attempts=5)
+    channel = Scripted(settings, *[TransientError("500")] * 5)
+    done = await deliver(logged(channel), prior=1)
+    assert done.state is State.FAILED and done.total == 3
+    assert summary(done.log) == [
+        (2, AttemptOutcome.TRANSIENT, None),
+        (3, AttemptOutcome.TRANSIENT, None),
+    ]
+    assert_consistent(done, prior=1)
+
+
+async def test_a_notification_the_channel_refuses_has_no_attempts() -> None:
+    p = logged(Scripted(Settings()))
+    done = await p.deliver(note("nobody"), prior=0, slots=asyncio.Semaphore(1))
+    assert done.state is State.FAILED and done.log == ()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from notifsvc import config, deadletter, headers, reconciler, topics
+from notifsvc.attempts import Attempt
 from notifsvc.config import Secret, Settings
 from notifsvc.db.store import Outcome, StalledRow, Store, StoreUnavailable
 from notifsvc.kafka import Headers, KafkaError, KafkaRecordError, KafkaUnavailable, Producer
@@ -63,7 +64,9 @@ class FakeStore(Store):
     async def mark_forwarded(self, uuids: Sequence[uuid.UUID]) -> None:
         self.forwarded += uuids
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
+    async def record(
+        self, outcomes: Sequence[Outcome], *, attempts: Sequence[Attempt] = ()
+    ) -> None:
         self.recorded += outcomes
 
 

@@ -16,6 +16,10 @@
   so does any unexpected exception raised by the channel (a bug there must not stop the
   stage).
 Sends share one rate limiter (``NOTIFSVC_SEND_RATE`` per second, 0 for none).
+
+Every answer of a pass, throttled ones included, is an :class:`~notifsvc.attempts.Attempt`
+on the :class:`Delivery` (``log``), timed by the policy's clock; see
+:mod:`notifsvc.attempts` for how they are numbered.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from notifsvc import metrics
+from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.batching import backoff
 from notifsvc.channels import AnyChannel, DeliveryError, PermanentError, Throttled, TransientError
+from notifsvc.channels.base import Receipt
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome
 from notifsvc.model import Notification, Reason, State
@@ -62,6 +68,7 @@ class Delivery:
     total: int  # made so far, across passes
     error: str | None = None
     retry_after: float = 0.0  # the provider's own wish, for the retry lane
+    log: tuple[Attempt, ...] = ()  # this pass's attempts, in order (throttled ones too)
 
     @property
     def sent(self) -> bool:
@@ -74,6 +81,41 @@ class Delivery:
 def is_throttle(exc: DeliveryError) -> bool:
     """A "slow down" from the provider, as opposed to a failed attempt."""
     return isinstance(exc, Throttled) or (exc.retriable and exc.retry_after is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Tried:
+    """One call of the channel: when (by the policy's clock), and what came of it."""
+
+    started: float
+    finished: float
+    receipt: Receipt | None = None
+    error: DeliveryError | None = None
+    error_class: str | None = None  # the error's class, or what the policy made one of
+
+    def entry(self, n: Notification, provider: str, number: int, seq: int = 0) -> Attempt:
+        """The attempt row; ``seq`` > 0 for a throttled answer (see :mod:`notifsvc.attempts`)."""
+        error = self.error
+        if error is None:
+            outcome = AttemptOutcome.SENT
+        elif seq:
+            outcome = AttemptOutcome.THROTTLED
+        else:
+            outcome = AttemptOutcome.TRANSIENT if error.retriable else AttemptOutcome.PERMANENT
+        receipt = self.receipt or Receipt()
+        return Attempt(
+            n.uuid,
+            number,
+            seq,
+            outcome,
+            self.started,
+            self.finished,
+            provider,
+            status=error.status if error is not None else receipt.status,
+            message_id=receipt.message_id if error is None else None,
+            error_class=self.error_class,
+            error=None if error is None else str(error),
+        )
 
 
 class Throttle:
@@ -134,24 +176,36 @@ class DeliveryPolicy:
         if problems:
             reason = "; ".join(f"{p.field}: {p.message}" for p in problems)
             return self._failed(n, 0, prior, f"not deliverable by {self.channel.name}: {reason}")
+        history: list[Attempt] = []
+        done = await self._pass(n, prior, slots, history)
+        return replace(done, log=tuple(history))
+
+    async def _pass(
+        self, n: Notification, prior: int, slots: asyncio.Semaphore, history: list[Attempt]
+    ) -> Delivery:
+        """Attempts until a verdict; each one is appended to ``history``."""
         attempts = throttles = 0
         while True:
-            try:
-                async with slots:
-                    await self._attempt(n, attempts + throttles)
+            async with slots:
+                tried = await self._attempt(n, attempts + throttles)
+            exc = tried.error
+            number = prior + attempts + 1  # of this attempt, or of the one a throttle holds back
+            if exc is None:
+                history.append(tried.entry(n, self.channel.name, number))
                 return self._sent(n, attempts + 1, prior)
-            except DeliveryError as exc:
-                if is_throttle(exc):
-                    throttles += 1
-                    verdict = self._after_throttle(n, exc, throttles, attempts, prior)
-                    if verdict is not None:
-                        return verdict
-                    continue
-                attempts += 1
-                verdict = self._verdict(n, exc, attempts, prior)
+            if is_throttle(exc):
+                throttles += 1
+                history.append(tried.entry(n, self.channel.name, number, _seq(tried, history)))
+                verdict = self._after_throttle(n, exc, throttles, attempts, prior)
                 if verdict is not None:
                     return verdict
-                await asyncio.sleep(backoff(attempts, base=0.1, cap=MAX_BACKOFF))
+                continue
+            attempts += 1
+            history.append(tried.entry(n, self.channel.name, number))
+            verdict = self._verdict(n, exc, attempts, prior)
+            if verdict is not None:
+                return verdict
+            await asyncio.sleep(backoff(attempts, base=0.1, cap=MAX_BACKOFF))
 
     def _after_throttle(
         self, n: Notification, exc: DeliveryError, throttles: int, attempts: int, prior: int
@@ -198,24 +252,46 @@ class DeliveryPolicy:
         metrics.END_TO_END.labels(self.channel.name).observe(max(0.0, time.time() - n.accepted_at))
         return Delivery(n, State.SENT, attempts, prior + attempts)
 
-    async def _attempt(self, n: Notification, earlier: int) -> None:
+    async def _attempt(self, n: Notification, earlier: int) -> Tried:
+        """One send; every failure comes back as a :class:`DeliveryError` in the result."""
         await self.throttle.wait()
         if self._limiter is not None:
             await self._limiter.acquire()
         if earlier:
             metrics.RETRIES.labels(self.channel.name).inc()
-        started = time.monotonic()
+        started, wall = time.monotonic(), self._clock()
+        receipt: Receipt | None = None
+        error: DeliveryError | None = None
         try:
             async with asyncio.timeout(self.settings.send_timeout_ms / 1000):
-                await self.channel.send(n)
+                receipt = await self.channel.send(n)
         except TimeoutError as exc:
-            raise TransientError(f"{self.channel.name} send timed out") from exc
-        except DeliveryError:
-            raise
+            error = TransientError(f"{self.channel.name} send timed out")
+            error.__cause__ = exc
+        except DeliveryError as exc:
+            error = exc
         except Exception as exc:  # a channel's bug fails this notification only
             log.exception("%s: unexpected error sending %s", self.channel.name, n.uuid)
             why = f"unexpected {type(exc).__name__} in {self.channel.name}: {exc}"
-            raise PermanentError(why) from exc
+            error = PermanentError(why)
+            error.__cause__ = exc
         finally:
             elapsed = time.monotonic() - started
             metrics.PROVIDER_SECONDS.labels(self.channel.name).observe(elapsed)
+        return Tried(wall, self._clock(), receipt, error, _error_class(error))
+
+
+def _error_class(error: DeliveryError | None) -> str | None:
+    """The class of what went wrong: the exception a channel (or this policy) turned into
+    ``error`` (``TimeoutError``, ``ClientConnectorError``, ``SMTPRecipientsRefused``, ...),
+    else ``error``'s own (an answer classified: ``TransientError``, ``Throttled``, ...)."""
+    if error is None:
+        return None
+    origin = error.__cause__ or error.__context__
+    return type(origin or error).__name__
+
+
+def _seq(tried: Tried, history: list[Attempt]) -> int:
+    """A throttled answer's ``seq``: its start in Unix milliseconds, above every earlier one
+    of the pass (so unique even when the clock stands still)."""
+    return max(round(tried.started * 1000), max((a.seq for a in history), default=0) + 1, 1)

@@ -6,7 +6,8 @@ quarter of the send slots. Per batch: dead-letter undecodable records, drop UUID
 sent or failed, deliver the rest concurrently under the channel's
 :class:`~notifsvc.delivery.DeliveryPolicy`, and, every :data:`FLUSH_EVERY` seconds and at
 the end, write the finished deliveries: first their next hop (dead-letter topic or retry
-lane), then their outcomes in one statement; only then are offsets committed. So a slow
+lane), then their outcomes and every attempt they took (the attempt history) in one
+statement; only then are offsets committed. So a slow
 provider never holds finished outcomes back, a rebalance re-sends only what was in flight,
 and a row is never ``failed`` without its dead-letter record. Outcomes survive a retried
 batch, so a database outage after a send does not send again.
@@ -168,7 +169,8 @@ class Notificator:
             return
         hops = [self._next_hop(d, unique[d.notification.uuid]) for d in fresh if not d.sent]
         await self.producer.send_all(hops)
-        await self.store.record([d.outcome() for d in fresh])
+        attempts = [a for d in fresh for a in d.log]
+        await self.store.record([d.outcome() for d in fresh], attempts=attempts)
         self._written[lane].update(d.notification.uuid for d in fresh)
         self._account(fresh)
 

@@ -14,6 +14,7 @@ import html
 from typing import Any
 
 from notifsvc.api.validation import Validator
+from notifsvc.attempts import AttemptOutcome
 from notifsvc.config import Settings
 from notifsvc.model import REQUEST_FIELDS, Reason, State
 
@@ -90,6 +91,46 @@ def _batch_result() -> dict[str, Any]:
     return _object(counts | {"results": results}, [*status["enum"], "results"])
 
 
+def _attempts() -> dict[str, Any]:
+    """``GET /notification/{uuid}/attempts``: the history, oldest first."""
+    text = {"type": ["string", "null"]}
+    when = {"type": "string", "format": "date-time"}
+    attempt = _object(
+        {
+            "attempt": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "The attempt's number, 1-based across passes; for a throttled "
+                "answer (which spends none), the number of the attempt it held back.",
+            },
+            "outcome": {"enum": [o.value for o in AttemptOutcome]},
+            "counted": {
+                "type": "boolean",
+                "description": "Whether it counts toward the notification's `attempts` "
+                "(false for `throttled`).",
+            },
+            "started_at": when,
+            "finished_at": when,
+            "provider": {"type": "string"},
+            "status_code": {
+                "type": ["integer", "null"],
+                "description": "The provider's status code (HTTP), when it answered.",
+            },
+            "message_id": text | {"description": "The provider's id for the message."},
+            "error_class": text,
+            "error": text | {"description": "What went wrong, without secrets."},
+        },
+        ["attempt", "outcome", "counted", "started_at", "finished_at", "provider"],
+    )
+    return _object(
+        {
+            "uuid": {"type": "string", "format": "uuid"},
+            "attempts": {"type": "array", "items": attempt},
+        },
+        ["uuid", "attempts"],
+    )
+
+
 def _components(validator: Validator) -> dict[str, Any]:
     string = {"type": "string"}
     schemas = {
@@ -124,6 +165,7 @@ def _components(validator: Validator) -> dict[str, Any]:
             },
             ["uuid", "state"],
         ),
+        "Attempts": _attempts(),
         "Readiness": _object(
             {
                 "status": {"enum": ["ready", "degraded", "unavailable"]},
@@ -219,6 +261,22 @@ def _get_notification(validator: Validator, errors: dict[str, tuple[str, str]]) 
     }
 
 
+def _get_attempts(validator: Validator, errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    keyed = [errors[k] for k in ("401", "429") if k in errors]
+    uuid = validator.rules["uuid"].schema()
+    return {
+        "summary": "Every send attempt, oldest first: outcome, times, provider status",
+        "parameters": [{"name": "uuid", "in": "path", "required": True, "schema": uuid}],
+        "responses": _json("200", "Attempts", {"$ref": "#/components/schemas/Attempts"})
+        | _problems(
+            ("404", "Not stored (yet)"),
+            ("422", "Not a UUID"),
+            ("503", "The database is unreachable"),
+            *keyed,
+        ),
+    }
+
+
 def _pages() -> dict[str, Any]:
     text = {"200": {"description": "text", "content": {"text/plain": {"schema": {}}}}}
     readiness = {"$ref": "#/components/schemas/Readiness"}
@@ -246,6 +304,7 @@ def _paths(settings: Settings, validator: Validator, burst: float | None) -> dic
         "/notification": {"post": _post_notification(errors)},
         "/notifications": {"post": _post_notifications(settings, errors)},
         "/notification/{uuid}": {"get": _get_notification(validator, errors)},
+        "/notification/{uuid}/attempts": {"get": _get_attempts(validator, errors)},
         **_pages(),
     }
 

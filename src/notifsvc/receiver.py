@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/notification", handlers.post_notification)
     app.router.add_post("/notifications", handlers.post_notifications)
     app.router.add_get("/notification/{uuid}", handlers.get_notification)
+    app.router.add_get("/notification/{uuid}/attempts", handlers.get_attempts)
     for path, handler in _PAGES:
         app.router.add_get(path, handler)
     app.on_startup.append(_start)

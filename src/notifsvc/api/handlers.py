@@ -178,20 +178,46 @@ def _batch_response(results: list[dict[str, Any]], *, stored: int) -> web.Respon
     return json_response(200, body, RETRY_LATER if counts["unavailable"] else None)
 
 
-async def get_notification(request: web.Request) -> web.Response:
+def _path_uuid(request: web.Request) -> uuid_mod.UUID:
+    """The ``{uuid}`` of the path; :class:`Reject` with 422 when it is not one."""
     uid = request.app[VALIDATOR].parse_uuid(request.match_info["uuid"])
     if uid is None:
         error = FieldError("uuid", "must be a UUID")
-        return problem(422, "Invalid uuid", "the path must end with a UUID", errors=[error])
-    try:
-        state = await request.app[STORE].get(uid)
-    except StoreUnavailable:
-        return problem(
-            503, "Service Unavailable", "the database is unreachable", headers=RETRY_LATER
+        raise Reject(
+            problem(422, "Invalid uuid", "the path must name a notification's UUID", errors=[error])
         )
+    return uid
+
+
+def _database_down() -> web.Response:
+    return problem(503, "Service Unavailable", "the database is unreachable", headers=RETRY_LATER)
+
+
+async def get_notification(request: web.Request) -> web.Response:
+    try:
+        uid = _path_uuid(request)
+        state = await request.app[STORE].get(uid)
+    except Reject as reject:
+        return reject.response
+    except StoreUnavailable:
+        return _database_down()
     if state is None:
         return _not_stored(request.app, uid)
     return json_response(200, state)
+
+
+async def get_attempts(request: web.Request) -> web.Response:
+    """Every send attempt of one notification, oldest first (see :mod:`notifsvc.attempts`)."""
+    try:
+        uid = _path_uuid(request)
+        attempts = await request.app[STORE].attempts(uid)
+    except Reject as reject:
+        return reject.response
+    except StoreUnavailable:
+        return _database_down()
+    if attempts is None:
+        return _not_stored(request.app, uid)
+    return json_response(200, {"uuid": str(uid), "attempts": attempts})
 
 
 def _not_stored(app: web.Application, uid: uuid_mod.UUID) -> web.Response:

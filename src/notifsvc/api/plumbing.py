@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 RETRY_LATER = {"Retry-After": "1"}
 #: Routes that need an API key (when keys are configured) and spend the key's rate budget.
-PROTECTED = frozenset({"/notification", "/notifications", "/notification/{uuid}"})
+PROTECTED = frozenset(
+    {"/notification", "/notifications", "/notification/{uuid}", "/notification/{uuid}/attempts"}
+)
 #: Bytes read from a request body at a time.
 READ_CHUNK = 64 * 1024
 #: Content-Encodings aiohttp undoes while the body is read (``br`` needs Brotli installed).

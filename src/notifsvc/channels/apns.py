@@ -48,6 +48,7 @@ from notifsvc.channels.base import (
     Channel,
     DeliveryError,
     PermanentError,
+    Receipt,
     Throttled,
     TransientError,
 )
@@ -322,7 +323,7 @@ class ApnsChannel(Channel[ApnsSettings]):
             return 0
         return int((notification.accepted_at or self.clock()) + ttl)
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification) -> Receipt:
         client, tokens = self._client, self._tokens
         if client is None or tokens is None:
             raise TransientError(f"{self.name} channel is not started")
@@ -340,7 +341,9 @@ class ApnsChannel(Channel[ApnsSettings]):
             tokens.discard(token)
         error = classify_response(answer.status, answer.headers, answer.body)
         if error is not None:
+            error.status = answer.status
             raise error
+        return Receipt(answer.headers.get("apns-id"), answer.status)
 
     async def _exchange(self, client: httpx.AsyncClient, request: Request) -> _Answer:
         async with (

@@ -6,7 +6,9 @@ settings are its :attr:`Channel.Config` section (``NOTIFSVC_<NAME>_*``), in
 receiver uses only :meth:`Channel.validate` (pure, fast, no network). A notificator calls
 :meth:`Channel.start`, then :meth:`Channel.send` many times concurrently, then
 :meth:`Channel.stop`. ``send`` reports failure only by raising :class:`DeliveryError`, which
-says itself whether trying again can help; the retry policy lives in the notificator.
+says itself whether trying again can help; the retry policy lives in the notificator. It may
+return a :class:`Receipt` (the provider's status code and message id) for the attempt
+history; None says nothing more than "delivered".
 """
 
 from __future__ import annotations
@@ -19,20 +21,40 @@ from notifsvc.config import Section, Settings
 from notifsvc.model import FieldError, Notification, Reason
 
 
-class DeliveryError(Exception):
-    """A failed send, classified by the channel that saw it fail."""
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a provider said when it took a notification, for the attempt history: its
+    status code and its id for the message, where it gives them."""
 
-    def __init__(self, message: str, *, retriable: bool, retry_after: float | None = None) -> None:
+    message_id: str | None = None
+    status: int | None = None
+
+
+class DeliveryError(Exception):
+    """A failed send, classified by the channel that saw it fail; ``status`` is the
+    provider's status code when the failure is an answer (an HTTP status, say)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retriable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.retriable = retriable
         self.retry_after = retry_after
+        self.status = status
 
 
 class TransientError(DeliveryError):
     """Timeouts, connection errors, 5xx, throttling: trying again later may succeed."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, retriable=True, retry_after=retry_after)
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, retriable=True, retry_after=retry_after, status=status)
 
 
 class Throttled(TransientError):
@@ -46,8 +68,11 @@ class PermanentError(DeliveryError):
     ``reason``, when the client can act on it (:class:`~notifsvc.model.Reason`, e.g.
     ``token_invalid``), prefixes the message and so becomes the notification's ``reason``."""
 
-    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
-        super().__init__(f"{reason}: {message}" if reason else message, retriable=False)
+    def __init__(
+        self, message: str, *, reason: Reason | None = None, status: int | None = None
+    ) -> None:
+        text = f"{reason}: {message}" if reason else message
+        super().__init__(text, retriable=False, status=status)
         self.reason = reason
 
 
@@ -113,8 +138,9 @@ class Channel(ABC, Generic[C]):
         """Release what :meth:`start` opened; safe to call twice."""
 
     @abstractmethod
-    async def send(self, notification: Notification) -> None:
-        """Deliver one notification or raise :class:`DeliveryError`."""
+    async def send(self, notification: Notification) -> Receipt | None:
+        """Deliver one notification or raise :class:`DeliveryError`; optionally say how the
+        provider answered (a :class:`Receipt`)."""
 
 
 #: A channel of any settings type, as the stages hold them.

@@ -55,7 +55,13 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from google.oauth2 import service_account
 
-from notifsvc.channels.base import DeliveryError, PermanentError, Throttled, TransientError
+from notifsvc.channels.base import (
+    DeliveryError,
+    PermanentError,
+    Receipt,
+    Throttled,
+    TransientError,
+)
 from notifsvc.channels.http import (
     DETAIL_CHARS,
     Answer,
@@ -63,6 +69,7 @@ from notifsvc.channels.http import (
     Request,
     base_url_problem,
     classify_status,
+    json_field,
     parse_retry_after,
 )
 from notifsvc.config import Secret, Section, Settings, setting
@@ -498,15 +505,19 @@ class FcmChannel(HttpChannel[FcmSettings]):
             await tokens.close()
         await super().stop()
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification) -> Receipt | None:
         tokens = self.tokens
         if self._session is None or tokens is None:
             raise TransientError("fcm channel is not started")
         bearer = _BEARER.set(await tokens.get())
         try:
-            await super().send(notification)
+            return await super().send(notification)
         finally:
             _BEARER.reset(bearer)
+
+    def message_id(self, answer: Answer) -> str | None:
+        """FCM's name for the message (``projects/<id>/messages/<id>``)."""
+        return json_field(answer.body, "name")
 
     def url(self) -> str:
         project = quote(self.config.project(), safe=":")

@@ -21,12 +21,14 @@ from datetime import UTC
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 
 from notifsvc.channels.base import (
     C,
     Channel,
     DeliveryError,
     PermanentError,
+    Receipt,
     Throttled,
     TransientError,
 )
@@ -78,10 +80,20 @@ def classify_status(
     message = f"{provider} answered HTTP {status}: {detail[:DETAIL_CHARS]}"
     retry_after = parse_retry_after(headers.get("Retry-After"))
     if status == 429:
-        return Throttled(message, retry_after=retry_after)
+        return Throttled(message, retry_after=retry_after, status=status)
     if status in RETRIABLE_STATUSES or status >= 500:
-        return TransientError(message, retry_after=retry_after)
-    return PermanentError(message)
+        return TransientError(message, retry_after=retry_after, status=status)
+    return PermanentError(message, status=status)
+
+
+def json_field(body: bytes, name: str) -> str | None:
+    """A string field of a JSON object answer (a provider's message id), else None."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    found = value.get(name) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def base_url_problem(variable: str, value: str) -> str | None:
@@ -146,7 +158,8 @@ class HttpChannel(Channel[C]):
 
     The session's total timeout is ``NOTIFSVC_SEND_TIMEOUT_MS`` and it never raises for a
     status. :meth:`send` POSTs :meth:`request` without following redirects (a 3xx is then
-    classified like any other answer) and raises what :meth:`classify` makes of the answer.
+    classified like any other answer) and raises what :meth:`classify` makes of the answer
+    (carrying the answer's status), or returns a :class:`Receipt` of it.
     """
 
     _session: aiohttp.ClientSession | None = None
@@ -173,14 +186,20 @@ class HttpChannel(Channel[C]):
     def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
         """None when ``answer`` means delivered, otherwise the error it means."""
 
-    async def send(self, notification: Notification) -> None:
+    def message_id(self, answer: Answer) -> str | None:
+        """The provider's id for the message it took (``answer`` meant delivered), where its
+        answer gives one; None by default."""
+        return None
+
+    async def send(self, notification: Notification) -> Receipt | None:
         session = self._session
         if session is None:
             raise TransientError(f"{self.name} channel is not started")
         request: Request | None = None
         try:
             request = self.request(notification)
-            error = await self._exchange(session, request)
+            answer = await self._exchange(session, request)
+            error = self.classify(answer, request)
         except DeliveryError:
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -190,17 +209,26 @@ class HttpChannel(Channel[C]):
             failure = _failure(request, exc, self.name, "send failed unexpectedly")
             raise PermanentError(failure) from _cause(request, exc)
         if error is not None:
+            if error.status is None:  # classified from the body, e.g. Slack's "ok": false
+                error.status = answer.status
             raise error
+        return self._receipt(answer)
 
-    async def _exchange(
-        self, session: aiohttp.ClientSession, request: Request
-    ) -> DeliveryError | None:
+    def _receipt(self, answer: Answer) -> Receipt:
+        """A delivered answer's receipt; a failing :meth:`message_id` only loses the id."""
+        try:
+            message_id = self.message_id(answer)
+        except Exception:  # noqa: BLE001 - the provider took it: that must stand
+            message_id = None
+        return Receipt(message_id, answer.status)
+
+    async def _exchange(self, session: aiohttp.ClientSession, request: Request) -> Answer:
         async with session.post(
             request.url, data=request.body, headers=dict(request.headers), allow_redirects=False
         ) as resp:
             body = await read_bounded(resp.content)
         text = request.scrub(body.decode(errors="replace"))
-        return self.classify(Answer(resp.status, resp.headers, body, text), request)
+        return Answer(resp.status, resp.headers, body, text)
 
 
 def _failure(request: Request | None, exc: BaseException, name: str, what: str) -> str:

@@ -28,6 +28,7 @@ from notifsvc.channels.http import (
     Request,
     base_url_problem,
     classify_status,
+    json_field,
     parse_retry_after,
 )
 from notifsvc.config import Secret, Section, setting
@@ -136,3 +137,7 @@ class SlackChannel(HttpChannel[SlackSettings]):
 
     def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
         return classify_response(answer.status, answer.headers, answer.body)
+
+    def message_id(self, answer: Answer) -> str | None:
+        """The message's timestamp, Slack's id for it within the channel."""
+        return json_field(answer.body, "ts")

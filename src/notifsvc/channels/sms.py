@@ -24,7 +24,14 @@ import orjson
 import phonenumbers
 
 from notifsvc.channels.base import DeliveryError
-from notifsvc.channels.http import Answer, HttpChannel, Request, base_url_problem, classify_status
+from notifsvc.channels.http import (
+    Answer,
+    HttpChannel,
+    Request,
+    base_url_problem,
+    classify_status,
+    json_field,
+)
 from notifsvc.config import Secret, Section, setting
 from notifsvc.model import FieldError, Notification
 
@@ -109,3 +116,7 @@ class SmsChannel(HttpChannel[SmsSettings]):
 
     def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
         return classify_response(answer.status, answer.headers, answer.text)
+
+    def message_id(self, answer: Answer) -> str | None:
+        """Twilio's message SID (``SM...``)."""
+        return json_field(answer.body, "sid")

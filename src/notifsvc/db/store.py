@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from notifsvc import errors
+from notifsvc.attempts import Attempt
 from notifsvc.db import connect
 from notifsvc.model import Notification, Priority, State, reason_of
 
@@ -59,6 +60,9 @@ _STAGE_CLASSES = frozenset(
 )
 #: Longest error text kept in ``last_error``.
 MAX_ERROR_CHARS = 2_000
+#: Longest texts kept in an attempt row: the error, its class, the message id, the provider.
+MAX_ATTEMPT_ERROR_CHARS = 1_000
+MAX_ATTEMPT_NAME_CHARS = 200
 #: Bytes of client data per insert statement: CockroachDB refuses a Raft command over 64 MiB
 #: and PostgreSQL's memory use grows with it; a 1,000-row batch of near-limit bodies is split.
 MAX_STATEMENT_BYTES = 4 * 1024 * 1024
@@ -165,6 +169,43 @@ UPDATE notifications AS n SET
     updated_at = now()
 FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS o(uuid, state, attempts, error)
 WHERE n.uuid = o.uuid AND n.state <> 'sent'
+"""
+#: The outcomes of a flush (as :data:`_OUTCOMES`) and the attempts behind them, in one
+#: statement, so in one transaction (retried as a whole on 40001, one round trip; CockroachDB
+#: retries an implicit transaction itself). An attempt already written (the same flush run
+#: again after an unknown outcome) is kept as it was.
+_OUTCOMES_AND_ATTEMPTS = """
+WITH recorded AS (
+    INSERT INTO notification_attempts
+        (uuid, attempt_number, seq, outcome, started_at, finished_at, provider, status_code,
+         message_id, error_class, error)
+    SELECT * FROM unnest($5::uuid[], $6::int[], $7::int8[], $8::text[], $9::timestamptz[],
+                         $10::timestamptz[], $11::text[], $12::int[], $13::text[], $14::text[],
+                         $15::text[])
+    ON CONFLICT (uuid, attempt_number, seq) DO NOTHING
+    RETURNING 1
+), updated AS (
+    UPDATE notifications AS n SET
+        state = o.state,
+        attempts = n.attempts + o.attempts,
+        last_error = o.error,
+        sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE n.sent_at END,
+        failed_at = CASE WHEN o.state = 'failed' THEN now() ELSE n.failed_at END,
+        updated_at = now()
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS o(uuid, state, attempts, error)
+    WHERE n.uuid = o.uuid AND n.state <> 'sent'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM recorded) AS attempts, (SELECT count(*) FROM updated) AS outcomes
+"""
+#: One notification's attempts, oldest first (see :mod:`notifsvc.attempts`); one row with
+#: NULL attempt columns when it has none, no row when there is no such notification.
+_ATTEMPTS = """
+SELECT a.attempt_number, a.seq, a.outcome, a.started_at, a.finished_at, a.provider,
+       a.status_code, a.message_id, a.error_class, a.error
+FROM notifications AS n LEFT JOIN notification_attempts AS a ON a.uuid = n.uuid
+WHERE n.uuid = $1
+ORDER BY a.attempt_number, a.seq = 0, a.seq
 """
 _GET = """
 SELECT uuid, channel, state, attempts, conflicts, last_error, priority,
@@ -332,17 +373,32 @@ class Store:
             return set()
         return {r["uuid"] for r in await self._fetch(_FINISHED, list(uuids))}
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Write sends' outcomes in one statement; a row already sent stays sent."""
-        if outcomes:
-            ordered = sorted(outcomes, key=lambda o: o.uuid)
-            await self._fetch(
-                _OUTCOMES,
-                [o.uuid for o in ordered],
-                [o.state.value for o in ordered],
-                [o.attempts for o in ordered],
-                [_storable(o.error) for o in ordered],
-            )
+    async def record(
+        self, outcomes: Sequence[Outcome], *, attempts: Sequence[Attempt] = ()
+    ) -> None:
+        """Write sends' outcomes, and the attempts behind them, in one statement; a row
+        already sent stays sent, an attempt already written is kept as it was."""
+        if not outcomes and not attempts:
+            return
+        ordered = sorted(outcomes, key=lambda o: o.uuid)
+        columns = (
+            [o.uuid for o in ordered],
+            [o.state.value for o in ordered],
+            [o.attempts for o in ordered],
+            [_storable(o.error) for o in ordered],
+        )
+        if not attempts:
+            await self._fetch(_OUTCOMES, *columns)
+            return
+        await self._fetch(_OUTCOMES_AND_ATTEMPTS, *columns, *_attempt_columns(attempts))
+
+    async def attempts(self, uuid: uuid_mod.UUID) -> list[dict[str, Any]] | None:
+        """The public view of one notification's attempts, oldest first; None when there
+        is no such notification."""
+        rows = await self._fetch(_ATTEMPTS, uuid)
+        if not rows:
+            return None
+        return [_attempt_view(r) for r in rows if r["attempt_number"] is not None]
 
     async def get(self, uuid: uuid_mod.UUID) -> dict[str, Any] | None:
         """The public view of one notification's state, or None."""
@@ -414,18 +470,54 @@ class Store:
         """:class:`StoreMisconfigured` unless the schema is in place (run ``migrate``)."""
         try:
             await self._fetch("SELECT uuid, state, attempts FROM notifications LIMIT 0")
+            await self._fetch("SELECT uuid, attempt_number, seq FROM notification_attempts LIMIT 0")
         except StoreMisconfigured as exc:
             raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
 
 
-def _storable(error: str | None) -> str | None:
+def _storable(error: str | None, limit: int = MAX_ERROR_CHARS) -> str | None:
     """``error`` as text PostgreSQL stores: NUL (which it refuses) and lone surrogates
-    replaced, at most :data:`MAX_ERROR_CHARS` characters. Error texts quote what providers
-    answered, so they carry whatever bytes a provider sent."""
+    replaced, at most ``limit`` characters. Error texts quote what providers answered, so
+    they carry whatever bytes a provider sent."""
     if error is None:
         return None
-    text = error[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
+    text = error[:limit].replace("\x00", "\ufffd")
     return text.encode("utf-8", "replace").decode()
+
+
+def _attempt_columns(attempts: Sequence[Attempt]) -> tuple[list[Any], ...]:
+    """The insert's arrays, rows in key order (the order concurrent writers lock them in),
+    texts sanitised and capped like ``last_error``."""
+    ordered = sorted(attempts, key=lambda a: a.key)
+    short = MAX_ATTEMPT_NAME_CHARS
+    return (
+        [a.uuid for a in ordered],
+        [a.number for a in ordered],
+        [a.seq for a in ordered],
+        [a.outcome.value for a in ordered],
+        [datetime.fromtimestamp(a.started_at, UTC) for a in ordered],
+        [datetime.fromtimestamp(a.finished_at, UTC) for a in ordered],
+        [_storable(a.provider, short) for a in ordered],
+        [a.status if a.status is not None and 0 <= a.status < 1000 else None for a in ordered],
+        [_storable(a.message_id, short) for a in ordered],
+        [_storable(a.error_class, short) for a in ordered],
+        [_storable(a.error, MAX_ATTEMPT_ERROR_CHARS) for a in ordered],
+    )
+
+
+def _attempt_view(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "attempt": r["attempt_number"],
+        "outcome": r["outcome"],
+        "counted": r["seq"] == 0,
+        "started_at": r["started_at"].isoformat(),
+        "finished_at": r["finished_at"].isoformat(),
+        "provider": r["provider"],
+        "status_code": r["status_code"],
+        "message_id": r["message_id"],
+        "error_class": r["error_class"],
+        "error": r["error"],
+    }
 
 
 def _chunks(batch: list[Notification]) -> list[list[Notification]]:

@@ -1,0 +1,95 @@
+"""Recording attempts with outcomes: one statement per flush, rows in key order, texts
+sanitised; the migrations that hold them (the database itself: integration/test_attempts.py)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from notifsvc.attempts import Attempt, AttemptOutcome
+from notifsvc.db import store
+from notifsvc.db.migrate import _files, split_statements
+from notifsvc.model import State
+
+
+class Recording(store.Store):
+    """A store whose statements are recorded instead of run."""
+
+    def __init__(self) -> None:
+        super().__init__("postgresql://unused/x")
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        self.statements.append((sql, args))
+        return []
+
+
+def attempt(uid: uuid.UUID, number: int, seq: int = 0, **kw: Any) -> Attempt:
+    outcome = AttemptOutcome.THROTTLED if seq else AttemptOutcome.TRANSIENT
+    return Attempt(uid, number, seq, outcome, 1_800_000_000.0, 1_800_000_001.0, "sms", **kw)
+
+
+def words(sql: str) -> str:
+    return re.sub(r"\s+", " ", sql).strip()
+
+
+def test_the_combined_statement_updates_outcomes_exactly_as_the_plain_one() -> None:
+    assert words(store._OUTCOMES) in words(store._OUTCOMES_AND_ATTEMPTS)
+
+
+async def test_outcomes_alone_keep_the_plain_statement() -> None:
+    s = Recording()
+    await s.record([store.Outcome(uuid.uuid4(), State.SENT, 1)])
+    await s.record([])
+    assert [sql for sql, _ in s.statements] == [store._OUTCOMES]
+
+
+async def test_a_flush_is_one_statement_with_attempts_in_key_order() -> None:
+    a, b = sorted([uuid.uuid4(), uuid.uuid4()])
+    log = [attempt(b, 1), attempt(a, 2), attempt(a, 2, seq=5), attempt(a, 1)]
+    s = Recording()
+    outcomes = [store.Outcome(b, State.FORWARDED, 1), store.Outcome(a, State.SENT, 2)]
+    await s.record(outcomes, attempts=log)
+    [(sql, args)] = s.statements
+    assert sql == store._OUTCOMES_AND_ATTEMPTS
+    assert args[0] == [a, b]  # outcomes by uuid
+    assert list(zip(args[4], args[5], args[6], strict=True)) == [
+        (a, 1, 0),
+        (a, 2, 0),
+        (a, 2, 5),
+        (b, 1, 0),
+    ]
+
+
+async def test_attempt_texts_are_sanitised_and_capped() -> None:
+    uid = uuid.uuid4()
+    long = "e\x00" + "x" * 5_000
+    s = Recording()
+    log = [attempt(uid, 1, error=long, error_class="C\x00" * 300, message_id="m\ud800")]
+    await s.record([], attempts=log)
+    [(_, args)] = s.statements
+    provider, message_id, error_class, error = args[10][0], args[12][0], args[13][0], args[14][0]
+    assert provider == "sms"
+    assert error.startswith("e\ufffdx") and len(error) == store.MAX_ATTEMPT_ERROR_CHARS
+    assert len(error_class) == store.MAX_ATTEMPT_NAME_CHARS and "\x00" not in error_class
+    assert message_id == "m?"  # a lone surrogate cannot be stored as UTF-8
+
+
+@pytest.mark.parametrize("folder", ["migrations", "migrations_crdb"])
+def test_the_attempts_migrations_are_found_in_order(folder: str) -> None:
+    names = [name for name, _ in _files(folder)]
+    assert names[-1].startswith("0003_") and names == sorted(names)
+
+
+def test_the_attempts_table_is_keyed_for_idempotent_writes_and_expires_on_cockroach() -> None:
+    [(_, portable)] = [f for f in _files("migrations") if f[0] == "0003_attempts.sql"]
+    [table] = split_statements(portable)
+    assert "PRIMARY KEY (uuid, attempt_number, seq)" in table
+    assert "CREATE TABLE IF NOT EXISTS notification_attempts" in table
+    [(_, crdb)] = [f for f in _files("migrations_crdb") if f[0] == "0003_crdb_attempts.sql"]
+    [ttl] = split_statements(crdb)
+    assert "notification_attempts" in ttl and "INTERVAL ''30 days''" in ttl
