@@ -168,3 +168,18 @@ async def test_receiver_workers_share_one_port(settings: Settings) -> None:
         async with asyncio.timeout(30):
             assert await proc.wait() == 0
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+async def test_receiver_refuses_to_start_without_its_topic(settings: Settings) -> None:
+    """It must not answer 202 for writes that can never succeed: exit 2, naming the fix."""
+    env = stage_env(settings) | {"NOTIFSVC_TOPIC_PREFIX": "never-created."}
+    code, out = await run(["receiver"], env)
+    assert code == 2
+    assert "missing topics: never-created.outstanding-notifications" in out
+    assert "notifsvc topics create" in out
+
+
+async def test_receiver_workers_exit_2_when_a_worker_refuses_to_start(settings: Settings) -> None:
+    env = stage_env(settings) | {"NOTIFSVC_TOPIC_PREFIX": "never-created."}
+    code, _ = await run(["receiver", "--workers", "2"], env)
+    assert code == 2

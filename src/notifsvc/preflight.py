@@ -21,6 +21,17 @@ log = logging.getLogger(__name__)
 
 async def check(settings: Settings, store: Store, topics: Iterable[str]) -> None:
     """Raise a stage error for missing topics or schema; only log an unreachable service."""
+    await check_topics(settings, topics)
+    try:
+        await store.check_schema()
+    except StoreUnavailable as exc:
+        log.warning("cannot check the schema now (will wait for the database): %s", exc)
+
+
+async def check_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """Raise a stage error for missing topics, or a broker that refuses our TLS or
+    credentials (what the receiver checks: it needs no table to accept); only log a broker
+    that is merely unreachable."""
     try:
         missing = await asyncio.to_thread(kafka.missing_topics, settings, list(topics))
     except kafka.KafkaUnavailable as exc:
@@ -29,7 +40,3 @@ async def check(settings: Settings, store: Store, topics: Iterable[str]) -> None
         if missing:
             names = ", ".join(missing)
             raise kafka.KafkaStageError(f"missing topics: {names} (run `notifsvc topics create`)")
-    try:
-        await store.check_schema()
-    except StoreUnavailable as exc:
-        log.warning("cannot check the schema now (will wait for the database): %s", exc)

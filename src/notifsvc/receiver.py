@@ -12,7 +12,7 @@ import logging
 import orjson
 from aiohttp import web
 
-from notifsvc import openapi, tracing
+from notifsvc import openapi, preflight, topics, tracing
 from notifsvc.api import handlers
 from notifsvc.api.context import (
     DOCS,
@@ -73,6 +73,9 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _start(app: web.Application) -> None:
     app[TRACING].start()
+    # A missing topic, or a broker refusing our TLS or credentials, is a stage error: the
+    # receiver must not answer 202s it cannot keep (a broker merely away is waited for).
+    await preflight.check_topics(app[SETTINGS], [topics.outstanding(app[SETTINGS])])
     await app[PRODUCER].start()
     await app[STORE].start()
     for name, reason in app[VALIDATOR].disabled.items():

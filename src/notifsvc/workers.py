@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 
 
 def run_workers(count: int) -> int:
-    """Start ``count`` receivers; stop them all on SIGTERM/SIGINT or when one dies."""
+    """Start ``count`` receivers; stop them all on SIGTERM/SIGINT or when one dies (exit 2
+    when it refused to start, as a stage does on a configuration error; else 1)."""
     procs = [spawn([sys.executable, "-m", "notifsvc", "receiver"]) for _ in range(count)]
     stopping = False
 
@@ -30,7 +31,7 @@ def run_workers(count: int) -> int:
             log.error(
                 "receiver worker %d exited with %s; stopping all", dead[0].pid, dead[0].returncode
             )
-            code = 1
+            code = 2 if dead[0].returncode == 2 else 1
             break
         time.sleep(0.2)
     for p in procs:
