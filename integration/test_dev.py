@@ -172,6 +172,7 @@ async def test_dev_delivers_every_channel_to_its_stand_in(tmp_path: Path) -> Non
         outbox_url = banner_value(output.lines, "outbox").rstrip("/")
         sent = requests_for(f"{outbox_url}/hooks/orders", output.lines)
         sent["email"] |= {"subject": "<b>hi</b>", "txt": "to email <script>alert(1)</script>"}
+        sent["log"] |= {"callback_url": f"{outbox_url}/callbacks/log"}
         async with aiohttp.ClientSession() as http:
             for body in sent.values():
                 async with http.post(f"http://127.0.0.1:{port}/notification", json=body) as resp:
@@ -179,9 +180,14 @@ async def test_dev_delivers_every_channel_to_its_stand_in(tmp_path: Path) -> Non
 
             async def captured() -> dict[str, dict[str, Any]]:
                 got = {d["channel"]: d for d in await outbox(http, outbox_url)}
-                return got if set(got) == set(CHANNELS) else {}
+                return got if set(got) == {*CHANNELS, "callback"} else {}
 
             got = await eventually(captured, within=30)
+            callback = got.pop("callback")  # the log notification's notification.sent event
+            assert callback["to"] == sent["log"]["callback_url"]
+            event = orjson.loads(callback["text"])
+            assert event["type"] == "notification.sent"
+            assert event["data"]["uuid"] == sent["log"]["uuid"]
             assert {c: d["to"] for c, d in got.items()} == {c: b["to"] for c, b in sent.items()}
             for channel in ("log", "email", "sms", "slack"):
                 assert got[channel]["text"].strip() == sent[channel]["txt"]

@@ -3,6 +3,7 @@ against it on generated requests (for the channels whose rules JSON Schema can s
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import jsonschema_rs
@@ -125,3 +126,40 @@ def test_the_schema_accepts_exactly_what_validation_accepts(data: dict[str, Any]
 )
 def test_the_path_uuid_follows_the_same_rule(raw: str, ok: bool) -> None:
     assert (Validator.from_settings(EXACT).parse_uuid(raw) is not None) is ok
+
+
+def test_callback_url_is_documented_only_when_callbacks_are_on() -> None:
+    off = notification_schema(Validator.from_settings(Settings(channels=frozenset({"log"}))))
+    assert "callback_url" not in off["properties"]
+    on = Settings(channels=frozenset({"log"}), callback_allowed_hosts=frozenset({"cb.example"}))
+    validator = Validator.from_settings(on)
+    props = notification_schema(validator)["properties"]
+    assert props["callback_url"]["examples"] == ["https://cb.example/notifsvc/status"]
+    assert accepts(validator, {k: p["examples"][0] for k, p in props.items()})
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://evil.example/x", "host 'evil.example' is not in NOTIFSVC_CALLBACK_ALLOWED_HOSTS"),
+        ("https://u:p@cb.example/x", "without credentials"),
+        ("ftp://cb.example/x", "must be an http(s) URL"),
+    ],
+)
+def test_a_callback_url_obeys_the_webhook_rules_on_its_own_hosts(url: str, message: str) -> None:
+    on = Settings(channels=frozenset({"log"}), callback_allowed_hosts=frozenset({"cb.example"}))
+    body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "ops", "txt": "x"}
+    with pytest.raises(InvalidNotification) as caught:
+        Validator.from_settings(on).validate(body | {"callback_url": url})
+    [error] = caught.value.errors
+    assert error.field == "callback_url" and message in error.message
+
+
+def test_a_callback_url_is_refused_by_name_when_callbacks_are_off() -> None:
+    body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "ops", "txt": "x"}
+    with pytest.raises(InvalidNotification) as caught:
+        Validator.from_settings(Settings(channels=frozenset({"log"}))).validate(
+            body | {"callback_url": "https://cb.example/x"}
+        )
+    assert [e.field for e in caught.value.errors] == ["callback_url"]
+    assert "NOTIFSVC_CALLBACK_ALLOWED_HOSTS is not set" in caught.value.errors[0].message

@@ -4,9 +4,9 @@ The stage comes from the first argument or, by default, from the command line of
 container's main process (``/proc/1/cmdline``):
 
 - ``receiver``: ``GET /healthz`` on ``NOTIFSVC_HTTP_PORT`` must answer 200;
-- ``router`` and ``notificator``: they have no health endpoint, so ``GET /metrics`` on
-  ``NOTIFSVC_METRICS_PORT`` must answer 200 when that port is set; when it is not set,
-  being alive is all there is to check;
+- ``router``, ``notificator`` and ``callbacks``: they have no health endpoint, so
+  ``GET /metrics`` on ``NOTIFSVC_METRICS_PORT`` must answer 200 when that port is set; when
+  it is not set, being alive is all there is to check;
 - anything else (``migrate``, ``topics create``, a shell): healthy.
 
 Exit status 0 means healthy and 1 unhealthy, as Docker expects. Standard library only.
@@ -20,7 +20,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-STAGES = ("receiver", "router", "notificator")
+STAGES = ("receiver", "router", "notificator", "callbacks")
+CONSUMERS = frozenset(STAGES[1:])
 _ANY_ADDRESS = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 - addresses to map to loopback
 TIMEOUT_S = 3.0
 
@@ -69,7 +70,7 @@ def check(stage: str | None, environ: Mapping[str, str]) -> str | None:
             port = _port(environ, "NOTIFSVC_HTTP_PORT", 8090)
             assert port is not None
             return probe("127.0.0.1" if host in _ANY_ADDRESS else host, port, "/healthz")
-        if stage in {"router", "notificator"}:
+        if stage in CONSUMERS:
             port = _port(environ, "NOTIFSVC_METRICS_PORT", None)
             return None if not port else probe("127.0.0.1", port, "/metrics")
     except ValueError as exc:

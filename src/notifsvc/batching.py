@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from notifsvc import errors, metrics
+from notifsvc.config import Settings
 from notifsvc.kafka import Consumer, Record, next_offsets
 
 log = logging.getLogger(__name__)
@@ -226,3 +227,50 @@ class Part(NamedTuple):
 
 def _where(record: Record) -> str:
     return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+def lane(
+    settings: Settings,
+    *,
+    group: str,
+    topic: str,
+    handler: Handler,
+    on_poison: PoisonHandler,
+    name: str,
+) -> tuple[Consumer, BatchLoop]:
+    """One lane of a consuming stage: a consumer of ``topic`` in ``group`` (its client id is
+    the group without the topic prefix) and the batch loop over it, sized by the settings."""
+    consumer = Consumer(
+        settings,
+        group_id=group,
+        topics=[topic],
+        client_id=group.removeprefix(settings.topic_prefix),
+    )
+    loop = BatchLoop(
+        consumer,
+        handler,
+        on_poison=on_poison,
+        batch_size=settings.batch_size,
+        batch_timeout=settings.batch_timeout_ms / 1000,
+        name=name,
+    )
+    return consumer, loop
+
+
+#: Longest a retry-lane batch waits for its due time before handing back (poll interval).
+MAX_WAIT = 60.0
+
+
+async def wait_until_due(wait: float, stopping: asyncio.Event) -> None:
+    """Hold a retry-lane batch for ``wait`` seconds, until it is due: raise
+    :class:`Postponed` (the batch is read again later) when that is longer than
+    :data:`MAX_WAIT` or the stage is stopping first."""
+    if wait <= 0:
+        return
+    try:
+        await asyncio.wait_for(stopping.wait(), min(wait, MAX_WAIT))
+    except TimeoutError:
+        if wait > MAX_WAIT:
+            raise Postponed(f"retry batch due in {wait:.0f}s") from None
+        return
+    raise Postponed("stopping before the retry batch was due")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from notifsvc import channels, config, deploy, errors, kafka, logs, metrics, status, topics
+from notifsvc.callbacks import Dispatcher
 from notifsvc.config import ConfigError, Settings
 from notifsvc.db.migrate import migrate
 from notifsvc.notificator import Notificator
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("router", help="run the deduplicating router")
     notificator = sub.add_parser("notificator", help="run the notificator of one channel")
     notificator.add_argument("--channel", required=True, choices=sorted(channels.REGISTRY))
+    sub.add_parser("callbacks", help="run the status-callback dispatcher")
     sub.add_parser("migrate", help="bring the database schema up to date")
     topics_cmd = sub.add_parser("topics", help="manage topics")
     topics_cmd.add_argument("action", choices=["create"])
@@ -117,6 +119,13 @@ def _notificator(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _callbacks(_args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("kafka_bootstrap", "database_url")
+    metrics.serve(settings.metrics_port)
+    serve(lambda stopping: run_stage(Dispatcher(settings), stopping))
+    return 0
+
+
 #: Every command of ``notifsvc``, by name (the parser above lists the same names).
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "dev": _dev,
@@ -126,6 +135,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "receiver": _receiver,
     "router": _router,
     "notificator": _notificator,
+    "callbacks": _callbacks,
     "deploy": deploy.run,
 }
 

@@ -7,6 +7,7 @@ each naming its variable, so that an operator fixes a deployment in one go.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -150,6 +151,53 @@ def _bool(raw: str) -> bool:
     if value not in {"true", "false", "1", "0", "yes", "no"}:
         raise ValueError("expected true or false")
     return value in {"true", "1", "yes"}
+
+
+def _signing_secrets(raw: str) -> Any:
+    from notifsvc.signing import SigningSecrets  # noqa: PLC0415 - signing imports this module
+
+    return SigningSecrets(raw)
+
+
+class CallbackClients(Secret):
+    """Per API key (by its id: the first 16 hex digits of the key's SHA-256) a default
+    ``callback_url`` and the ``whsec_`` secrets its callbacks are signed with, as JSON:
+    ``{"<key id>": {"url": "https://...", "secrets": "whsec_...,whsec_..."}}``."""
+
+    __slots__ = ("clients",)
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"expected a JSON object: {exc.msg}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("expected a JSON object of API key ids")
+        self.clients = {str(k): _client_entry(str(k), v) for k, v in parsed.items()}
+
+    def url(self, client: str | None) -> str | None:
+        return self.clients.get(client or "", (None, None))[0]
+
+    def secrets(self, client: str | None) -> Any:
+        return self.clients.get(client or "", (None, None))[1]
+
+
+def _client_entry(key_id: str, entry: object) -> tuple[str | None, Any]:
+    if not re.fullmatch(r"[0-9a-f]{16}", key_id):
+        raise ValueError(f"{key_id[:20]!r} is not an API key id (16 lower-case hex digits)")
+    if not isinstance(entry, dict) or set(entry) - {"url", "secrets"}:
+        raise ValueError(f'{key_id}: expected {{"url": ..., "secrets": ...}}')
+    url, secrets = entry.get("url"), entry.get("secrets")
+    if url is not None and (
+        not isinstance(url, str) or not url.startswith(("http://", "https://"))
+    ):
+        raise ValueError(f"{key_id}: url must be an http(s) URL")
+    try:
+        signing = _signing_secrets(secrets) if isinstance(secrets, str) else None
+    except ValueError as exc:
+        raise ValueError(f"{key_id}: secrets: {exc}") from None
+    return url, signing
 
 
 _EXTRA_KEY = re.compile(r"[a-z][a-z0-9._-]*")
@@ -340,6 +388,17 @@ class Settings:
     metrics_port: int = field(default=0, metadata=_spec(_port))
     tracing_endpoint: str | None = field(default=None, metadata=_spec(_url))
     tracing_sample_ratio: float = field(default=1.0, metadata=_spec(_ratio))
+    # Status callbacks (notifsvc/events.py, notifsvc/callbacks.py).
+    callback_allowed_hosts: frozenset[str] = field(default=frozenset(), metadata=_spec(_csv))
+    callback_secret: Any = field(default=None, metadata=_spec(_signing_secrets, secret=True))
+    callback_clients: CallbackClients | None = field(
+        default=None, metadata=_spec(CallbackClients, secret=True)
+    )
+    callback_concurrency: int = field(default=64, metadata=_spec(_positive_int))
+    callback_timeout_ms: int = field(default=5_000, metadata=_spec(_positive_int))
+    callback_max_attempts: int = field(default=8, metadata=_spec(_positive_int))
+    callback_retry_delay_ms: int = field(default=10_000, metadata=_spec(_positive_int))
+    callback_rate: float = field(default=0.0, metadata=_spec(_rate))
     # The reconciler (notifsvc/reconciler.py), a duty of the router.
     redrive_after_seconds: int = field(default=300, metadata=_spec(_positive_int))
     redrive_period_seconds: int = field(default=30, metadata=_spec(_positive_int))

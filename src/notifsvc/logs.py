@@ -39,7 +39,9 @@ _DIM, _CYAN, _RESET = "\x1b[2m", "\x1b[36m", "\x1b[0m"
 
 
 #: The ``notifsvc`` commands (see :mod:`notifsvc.cli`).
-COMMANDS = frozenset({"receiver", "router", "notificator", "migrate", "topics", "status", "dev"})
+COMMANDS = frozenset(
+    {"receiver", "router", "notificator", "callbacks", "migrate", "topics", "status", "dev"}
+)
 
 
 def stage_of(argv: Sequence[str]) -> str | None:

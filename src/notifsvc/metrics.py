@@ -75,6 +75,18 @@ REDRIVE_EXPIRED = Counter(
     ["channel"],
 )
 
+CALLBACKS = Counter(
+    "notifsvc_callbacks_total",
+    "Status-callback events by outcome: delivered, retried (to the retry lane), failed (to "
+    "the callbacks DLQ), gone (the receiver answered 410), dropped (its URL was gone)",
+    ["outcome"],
+)
+CALLBACK_SECONDS = Histogram(
+    "notifsvc_callback_seconds",
+    "Latency of one status-callback request (until answered, timed out or refused)",
+    buckets=_LATENCY,
+)
+
 
 def serve(port: int) -> None:
     """Expose ``/metrics`` on ``port`` from a background thread (0 disables it)."""

@@ -76,20 +76,27 @@ class Notification:
     subject: str | None = None
     priority: Priority = Priority.NORMAL
     accepted_at: float = 0.0  # unix seconds, set by the receiver
+    #: Where status-callback events go (notifsvc/events.py), if anywhere.
+    callback_url: str | None = None
+    #: The id of the API key that posted it (its callback secrets), set by the receiver.
+    client: str | None = None
 
     def encode(self) -> bytes:
         """The value written to Kafka: compact JSON, the same shape on every topic."""
-        return orjson.dumps(
-            {
-                "uuid": str(self.uuid),
-                "destination": self.channel,
-                "to": self.to,
-                "txt": self.txt,
-                "subject": self.subject,
-                "priority": self.priority.value,
-                "accepted_at": self.accepted_at,
-            }
-        )
+        value: dict[str, Any] = {
+            "uuid": str(self.uuid),
+            "destination": self.channel,
+            "to": self.to,
+            "txt": self.txt,
+            "subject": self.subject,
+            "priority": self.priority.value,
+            "accepted_at": self.accepted_at,
+        }
+        if self.callback_url is not None:
+            value["callback_url"] = self.callback_url
+        if self.client is not None:
+            value["client"] = self.client
+        return orjson.dumps(value)
 
     @property
     def key(self) -> bytes:
@@ -153,10 +160,17 @@ REQUEST_FIELDS = (
         enum=tuple(p.value for p in Priority),
         example="high",
     ),
+    FieldSpec(
+        "callback_url",
+        False,
+        "Where signed status events (notification.sent, .failed, .attempt_failed) are POSTed; "
+        "an http(s) URL on a host of NOTIFSVC_CALLBACK_ALLOWED_HOSTS.",
+        format="uri",
+    ),
 )
 FIELDS = tuple(f.name for f in REQUEST_FIELDS)
 _REQUIRED = tuple(f.name for f in REQUEST_FIELDS if f.required)
-_INTERNAL = ("accepted_at",)
+_INTERNAL = ("accepted_at", "client")
 
 
 #: Latest ``accepted_at`` taken from a topic (2100-01-01): later is not a clock reading.
@@ -211,7 +225,14 @@ def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
         subject=data.get("subject"),
         priority=priority,
         accepted_at=time.time() if accepted_at is None else accepted_at,
+        callback_url=data.get("callback_url"),
+        client=_client(data) if accepted_at is not None else None,
     )
+
+
+def _client(data: dict[str, Any]) -> str | None:
+    value = data.get("client")
+    return value if isinstance(value, str) and value else None
 
 
 def _parse_uuid(raw: str, errors: list[FieldError]) -> uuid_mod.UUID | None:

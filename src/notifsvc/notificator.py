@@ -6,8 +6,9 @@ quarter of the send slots. Per batch: dead-letter undecodable records, drop UUID
 sent or failed, deliver the rest concurrently under the channel's
 :class:`~notifsvc.delivery.DeliveryPolicy`, and, every :data:`FLUSH_EVERY` seconds and at
 the end, write the finished deliveries: first their next hop (dead-letter topic or retry
-lane), then their outcomes and every attempt they took (the attempt history) in one
-statement; only then are offsets committed. So a slow
+lane) and their status-callback events (:mod:`notifsvc.events`), then their outcomes and
+every attempt they took (the attempt history) in one statement; only then are offsets
+committed. So a slow
 provider never holds finished outcomes back, a rebalance re-sends only what was in flight,
 and a row is never ``failed`` without its dead-letter record. Outcomes survive a retried
 batch, so a database outage after a send does not send again.
@@ -24,20 +25,19 @@ import time
 import uuid as uuid_mod
 from typing import NamedTuple
 
-from notifsvc import deadletter, headers, metrics, preflight, topics, tracing
-from notifsvc.batching import BatchLoop, Postponed
+from notifsvc import batching, deadletter, headers, metrics, preflight, topics, tracing
+from notifsvc.batching import BatchLoop
 from notifsvc.channels import AnyChannel
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, Store, StoreRefused
 from notifsvc.deadletter import Message, dead_letter
 from notifsvc.delivery import MAX_RETRY_DELAY, Delivery, DeliveryPolicy
+from notifsvc.events import events_for
 from notifsvc.kafka import Consumer, Headers, Producer, Record
 from notifsvc.model import FieldError, InvalidNotification, Notification, State
 
 log = logging.getLogger(__name__)
 
-#: Longest a retry-lane batch waits for its due time before handing back (poll interval).
-MAX_WAIT = 60.0
 #: Seconds between writes of the outcomes finished so far in a batch.
 FLUSH_EVERY = 1.0
 
@@ -74,20 +74,12 @@ class Notificator:
         self.retried = 0
 
     def _add_lane(self, lane: str) -> None:
-        group = topics.notificator_group(self.settings, self.channel.name, lane)
-        consumer = Consumer(
+        self.consumers[lane], self.loops[lane] = batching.lane(
             self.settings,
-            group_id=group,
-            topics=[topics.channel(self.settings, self.channel.name, lane)],
-            client_id=group.removeprefix(self.settings.topic_prefix),
-        )
-        self.consumers[lane] = consumer
-        self.loops[lane] = BatchLoop(
-            consumer,
-            functools.partial(self.handle, lane),
+            group=topics.notificator_group(self.settings, self.channel.name, lane),
+            topic=topics.channel(self.settings, self.channel.name, lane),
+            handler=functools.partial(self.handle, lane),
             on_poison=self.isolate,
-            batch_size=self.settings.batch_size,
-            batch_timeout=self.settings.batch_timeout_ms / 1000,
             name=f"notificator[{self.channel.name}:{lane}]",
         )
         share = 4 if lane == "low" else 1
@@ -99,7 +91,7 @@ class Notificator:
         self.tracing.start()
         await self.channel.start()
         await self.store.start()
-        names = [topics.dlq(self.settings)]
+        names = [topics.dlq(self.settings), topics.callbacks(self.settings)]
         names += [topics.channel(self.settings, self.channel.name, lane) for lane in topics.LANES]
         await preflight.check(self.settings, self.store, names)
         await self.producer.start()
@@ -168,7 +160,7 @@ class Notificator:
         if not fresh:
             return
         hops = [self._next_hop(d, unique[d.notification.uuid]) for d in fresh if not d.sent]
-        await self.producer.send_all(hops)
+        await self.producer.send_all(hops + self._events(fresh))
         attempts = [a for d in fresh for a in d.log]
         await self.store.record([d.outcome() for d in fresh], attempts=attempts)
         self._written[lane].update(d.notification.uuid for d in fresh)
@@ -190,16 +182,7 @@ class Notificator:
 
     async def _until_due(self, records: list[Record]) -> None:
         due = max(_due(r) for r in records)
-        wait = due - time.time()
-        if wait <= 0:
-            return
-        try:
-            await asyncio.wait_for(self._stopping.wait(), min(wait, MAX_WAIT))
-        except TimeoutError:
-            if wait > MAX_WAIT:
-                raise Postponed(f"retry batch due in {wait:.0f}s") from None
-            return
-        raise Postponed("stopping before the retry batch was due")
+        await batching.wait_until_due(due - time.time(), self._stopping)
 
     async def _deliver(self, lane: str, incoming: Incoming) -> Delivery:
         """One pass over a notification; the same answer again if its batch is retried."""
@@ -254,6 +237,17 @@ class Notificator:
             *incoming.trace,
         )
         return topics.dlq(self.settings), n.encode(), n.key, dlq
+
+    def _events(self, deliveries: list[Delivery]) -> list[Message]:
+        """The status-callback events of these deliveries, for the callbacks topic: produced
+        with the next hops, before the outcomes are recorded, so none is lost (a retried
+        flush may produce one twice, with the same id)."""
+        topic, limit = topics.callbacks(self.settings), self.settings.max_attempts
+        return [
+            (topic, e.encode(), e.key, ())
+            for d in deliveries
+            for e in events_for(d, max_attempts=limit)
+        ]
 
     def _account(self, deliveries: list[Delivery]) -> None:
         name = self.channel.name

@@ -32,6 +32,9 @@ def _examples(validator: Validator) -> dict[str, str]:
         examples.pop("destination", None)
     if any(c.validate_recipient(examples.get("to", "")) for c in validator.channels.values()):
         examples.pop("to", None)
+    if validator.callback_hosts:
+        host = sorted(validator.callback_hosts)[0]
+        examples["callback_url"] = f"https://{host}/notifsvc/status"
     return examples
 
 
@@ -41,6 +44,8 @@ def notification_schema(validator: Validator) -> dict[str, Any]:
     examples = _examples(validator)
     properties: dict[str, Any] = {}
     for spec in REQUEST_FIELDS:
+        if spec.name not in validator.rules:  # an optional feature that is off
+            continue
         prop = validator.rules[spec.name].schema() | {"description": spec.description}
         if spec.enum:
             prop["description"] += f" One of {', '.join(spec.enum)}, in any case."

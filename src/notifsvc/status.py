@@ -1,7 +1,8 @@
 """``notifsvc status``: one screen on the running pipeline.
 
-Lag per stage and partition (committed offsets against partition ends), notifications by
-channel and state, sends per second by channel over the last minute, the DLQ's size, and
+Lag per stage and partition (committed offsets against partition ends, the callback
+dispatcher's two lanes included), notifications by channel and state, sends per second by
+channel over the last minute, the sizes of the DLQ and of the callbacks' DLQ, and
 the reconciler's view: rows unfinished and unmoved for longer than
 ``NOTIFSVC_REDRIVE_AFTER_SECONDS`` (its next work), and rows it re-drove or expired in the
 last hour (both read through partial indexes, never a scan of the table).
@@ -28,6 +29,7 @@ class Snapshot:
     states: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> state -> n
     per_second: dict[str, float] = field(default_factory=dict)
     dlq: int | None = None
+    callbacks_dlq: int | None = None
     problems: list[str] = field(default_factory=list)
     stalled: dict[str, int] = field(default_factory=dict)  # unfinished, unmoved: re-driven next
     redriven: dict[str, int] = field(default_factory=dict)  # in the last hour (expired too)
@@ -36,12 +38,15 @@ class Snapshot:
 
 
 def _groups(settings: Settings) -> list[tuple[str, str]]:
-    """(consumer group, topic) of the router and of every lane of every channel."""
+    """(consumer group, topic) of the router, of every lane of every channel and of the
+    callback dispatcher's lanes."""
     out = [(topics.router_group(settings), topics.outstanding(settings))]
     for name in channels.REGISTRY:
         for lane in topics.LANES:
             group = topics.notificator_group(settings, name, lane)
             out.append((group, topics.channel(settings, name, lane)))
+    for lane in topics.CALLBACK_LANES:
+        out.append((topics.dispatcher_group(settings, lane), topics.callbacks(settings, lane)))
     return out
 
 
@@ -50,6 +55,7 @@ def _read_kafka(settings: Settings, snap: Snapshot) -> None:
         for group, topic in _groups(settings):
             snap.lag[group] = kafka.group_lag(settings, group, topic)
         snap.dlq = kafka.topic_size(settings, topics.dlq(settings))
+        snap.callbacks_dlq = kafka.topic_size(settings, topics.callbacks_dlq(settings))
     except (KafkaError, Exception) as exc:  # noqa: BLE001 - shown, not raised: a status view
         snap.problems.append(f"broker: {exc}")
 
@@ -100,10 +106,15 @@ def render(snap: Snapshot) -> str:
             continue
         detail = " ".join(f"p{p.partition}:{p.lag}" for p in parts if p.lag)
         lines.append(f"  {group:<44} {total:>8}  {detail}")
-    lines += ["", f"dead letters (notifications.dlq): {snap.dlq if snap.dlq is not None else '?'}"]
+    lines += ["", f"dead letters (notifications.dlq): {_size(snap.dlq)}"]
+    lines.append(f"dead callbacks ({topics.CALLBACKS}.dlq): {_size(snap.callbacks_dlq)}")
     lines += ["", *_render_reconciler(snap)]
     lines += [f"! {problem}" for problem in snap.problems]
     return "\n".join(lines)
+
+
+def _size(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 def _render_reconciler(snap: Snapshot) -> list[str]:

@@ -29,10 +29,27 @@ def channel(settings: Settings, name: str, lane: str = "normal") -> str:
     return settings.topic(f"notifications.{name}{suffix}")
 
 
+#: Status-callback events (notifsvc/events.py) and the dispatcher's own retry lane and
+#: dead-letter topic: a dead callback receiver never touches the sends' topics.
+CALLBACKS = "notifications.callbacks"
+CALLBACK_LANES = ("normal", "retry")
+
+
+def callbacks(settings: Settings, lane: str = "normal") -> str:
+    if lane not in CALLBACK_LANES:
+        raise ValueError(f"unknown callback lane {lane!r}")
+    return settings.topic(CALLBACKS if lane == "normal" else f"{CALLBACKS}.{lane}")
+
+
+def callbacks_dlq(settings: Settings) -> str:
+    return settings.topic(f"{CALLBACKS}.dlq")
+
+
 def all_topics(settings: Settings, channels: list[str]) -> list[str]:
     """Every topic the pipeline uses with these channels."""
     lanes = [channel(settings, c, lane) for c in channels for lane in LANES]
-    return [outstanding(settings), dlq(settings), *lanes]
+    callback = [callbacks(settings, lane) for lane in CALLBACK_LANES] + [callbacks_dlq(settings)]
+    return [outstanding(settings), dlq(settings), *lanes, *callback]
 
 
 #: Client and consumer-group name of the router (the group is prefixed like the topics).
@@ -55,3 +72,14 @@ def notificator_group(settings: Settings, channel_name: str, lane: str) -> str:
         raise ValueError(f"unknown lane {lane!r}")
     suffix = "" if lane == "normal" else f"-{lane}"
     return settings.topic(notificator_name(channel_name) + suffix)
+
+
+#: Client name of the status-callback dispatcher (``notifsvc callbacks``).
+DISPATCHER = "notifsvc-callbacks"
+
+
+def dispatcher_group(settings: Settings, lane: str) -> str:
+    """The consumer group of one lane of the callback dispatcher."""
+    if lane not in CALLBACK_LANES:
+        raise ValueError(f"unknown callback lane {lane!r}")
+    return settings.topic(DISPATCHER if lane == "normal" else f"{DISPATCHER}-{lane}")

@@ -25,7 +25,8 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 SECRET_TEMPLATE = K8S / "base" / "secret.template.yaml"
 COMPOSE = ROOT / "docker-compose.yml"
-STAGES = ("receiver", "router", "notificator")
+#: The long-running stages (``notifsvc <stage>``), each deployed on compose and Kubernetes.
+STAGES = ("receiver", "router", "notificator", "callbacks")
 #: The registered channels: each is deployed (one notificator each), and only they are.
 CHANNELS = tuple(REGISTRY)
 
@@ -84,11 +85,11 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc:
     return found[0]
 
 
-def waiting_for_values(*paths: Path) -> set[str]:
-    """The channels these files leave off on purpose: a required setting is there commented
-    out with the placeholder, as ``notifsvc deploy render`` writes it when no placeholder
-    can work (a key that must parse); the operator sets it."""
-    unset = {
+def unset_variables(*paths: Path) -> set[str]:
+    """The settings these files leave unset on purpose: there commented out with the
+    placeholder, as ``notifsvc deploy render`` writes them when no placeholder can work (a
+    key that must parse); the operator sets them."""
+    return {
         m[1]
         for path in paths
         for m in re.finditer(
@@ -97,6 +98,12 @@ def waiting_for_values(*paths: Path) -> set[str]:
             re.MULTILINE,
         )
     }
+
+
+def waiting_for_values(*paths: Path) -> set[str]:
+    """The channels these files leave off on purpose: a required setting is unset
+    (:func:`unset_variables`)."""
+    unset = unset_variables(*paths)
     return {
         name
         for name, cls in REGISTRY.items()

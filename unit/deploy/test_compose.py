@@ -13,6 +13,7 @@ from unit.deploy.support import (
     CHANNELS,
     COMPOSE,
     ROOT,
+    STAGES,
     Doc,
     Stage,
     compose,
@@ -93,6 +94,19 @@ def test_start_up_order_has_no_cycle_and_puts_init_before_every_stage() -> None:
     assert depends_on(all_services["notificator-email"])["mailpit"] == "service_healthy"
 
 
+def test_every_stage_runs_and_the_dispatcher_once() -> None:
+    stages = compose_stages()
+    assert {s.stage for s in stages} == set(STAGES)
+    dispatchers = [s for s in stages if s.stage == "callbacks"]
+    assert [s.where for s in dispatchers] == ["compose service callbacks"]
+    (dispatcher,) = dispatchers
+    settings = config.load(dispatcher.env)
+    assert settings.callback_allowed_hosts and settings.callback_secret is not None
+    assert settings.metrics_port > 0
+    receiver = next(s for s in stages if s.stage == "receiver")
+    assert config.load(receiver.env).callback_allowed_hosts == settings.callback_allowed_hosts
+
+
 def test_one_notificator_per_channel() -> None:
     """Every registered channel has its notificator service, and no other channel has one."""
     deployed = sorted(s.channel for s in compose_stages() if s.channel)
@@ -133,6 +147,10 @@ def test_settings_point_at_services_of_the_stack() -> None:
     assert hosts == ["provider-fakes"]
     for key in ("NOTIFSVC_SMS_API_URL", "NOTIFSVC_SLACK_API_URL"):
         assert env[key].startswith("http://provider-fakes:8070"), key
+    # Status callbacks go to the provider fakes too, and wait for them.
+    callbacks = all_services["callbacks"]
+    assert compose_env(callbacks)["NOTIFSVC_CALLBACK_ALLOWED_HOSTS"].split(",") == hosts
+    assert depends_on(callbacks)["provider-fakes"] == "service_healthy"
 
 
 def test_receiver_scales_behind_one_published_port() -> None:

@@ -191,6 +191,10 @@ def test_consumers_are_checked_on_their_metrics_port(server: _Server) -> None:
     port = str(server.server_address[1])
     assert run_check("notificator", NOTIFSVC_METRICS_PORT=port).returncode == 0
     assert run_check("router", NOTIFSVC_METRICS_PORT=port).returncode == 0
+    assert run_check("callbacks", NOTIFSVC_METRICS_PORT=port).returncode == 0
+    server.status = 503
+    assert run_check("callbacks", NOTIFSVC_METRICS_PORT=port).returncode == 1
+    server.status = 200
     # Without a metrics port, being alive is all that can be checked.
     assert run_check("router").returncode == 0
     assert run_check("router", NOTIFSVC_METRICS_PORT="70000").returncode == 1
@@ -209,6 +213,7 @@ def test_stage_is_read_from_the_command_line(tmp_path: Path) -> None:
         )
         == "notificator"
     )
+    assert healthcheck.stage_of(["/opt/venv/bin/notifsvc", "callbacks"]) == "callbacks"
     assert healthcheck.stage_of(["sh", "-c", "notifsvc migrate && notifsvc topics create"]) is None
     cmdline = tmp_path / "cmdline"
     cmdline.write_bytes(b"python\0-m\0notifsvc\0router\0")

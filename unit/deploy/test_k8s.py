@@ -24,6 +24,7 @@ from unit.deploy.support import (
     K8S_SETTINGS,
     OVERLAYS,
     SECRET_TEMPLATE,
+    STAGES,
     Doc,
     container_env,
     containers,
@@ -35,6 +36,7 @@ from unit.deploy.support import (
     render,
     selects,
     stage_of,
+    unset_variables,
     waiting_for_values,
     workloads,
 )
@@ -51,6 +53,22 @@ CUSTOM_KINDS = {
     "CrdbCluster",
 }
 ZONE = "topology.kubernetes.io/zone"
+#: What a pod that reaches the internet (notificators, the callback dispatcher) must never
+#: reach: private, loopback, link-local (cloud metadata) and carrier-grade NAT ranges.
+CLOSED_RANGES = {
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+}
+#: The internet ports of each stage that has any: providers (SMTP too) and callback URLs.
+INTERNET_PORTS = {"notificator": {25, 80, 443, 465, 587}, "callbacks": {80, 443}}
+#: A callback dispatcher's drain after SIGTERM: the POSTs under way, each bounded by
+#: NOTIFSVC_CALLBACK_TIMEOUT_MS, this many times over (a pass may wait on the rate limit
+#: and the connection pool before its POST), then the retry/DLQ produce.
+CALLBACK_DRAIN_TIMEOUTS = 4
 
 
 @functools.cache
@@ -163,9 +181,10 @@ def test_every_stage_starts_with_known_and_required_settings(overlay: str) -> No
     stages = k8s_stages(overlay)
     deployed = sorted(s.channel for s in stages if s.channel)
     assert deployed == sorted(CHANNELS), "one notificator per registered channel, no other"
-    assert {s.stage for s in stages} == {"receiver", "router", "notificator"}
+    assert {s.stage for s in stages} == set(STAGES)
     known = config.known_variables()
     waiting = waiting_for_values(*K8S_SETTINGS)
+    unset = unset_variables(*K8S_SETTINGS)
     for stage in stages:
         unknown = sorted(k for k in stage.env if k.startswith(config.PREFIX) and k not in known)
         assert not unknown, f"{stage.where}: unknown settings {unknown}"
@@ -178,6 +197,21 @@ def test_every_stage_starts_with_known_and_required_settings(overlay: str) -> No
         if stage.stage == "receiver":
             # The receiver accepts only destinations whose channel is configured.
             assert set(deployed) - waiting <= set(channels.enabled(settings)), (stage.where, off)
+        if stage.stage == "callbacks":
+            # Callbacks are on (hosts allowed) and signed, unless the secret is left to the
+            # operator on purpose (commented out with the placeholder).
+            assert settings.callback_allowed_hosts, stage.where
+            assert settings.callback_secret is not None or "NOTIFSVC_CALLBACK_SECRET" in unset
+            assert settings.callback_timeout_ms > 0 and settings.callback_concurrency > 0
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_receiver_and_dispatcher_allow_the_same_callback_hosts(overlay: str) -> None:
+    """The receiver refuses a callback_url the dispatcher would not call, and the other way
+    round: both read NOTIFSVC_CALLBACK_ALLOWED_HOSTS, and must read the same value."""
+    stages = k8s_stages(overlay)
+    hosts = {s.stage: settings_of(s.env).callback_allowed_hosts for s in stages}
+    assert hosts["callbacks"] and hosts["receiver"] == hosts["callbacks"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -211,6 +245,21 @@ def _consumer(settings: config.Settings, stage: str, channel: str | None) -> Rou
     return Notificator(settings, channels.REGISTRY[channel](settings))
 
 
+def _consumed(
+    settings: config.Settings, stage: str, channel: str | None
+) -> list[tuple[str, list[str]]]:
+    """(consumer group, topics) of every consumer the stage runs."""
+    if stage == "callbacks":
+        # The dispatcher: one group per lane (notifsvc.topics names both).
+        return [
+            (topics.dispatcher_group(settings, lane), [topics.callbacks(settings, lane)])
+            for lane in topics.CALLBACK_LANES
+        ]
+    member = _consumer(settings, stage, channel)
+    groups = [member.consumer] if isinstance(member, Router) else member.consumers.values()
+    return [(c._config["group.id"], c._topics) for c in groups]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_scaledobjects_follow_the_consumer_group_and_its_partitions(overlay: str) -> None:
     """KEDA watches the group and topic the stage really consumes, and never scales a group
@@ -229,13 +278,11 @@ def test_scaledobjects_follow_the_consumer_group_and_its_partitions(overlay: str
         found = stage_of(container["command"])
         assert found is not None
         settings = settings_of(container_env(docs, container))
-        member = _consumer(settings, *found)
         triggers = [
             t["metadata"] for t in scaled[deployment["metadata"]["name"]]["spec"]["triggers"]
         ]
-        groups = [member.consumer] if isinstance(member, Router) else member.consumers.values()
         assert sorted((m["consumerGroup"], [m["topic"]]) for m in triggers) == sorted(
-            (c._config["group.id"], c._topics) for c in groups
+            _consumed(settings, *found)
         )
         spec = scaled[deployment["metadata"]["name"]]["spec"]
         for meta in triggers:
@@ -280,6 +327,10 @@ def _notificator_drain_s(settings: config.Settings, member: Notificator) -> floa
     return member.policy.worst_case_seconds() + _producer_timeout_s()
 
 
+def _callbacks_drain_s(settings: config.Settings) -> float:
+    return CALLBACK_DRAIN_TIMEOUTS * settings.callback_timeout_ms / 1000 + _producer_timeout_s()
+
+
 def _producer_timeout_s() -> float:
     return float(inspect.signature(Producer.__init__).parameters["timeout_ms"].default) / 1000
 
@@ -312,6 +363,8 @@ def test_probes_resources_and_grace_periods(overlay: str) -> None:
         assert settings.metrics_port > 0
         if found[0] == "router":
             assert grace > _producer_timeout_s()
+        elif found[0] == "callbacks":
+            assert grace > _callbacks_drain_s(settings)
         else:
             member = _consumer(settings, *found)
             assert isinstance(member, Notificator)
@@ -391,10 +444,13 @@ def test_network_policies_open_only_what_each_stage_needs(overlay: str) -> None:
         assert selects(deny[0]["spec"]["podSelector"]["matchLabels"], labels)
         egress = _allowed(policies, labels, "Egress")
         assert {53, 9093, 26257} <= _ports(egress), workload["metadata"]["name"]
-        provider = 443 in _ports(egress)
-        assert provider == (labels.get("notifsvc/stage") == "notificator"), workload["metadata"][
-            "name"
-        ]
+        internet = [r for r in egress if any("ipBlock" in peer for peer in r.get("to", []))]
+        expected = INTERNET_PORTS.get(labels.get("notifsvc/stage", ""), set())
+        assert _ports(internet) == expected, workload["metadata"]["name"]
+        for rule in internet:
+            for peer in rule["to"]:
+                assert peer["ipBlock"]["cidr"] == "0.0.0.0/0", workload["metadata"]["name"]
+                assert set(peer["ipBlock"]["except"]) >= CLOSED_RANGES, workload["metadata"]["name"]
         ingress = _ports(_allowed(policies, labels, "Ingress"))
         own = {p["containerPort"] for c in containers(workload) for p in c.get("ports", [])}
         assert own <= ingress, workload["metadata"]["name"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid as uuid_mod
@@ -95,7 +96,9 @@ async def post_notification(request: web.Request) -> web.Response:
 async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Response:
     limit = request.app[SETTINGS].max_body_bytes
     try:
-        notification = request.app[VALIDATOR].validate(await read_json(request, limit))
+        notification = _stamp(
+            request, request.app[VALIDATOR].validate(await read_json(request, limit))
+        )
         if span is not None:
             tracing.annotate(span, uuid=str(notification.uuid), channel=notification.channel)
         await _store_one(request.app, notification, tracing.headers(span))
@@ -105,6 +108,17 @@ async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Re
         return problem(422, "Invalid notification", str(exc), errors=exc.errors)
     request.app[RECENT].add([notification.uuid])
     return json_response(202, {"uuid": str(notification.uuid), "status": "accepted"})
+
+
+def _stamp(request: web.Request, n: Notification) -> Notification:
+    """The API key's id on ``n`` (its callbacks are signed with the key's secrets), and the
+    key's default callback URL when ``n`` names none."""
+    if API_KEY not in request:
+        return n
+    client = request[API_KEY][:8].hex()
+    clients = request.app[SETTINGS].callback_clients
+    url = n.callback_url or (clients.url(client) if clients is not None else None)
+    return dataclasses.replace(n, client=client, callback_url=url)
 
 
 async def post_notifications(request: web.Request) -> web.Response:
@@ -132,7 +146,7 @@ async def _accept_batch(request: web.Request, trace: tracing.Headers) -> web.Res
     validator = app[VALIDATOR]
     for index, item in enumerate(items):
         try:
-            n = validator.validate(item)
+            n = _stamp(request, validator.validate(item))
         except InvalidNotification as exc:
             errors = [e.as_dict() for e in exc.errors]
             results.append({"index": index, "status": "rejected", "errors": errors})

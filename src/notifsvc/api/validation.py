@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from notifsvc import channels
+from notifsvc.channels.webhook import MAX_URL_CHARS, WebhookChannel, url_problem
 from notifsvc.config import Settings
 from notifsvc.model import REQUEST_FIELDS, FieldError, InvalidNotification, Notification, parse
 
@@ -129,17 +130,33 @@ def channel_rules(channel: channels.AnyChannel) -> dict[str, Rule]:
 class Validator:
     """Built once at start-up: the rules, the enabled channels and why the others are off."""
 
-    def __init__(self, enabled: dict[str, channels.AnyChannel], disabled: dict[str, str]) -> None:
+    def __init__(
+        self,
+        enabled: dict[str, channels.AnyChannel],
+        disabled: dict[str, str],
+        callback_hosts: frozenset[str] = frozenset(),
+    ) -> None:
         self.channels = enabled
         self.disabled = disabled
+        self.callback_hosts = callback_hosts
         self.rules = _field_rules()
+        if callback_hosts:  # a necessary condition; the hosts are checked in validate()
+            self.rules["callback_url"] = Rule(
+                "must be an http(s) URL without credentials (user:password@)",
+                (WebhookChannel.recipient_pattern,),
+                nullable=True,
+                max_length=MAX_URL_CHARS,
+            )
+        else:  # status callbacks are off: the field is not part of the document
+            del self.rules["callback_url"]
         self.branches = {name: channel_rules(c) for name, c in sorted(enabled.items())}
         self._known = ", ".join(sorted(enabled)) or "none"
         self._destination = Rule("", (anycase(sorted(enabled)),)) if enabled else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Validator:
-        return cls(channels.enabled(settings), channels.disabled(settings))
+        hosts = settings.callback_allowed_hosts
+        return cls(channels.enabled(settings), channels.disabled(settings), hosts)
 
     def parse_uuid(self, raw: str) -> uuid_mod.UUID | None:
         """``raw`` as a UUID when it has the form the ``uuid`` field needs, else None."""
@@ -158,9 +175,20 @@ class Validator:
             flagged = {e.field for e in errors}
             found = self.channels[notification.channel].validate(notification)
             errors += [e for e in found if e.field not in flagged]
+        callback = notification.callback_url if notification is not None else None
+        if callback is not None and "callback_url" not in {e.field for e in errors}:
+            errors += self._callback_errors(callback)
         if errors or notification is None:
             raise InvalidNotification(errors)
         return notification
+
+    def _callback_errors(self, url: str) -> list[FieldError]:
+        """A status-callback URL obeys the webhook channel's rules, on its own hosts."""
+        variable = "NOTIFSVC_CALLBACK_ALLOWED_HOSTS"
+        if not self.callback_hosts:
+            return [FieldError("callback_url", f"status callbacks are off: {variable} is not set")]
+        problem = url_problem(url, self.callback_hosts, variable=variable)
+        return [] if problem is None else [FieldError("callback_url", problem)]
 
     def _rule_errors(self, data: object, flagged: set[str]) -> list[FieldError]:
         if not isinstance(data, dict):

@@ -55,8 +55,11 @@ def _text_problem(to: str) -> str | None:
     return None
 
 
-def url_problem(to: str, allowed: frozenset[str]) -> str | None:
-    """Why ``to`` is not a URL webhooks may target, or None. Never quotes more than the host."""
+def url_problem(
+    to: str, allowed: frozenset[str], *, variable: str = "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS"
+) -> str | None:
+    """Why ``to`` is not a URL webhooks (or status callbacks: ``variable`` names their
+    allowed hosts) may target, or None. Never quotes more than the host."""
     problem = _text_problem(to)
     if problem is not None:
         return problem
@@ -65,10 +68,10 @@ def url_problem(to: str, allowed: frozenset[str]) -> str | None:
         return "must be an http(s) URL"
     url, port = split
     if "@" in url.netloc:
-        return "must not contain credentials (user:password@); sign with NOTIFSVC_WEBHOOK_SECRET"
+        return "must not contain credentials (user:password@): requests are signed instead"
     host = url.hostname or ""
     if host not in allowed and f"{host}:{port}" not in allowed:
-        return f"host {host!r} is not in NOTIFSVC_WEBHOOK_ALLOWED_HOSTS"
+        return f"host {host!r} is not in {variable}"
     return None
 
 

@@ -138,14 +138,16 @@ def _ts(seconds: float) -> datetime:
 
 _INSERT = """
 INSERT INTO notifications
-    (uuid, channel, recipient, body, subject, priority, fingerprint, accepted_at)
+    (uuid, channel, recipient, body, subject, priority, fingerprint, accepted_at,
+     callback_url, client)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::bytea[], $8::timestamptz[])
+                     $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[])
 ON CONFLICT (uuid) DO NOTHING
 RETURNING uuid
 """
 _LOOKUP = """
-SELECT uuid, channel, recipient, body, subject, priority, fingerprint, state, accepted_at
+SELECT uuid, channel, recipient, body, subject, priority, fingerprint, state, accepted_at,
+       callback_url, client
 FROM notifications WHERE uuid = ANY($1::uuid[])
 """
 _MARK_FORWARDED = """
@@ -238,7 +240,8 @@ FROM (
 ) AS c
 WHERE n.uuid = c.uuid AND n.updated_at = c.updated_at AND n.state IN ('received', 'forwarded')
 RETURNING n.uuid, n.channel, n.recipient, n.body, n.subject, n.priority, n.fingerprint,
-          n.state, n.accepted_at, n.attempts, n.redriven, c.updated_at AS stalled_since
+          n.state, n.accepted_at, n.attempts, n.redriven, c.updated_at AS stalled_since,
+          n.callback_url, n.client
 """
 
 
@@ -348,6 +351,8 @@ class Store:
                 [n.priority.value for n in chunk],
                 [n.fingerprint() for n in chunk],
                 [_ts(n.accepted_at) for n in chunk],
+                [n.callback_url for n in chunk],
+                [n.client for n in chunk],
             )
             new.update(r["uuid"] for r in rows)
         return new
@@ -469,7 +474,7 @@ class Store:
     async def check_schema(self) -> None:
         """:class:`StoreMisconfigured` unless the schema is in place (run ``migrate``)."""
         try:
-            await self._fetch("SELECT uuid, state, attempts FROM notifications LIMIT 0")
+            await self._fetch("SELECT uuid, state, callback_url, client FROM notifications LIMIT 0")
             await self._fetch("SELECT uuid, attempt_number, seq FROM notification_attempts LIMIT 0")
         except StoreMisconfigured as exc:
             raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
@@ -525,7 +530,8 @@ def _chunks(batch: list[Notification]) -> list[list[Notification]]:
     out: list[list[Notification]] = [[]]
     size = 0
     for n in batch:
-        cost = len(n.txt.encode()) + len(n.to.encode()) + len((n.subject or "").encode()) + 128
+        cost = sum(len((v or "").encode()) for v in (n.txt, n.to, n.subject, n.callback_url))
+        cost += 128
         if out[-1] and size + cost > MAX_STATEMENT_BYTES:
             out.append([])
             size = 0
@@ -543,5 +549,7 @@ def _stored(r: asyncpg.Record) -> StoredRow:
         subject=r["subject"],
         priority=Priority(r["priority"]),
         accepted_at=r["accepted_at"].timestamp(),
+        callback_url=r["callback_url"],
+        client=r["client"],
     )
     return StoredRow(notification, bytes(r["fingerprint"]), State(r["state"]))

@@ -10,6 +10,7 @@ waits for a consumer group to form.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -22,12 +23,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from notifsvc import channels, logs
+from notifsvc import channels, config, logs
 from notifsvc.channels.log import LogSettings
 from notifsvc.config import Settings
 from notifsvc.dev.infra import LocalInfra, prepare
 from notifsvc.dev.stages import Stages
-from notifsvc.dev.standins import OUTBOX_PORT, StandIns
+from notifsvc.dev.standins import HOST, OUTBOX_PORT, StandIns
 from notifsvc.kafka import KafkaError
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ class Pipeline:
             **self.standins.env(),
             LogSettings.env_name("path"): str(log_path),
         }
+        if not settings.callback_allowed_hosts:  # status callbacks to the outbox's sink
+            local = frozenset({HOST, "localhost"})
+            self.settings = dataclasses.replace(self.settings, callback_allowed_hosts=local)
+            env[config.env_name("callback_allowed_hosts")] = ",".join(sorted(local))
         for name, reason in channels.disabled(self.settings).items():
             log.info("channel %s disabled: %s", name, reason)
         quiet = logs.wants_text(settings.log_format, sys.stderr)  # a person is reading
@@ -246,6 +251,11 @@ def banner(pipeline: Pipeline) -> str:
         _line("outbox", f"{standins.url}/  what the stand-ins received: {', '.join(shown)}"),
         _line(
             "webhooks", f"{standins.url}/<any path> is a sink (e.g. {standins.url}/hooks/orders)"
+        ),
+        _line(
+            "callbacks",
+            f'"callback_url": "{standins.url}/callbacks/<any>" shows a notification\'s '
+            "status events in the outbox",
         ),
         _line("metrics", ", ".join(metrics)),
         *_push_recipients(standins),

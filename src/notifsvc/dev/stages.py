@@ -5,7 +5,8 @@ Each stage logs JSON lines to a pipe; a thread per stage re-emits them through t
 process's logging (text with the stage's name on a terminal, JSON otherwise) and watches
 the consumers' own ``assigned``/``revoked`` lines (:mod:`notifsvc.kafka` logs them from its
 rebalance callbacks). A stage is ready when its consumers own every partition of each of
-their topics: the router ``outstanding-notifications``, a notificator its four lanes.
+their topics: the router ``outstanding-notifications``, a notificator its four lanes, the
+callback dispatcher its two.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ PARTITION = re.compile(r"\('((?:[^'\\]|\\.)*)', (\d+)\)")
 
 @dataclass
 class Stage:
-    name: str  # as logs.stage_of names it: receiver, router, notify/<channel>
+    name: str  # as logs.stage_of names it: receiver, router, notify/<channel>, callbacks
     args: list[str]
     #: The topics whose every partition its consumers must own before it is ready.
     topics: frozenset[str] = frozenset()
@@ -53,9 +54,9 @@ class Stage:
 
 
 def plan(settings: Settings) -> list[Stage]:
-    """The receiver, the router and one notificator per enabled channel. With
-    ``NOTIFSVC_METRICS_PORT``, the router serves /metrics there and each notificator on
-    the next port up (they cannot share one)."""
+    """The receiver, the router, one notificator per enabled channel and the callback
+    dispatcher. With ``NOTIFSVC_METRICS_PORT``, the router serves /metrics there and each
+    further stage on the next port up (they cannot share one)."""
     stages = [
         Stage("receiver", ["receiver"]),
         Stage("router", ["router"], frozenset({topics.outstanding(settings)})),
@@ -63,6 +64,8 @@ def plan(settings: Settings) -> list[Stage]:
     for name in channels.enabled(settings):
         lanes = frozenset(topics.channel(settings, name, lane) for lane in topics.LANES)
         stages.append(Stage(f"notify/{name}", ["notificator", "--channel", name], lanes))
+    callback_lanes = frozenset(topics.callbacks(settings, lane) for lane in topics.CALLBACK_LANES)
+    stages.append(Stage("callbacks", ["callbacks"], callback_lanes))
     if settings.metrics_port:
         for offset, stage in enumerate(stages[1:]):
             stage.metrics_port = settings.metrics_port + offset

@@ -98,4 +98,6 @@ def _delivery(seen: Seen, base_url: str, verified: bool) -> Delivery:
     details = {k: seen.headers[k] for k in (ID_HEADER, TIMESTAMP_HEADER) if k in seen.headers}
     if verified:
         details["signature"] = "verified"
-    return Delivery("webhook", seen.wall, base_url + seen.path, text, None, uid, details)
+    # A status callback (notifsvc/events.py: ids evt_...) is shown as one, not as a webhook.
+    kind = "callback" if seen.headers.get(ID_HEADER, "").startswith("evt_") else "webhook"
+    return Delivery(kind, seen.wall, base_url + seen.path, text, None, uid, details)
