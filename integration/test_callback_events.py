@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -14,11 +15,17 @@ import aiohttp
 
 from integration.helpers import eventually, read_topic, running
 from notifsvc import topics
+from notifsvc.callbacks import Dispatcher
+from notifsvc.channels.log import LogChannel
 from notifsvc.channels.sms import SmsChannel
 from notifsvc.config import CallbackClients, Secret, Settings
 from notifsvc.db.store import Store
+from notifsvc.dev.fakes.script import HANG, Script
 from notifsvc.dev.fakes.twilio import FakeTwilio
+from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.events import Event, EventType
+from notifsvc.kafka import Producer
+from notifsvc.model import Notification
 from notifsvc.notificator import Notificator
 from notifsvc.receiver import ReceiverServer
 from notifsvc.router import Router
@@ -119,3 +126,45 @@ async def test_a_callback_url_off_the_allowed_hosts_is_refused_by_name(settings:
             "message": "host 'evil.example' is not in NOTIFSVC_CALLBACK_ALLOWED_HOSTS",
         }
     ]
+
+
+async def test_a_hanging_callback_receiver_never_holds_up_the_sends(
+    settings: Settings, store: Store
+) -> None:
+    """Callbacks go through their own stage: while every callback hangs, every send still
+    completes, and the events wait in the dispatcher's lanes."""
+    async with WebhookSink(Script(*[HANG] * 100)) as hanging:
+        own = dataclasses.replace(
+            settings, callback_allowed_hosts=frozenset({"127.0.0.1"}), callback_timeout_ms=2_000
+        )
+        uids = [uuid.uuid4() for _ in range(20)]
+        batch = [
+            Notification(
+                u, "log", "ops", "x", accepted_at=time.time(), callback_url=hanging.hook_url()
+            )
+            for u in uids
+        ]
+        async with (
+            running(Dispatcher(own)),
+            running(Router(own)),
+            running(Notificator(own, LogChannel(own))),
+        ):
+            await produce(own, batch)
+
+            async def all_sent() -> bool:
+                rows = [await store.get(u) for u in uids]
+                return all(r is not None and r["state"] == "sent" for r in rows)
+
+            await eventually(all_sent)
+            assert hanging.seen, "the dispatcher was trying to deliver meanwhile"
+            assert hanging.delivered == []
+
+
+async def produce(settings: Settings, batch: list[Notification]) -> None:
+    producer = Producer(settings, client_id="test-feeder")
+    await producer.start()
+    try:
+        topic = topics.outstanding(settings)
+        await producer.send_all([(topic, n.encode(), n.key, ()) for n in batch])
+    finally:
+        await producer.stop()
