@@ -4,8 +4,9 @@ runs the same.
 
 The scenarios run on a broker and a database of their own (two of them stop those), with
 the stages as real processes. Those that leave the broker and database alone (the kills,
-the rebalance, the flaky provider, poison, hostile input and provider) run together, once,
-the first time one of their tests asks; each test then checks its own scenario.
+the rebalance, the flaky provider, poison, hostile input and provider, status callbacks
+under SIGKILL of the dispatcher and the notificator) run together, once, the first time
+one of their tests asks; each test then checks its own scenario.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ sample: one send at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import urllib.request
 from pathlib import Path
@@ -54,29 +55,56 @@ async def store_forwarded(dsn: str, batch: list[Notification]) -> None:
 
 
 async def sends(
-    infra: LocalInfra, sink: str, *, count: int, concurrency: int, workdir: Path
+    infra: LocalInfra,
+    sink: str,
+    *,
+    count: int,
+    concurrency: int,
+    workdir: Path,
+    callbacks: str | None = None,
+    dispatcher: bool = True,
 ) -> dict[str, Any]:
-    """Preload ``count`` webhook notifications and time the notificator sending them all."""
-    label = f"notificator{concurrency}"
+    """Preload ``count`` webhook notifications and time the notificator sending them all;
+    with ``callbacks`` (a second sink), each carries a callback_url there, and with
+    ``dispatcher`` the callback dispatcher runs too, on the same cores, delivering their
+    events while the sends go on."""
+    label = f"notificator{concurrency}" + ("-callbacks" if callbacks else "")
+    label += "-dispatcher" if callbacks and dispatcher else ""
     lane = await infra.lane(
         label,
         workdir / label,
         send_concurrency=concurrency,
         webhook_allowed_hosts="127.0.0.1",
+        callback_allowed_hosts="127.0.0.1",
         channels="webhook",
         log_level="WARNING",
     )
     try:
-        return await _sends(lane, sink, count=count, workdir=workdir)
+        return await _sends(
+            lane,
+            sink,
+            count=count,
+            workdir=workdir / label,
+            callbacks=callbacks,
+            dispatcher=dispatcher,
+        )
     finally:
         await infra.drop(lane)
 
 
-async def _sends(lane: Lane, sink: str, *, count: int, workdir: Path) -> dict[str, Any]:
+async def _sends(
+    lane: Lane, sink: str, *, count: int, workdir: Path, callbacks: str | None, dispatcher: bool
+) -> dict[str, Any]:
     settings, concurrency = lane.settings, lane.settings.send_concurrency
     env = harness.stage_env(settings)
     await asyncio.to_thread(sink_call, f"{sink}/reset", "POST")
     batch = list(harness.notifications(count, "webhook", f"{sink}/hook"))
+    if callbacks is not None:
+        url = f"{callbacks}/callbacks"
+        batch = [dataclasses.replace(n, callback_url=url) for n in batch]
+    stage = None
+    if callbacks is not None and dispatcher:
+        stage = harness.start_process(["-m", "notifsvc", "callbacks"], env, workdir / "cb.log")
     await store_forwarded(settings.dsn, batch)
     await harness.preload(settings, topics.channel(settings, "webhook"), batch)
     print(f"  notificator: {count:,} queued, concurrency {concurrency}", flush=True)
@@ -86,6 +114,8 @@ async def _sends(lane: Lane, sink: str, *, count: int, workdir: Path) -> dict[st
         row = await wait_sent(settings.dsn, proc, count, budget=60 + count / 50)
     finally:
         harness.stop_process(proc)
+        if stage is not None:
+            harness.stop_process(stage)
     seen = await asyncio.to_thread(sink_call, f"{sink}/stats")
     last = row["last"].timestamp() if row["last"] is not None else float("nan")
     return {
@@ -121,19 +151,45 @@ async def bench_notificator(
     delay_ms: float,
     workdir: Path,
 ) -> dict[str, Any]:
-    port = free_port()
-    args = ["-m", "loadtest.sink", "--port", str(port), "--delay-ms", str(delay_ms)]
-    sink_proc = harness.start_process(args, harness.stage_env(), workdir / "sink.log")
-    sink = f"http://127.0.0.1:{port}"
+    sink, sink_proc = await _sink(delay_ms, workdir / "sink.log")
+    receiver, receiver_proc = await _sink(delay_ms, workdir / "callback-sink.log")
     try:
-        await harness.wait_http(f"{sink}/stats", sink_proc)
         main = await sends(infra, sink, count=count, concurrency=concurrency, workdir=workdir)
         base = await sends(infra, sink, count=baseline_count, concurrency=1, workdir=workdir)
+        produced = await sends(
+            infra,
+            sink,
+            count=count,
+            concurrency=concurrency,
+            workdir=workdir,
+            callbacks=receiver,
+            dispatcher=False,
+        )
+        with_callbacks = await sends(
+            infra, sink, count=count, concurrency=concurrency, workdir=workdir, callbacks=receiver
+        )
+        heard = await asyncio.to_thread(sink_call, f"{receiver}/stats")
     finally:
         harness.stop_process(sink_proc)
+        harness.stop_process(receiver_proc)
+    with_callbacks["callbacks_received"] = heard["requests"]
     return {
         "sink_delay_ms": delay_ms,
         "main": main,
         "baseline": base,
         "ratio": stats.ratio(main["sends_per_s"], base["sends_per_s"]),
+        "callbacks": with_callbacks,
+        "callbacks_ratio": stats.ratio(with_callbacks["sends_per_s"], main["sends_per_s"]),
+        "callbacks_produced": produced,
+        "callbacks_produced_ratio": stats.ratio(produced["sends_per_s"], main["sends_per_s"]),
     }
+
+
+async def _sink(delay_ms: float, log_path: Path) -> tuple[str, Any]:
+    """A ``loadtest.sink`` process answering after ``delay_ms``, and its URL."""
+    port = free_port()
+    args = ["-m", "loadtest.sink", "--port", str(port), "--delay-ms", str(delay_ms)]
+    proc = harness.start_process(args, harness.stage_env(), log_path)
+    url = f"http://127.0.0.1:{port}"
+    await harness.wait_http(f"{url}/stats", proc)
+    return url, proc

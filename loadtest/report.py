@@ -77,6 +77,16 @@ def notificator_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     label = f"webhook sends/s (concurrency {main['concurrency']}, sink {r['sink_delay_ms']:g} ms)"
     rows = [(label, fmt(main["sends_per_s"]), f"{fmt(base['sends_per_s'])} at concurrency 1")]
     ratios = [r["ratio"]]
+    if "callbacks" in r:
+        off = f"{fmt(main['sends_per_s'])} with them off"
+        p = r["callbacks_produced"]
+        label = "webhook sends/s, callback events produced (dispatcher elsewhere)"
+        rows.append((label, fmt(p["sends_per_s"]), off))
+        ratios.append(r["callbacks_produced_ratio"])
+        c = r["callbacks"]
+        label = f"webhook sends/s, dispatcher on the same cores ({c['callbacks_received']:,} sent)"
+        rows.append((label, fmt(c["sends_per_s"]), off))
+        ratios.append(r["callbacks_ratio"])
     for name, p in r.get("push", {}).items():
         label = f"{name} sends/s (concurrency {p['main']['concurrency']}, its fake)"
         base_rate = fmt(p["baseline"]["sends_per_s"])

@@ -29,6 +29,15 @@ def webhook_body(url: str) -> Body:
     return body
 
 
+def with_callback(body: Body, url: str) -> Body:
+    """``body`` with a ``callback_url``: every notification asks for status callbacks."""
+
+    def with_url(uid: str) -> dict[str, object]:
+        return body(uid) | {"callback_url": url}
+
+    return with_url
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     uuid: str

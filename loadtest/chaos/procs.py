@@ -124,6 +124,10 @@ class Fleet:
             name or f"notificator-{channel}", ["notificator", "--channel", channel], **settings
         )
 
+    def callbacks(self, name: str = "callbacks", **settings: str) -> StageProcess:
+        """The status-callback dispatcher (``notifsvc callbacks``)."""
+        return self.add(name, ["callbacks"], **settings)
+
     def stop(self) -> None:
         for stage in reversed(self.stages):
             stage.stop()

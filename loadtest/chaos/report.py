@@ -32,6 +32,13 @@ def log_deliveries(path: Path) -> Deliveries:
     return Deliveries(counts, first)
 
 
+def joint(a: Deliveries, b: Deliveries) -> Deliveries:
+    """What reached both sinks: per UUID the smaller count, and when it had reached both."""
+    counts = Counter({u: min(n, b.counts[u]) for u, n in a.counts.items() if b.counts[u]})
+    first = {u: max(a.first[u], b.first[u]) for u in counts if u in a.first and u in b.first}
+    return Deliveries(counts, first)
+
+
 def recovery(accepted: Mapping[str, float], seen: Deliveries, healed: float) -> float | None:
     """Seconds from the end of the last fault until the pipeline had caught up with it.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
 import random
 import time
@@ -11,13 +13,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from loadtest.chaos import hostile, poison
-from loadtest.chaos.load import Attempt, Load, log_body, webhook_body
+from loadtest.chaos.callbacks import judge_events
+from loadtest.chaos.load import Attempt, Load, log_body, webhook_body, with_callback
 from loadtest.chaos.procs import ASSIGNED, StageProcess
-from loadtest.chaos.report import Result
+from loadtest.chaos.report import Result, joint
 from loadtest.chaos.session import Context, Session, session, until
-from loadtest.chaos.sinks import HOSTILE_KINDS, HostileSink, Sink
+from loadtest.chaos.sinks import HOSTILE_KINDS, CallbackSink, CutOff, HostileSink, Sink
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
+from notifsvc.signing import SECRET_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +38,22 @@ async def _owns_partitions(stage: StageProcess, result: Result) -> float:
     return time.monotonic() - began
 
 
+#: Longest a kill waits for work under way (then it lands whatever happens).
+BUSY_WITHIN = 5.0
+
+
 async def _kill_repeatedly(
-    s: Session, stage: StageProcess, result: Result, sink: Sink | None = None
+    s: Session,
+    stage: StageProcess,
+    result: Result,
+    sink: CutOff | None = None,
+    *,
+    kills: int | None = None,
+    busy: asyncio.Event | None = None,
 ) -> float:
-    """SIGKILL ``stage`` at a random moment once it owns partitions, restarting it at once.
+    """SIGKILL ``stage`` at a random moment once it owns partitions, restarting it at once;
+    ``kills`` times (default: the profile's). With ``busy``, each kill waits (up to
+    :data:`BUSY_WITHIN` seconds) until it is set: work under way.
 
     Returns when the last restart happened. With a ``sink``, also notes how many kills cut
     off a send under way.
@@ -45,8 +61,11 @@ async def _kill_repeatedly(
     hits = 0
     waits = []
     healed = time.time()
-    for _ in range(s.ctx.profile.kills):
+    for _ in range(s.ctx.profile.kills if kills is None else kills):
         await s.pause(s.ctx.rng.uniform(0.3, 2.5))
+        if busy is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(busy.wait(), BUSY_WITHIN)
         before = sink.aborted if sink is not None else 0
         stage.kill()
         stage.start()
@@ -57,11 +76,14 @@ async def _kill_repeatedly(
         await _owns_partitions(stage, result)
         waits.append(time.time() - healed)
     result.notes.append(
-        f"restart to partitions owned: mean {sum(waits) / len(waits):.1f}s, max {max(waits):.1f}s"
+        f"{stage.name}: restart to partitions owned: mean {sum(waits) / len(waits):.1f}s, "
+        f"max {max(waits):.1f}s"
     )
     if sink is not None:
-        result.notes.append(f"{hits}/{len(waits)} kills landed mid-send ({sink.aborted} cut off)")
-        result.check(hits > 0, "no kill landed mid-send")
+        result.notes.append(
+            f"{stage.name}: {hits}/{len(waits)} kills landed mid-send ({sink.aborted} cut off)"
+        )
+        result.check(hits > 0, f"no kill of {stage.name} landed mid-send")
     return healed
 
 
@@ -416,6 +438,41 @@ def _hostile_verdicts(
     result.check(not missed, f"hostile answers never given: {missed}")
 
 
+#: Status callbacks to the sink on 127.0.0.1; an event the sink answers 500 is taken up
+#: again from the dispatcher's retry lane after 0.5 s (doubling per pass).
+CALLBACK_SETTINGS = {"callback_allowed_hosts": "127.0.0.1", "callback_retry_delay_ms": "500"}
+
+
+async def status_callbacks(ctx: Context) -> Result:
+    """Every notification asks for status callbacks; the callback dispatcher is SIGKILLed
+    mid-delivery and, meanwhile, the notificator a few times. Every accepted notification
+    is delivered and its ``notification.sent`` event received (duplicates only under its
+    one webhook-id), and every callback verifies."""
+    kills = ctx.profile.kills
+    notificator_kills = max(2, kills // 3)
+    result = Result(f"callbacks, dispatcher x{kills} notificator x{notificator_kills}")
+    secret = SECRET_PREFIX + base64.b64encode(ctx.rng.randbytes(32)).decode()
+    async with (
+        CallbackSink(secret, ctx.rng.getrandbits(32)) as sink,
+        session(ctx, "callbacks", sink=None, callback_secret=secret, **CALLBACK_SETTINGS) as s,
+    ):
+        s.fleet.receiver()
+        s.fleet.router()
+        notificator = s.fleet.notificator("log")
+        dispatcher = s.fleet.callbacks()
+        await s.fleet.ready(within=READY_WITHIN)
+        load = s.start_load(with_callback(log_body, sink.url))
+        await s.pause()
+        restarts = await asyncio.gather(
+            _kill_repeatedly(s, dispatcher, result, sink, busy=sink.busy),
+            _kill_repeatedly(s, notificator, result, kills=notificator_kills),
+        )
+        await s.pause()
+        await s.finish(result, max(restarts), seen=lambda: joint(s.seen(), sink.deliveries()))
+        judge_events(result, load.accepted, sink, s.seen())
+    return result
+
+
 SCENARIOS: dict[str, Scenario] = {
     "router-kill": router_kill,
     "notificator-kill": notificator_kill,
@@ -425,6 +482,7 @@ SCENARIOS: dict[str, Scenario] = {
     "provider-flaky": provider_flaky,
     "poison": poison_messages,
     "hostile": hostile_input,
+    "callbacks": status_callbacks,
     "sigterm": sigterm,
 }
 

@@ -99,27 +99,39 @@ class Session:
         """Let the load run on (fault timing, not synchronisation)."""
         await asyncio.sleep(self.ctx.profile.phase if seconds is None else seconds)
 
-    async def drain(self, accepted: Mapping[str, float]) -> Deliveries:
-        """Wait until every accepted UUID was delivered, or the drain time ran out."""
+    async def drain(
+        self, accepted: Mapping[str, float], seen: Callable[[], Deliveries] | None = None
+    ) -> Deliveries:
+        """Wait until every accepted UUID was delivered (by ``seen``, default :meth:`seen`),
+        or the drain time ran out."""
+        look = seen or self.seen
 
         async def done() -> bool:
-            counts = self.seen().counts
+            counts = look().counts
             return all(counts[u] for u in accepted)
 
         await until(done, within=self.ctx.profile.drain)
-        return self.seen()
+        return look()
 
     async def finish(
-        self, result: Result, healed: float | None, accepted: Mapping[str, float] | None = None
+        self,
+        result: Result,
+        healed: float | None,
+        accepted: Mapping[str, float] | None = None,
+        *,
+        seen: Callable[[], Deliveries] | None = None,
     ) -> None:
-        """Stop the load, wait for deliveries, and judge them (and the stages' health)."""
+        """Stop the load, wait for deliveries, and judge them (and the stages' health).
+
+        ``seen`` says what counts as delivered when the sink is not all (default
+        :meth:`seen`)."""
         assert self.load is not None
         await self.load.stop()
         wanted = self.load.accepted if accepted is None else accepted
-        seen = await self.drain(wanted)
-        result.judge(wanted, seen)
+        seen_ = await self.drain(wanted, seen)
+        result.judge(wanted, seen_)
         if healed is not None:
-            result.recover_s = recovery(wanted, seen, healed)
+            result.recover_s = recovery(wanted, seen_, healed)
         crashes = self.fleet.crashes()
         result.check(not crashes, f"stages exited by themselves: {crashes}")
         result.notes.append(f"HTTP statuses: {dict(sorted(self.load.statuses().items()))}")

@@ -4,6 +4,9 @@ A request counts as delivered only when the sink answered 2xx on a connection th
 open, i.e. the notificator was alive to read the answer. A request whose sender died while the
 sink was working on it (a notificator killed mid-send) is counted as ``aborted`` instead, so
 that a notification whose only send was cut off shows up as lost unless it is sent again.
+
+:class:`CallbackSink` receives status callbacks the same way, and checks each request's
+Standard Webhooks signature with the spec's own library (``standardwebhooks`` from PyPI).
 """
 
 from __future__ import annotations
@@ -14,16 +17,31 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
+import standardwebhooks
 from aiohttp import web
 
+from loadtest.chaos.report import Deliveries
 from notifsvc.process import free_port
 
 log = logging.getLogger(__name__)
 
 TURNS = ("500", "429", "hang", "ok")
+
+
+class CutOff(Protocol):
+    """A sink that takes ``delay`` seconds per request and counts the requests whose sender
+    died meanwhile (``aborted``): what a kill mid-send is noticed by."""
+
+    @property
+    def delay(self) -> float: ...
+
+    @property
+    def aborted(self) -> int: ...
 
 
 @dataclass
@@ -184,3 +202,125 @@ def _hostile_answer(kind: str, rng: random.Random) -> web.Response:
         return web.Response(status=rng.choice((200, 202)), body=body)
     status = rng.choice((200, 201, 202, 204))
     return web.Response(status=status, body=None if status == 204 else b'{"ok": true}')
+
+
+#: The type of the event that ends a notification's delivery successfully.
+SENT_EVENT = "notification.sent"
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """One request the callback sink got, and what it answered."""
+
+    webhook_id: str  # "" when the header was missing
+    body: bytes
+    verified: bool  # its signature verifies with the secret (standardwebhooks)
+    status: int  # what the sink answered (or would have, had the sender still been there)
+    completed: bool  # answered on a connection that was still open
+    at: float  # time.time() of the answer
+    uuid: str  # from the body ("" if it has none)
+    type: str
+    version: int  # data.state_version (-1 if it has none)
+
+    @property
+    def received(self) -> bool:
+        """Delivered: a 2xx reached a dispatcher that was alive to read it."""
+        return self.completed and 200 <= self.status < 300
+
+
+def _event_of(body: bytes) -> tuple[str, str, int]:
+    """The uuid, type and state_version a callback body says it is about."""
+    try:
+        value = orjson.loads(body)
+        data = value["data"]
+        version = data["state_version"]
+        return str(data["uuid"]), str(value["type"]), version if isinstance(version, int) else -1
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "", "", -1
+
+
+@dataclass
+class CallbackSink:
+    """A status-callback receiver that records every request: its ``webhook-id``, body, and
+    whether its signature verifies with ``secret``. It works ``delay`` seconds on each, then
+    answers 200, or 500 (to send the event through the dispatcher's retry lane): each try of
+    an event fails with probability ``fail_ratio`` (seeded by ``seed``, the id and the try),
+    at most ``max_failures`` times per event, so that no event exhausts its attempts."""
+
+    secret: str
+    seed: int
+    delay: float = 0.3
+    fail_ratio: float = 0.2
+    max_failures: int = 2
+    port: int = field(default_factory=free_port)
+    requests: list[Callback] = field(default_factory=list)
+    aborted: int = 0  # requests whose sender died while the sink worked on them
+    in_flight: int = 0  # requests being worked on now
+    busy: asyncio.Event = field(default_factory=asyncio.Event)  # set while in_flight > 0
+    sent: Counter[str] = field(default_factory=Counter)  # uuid -> notification.sent received
+    sent_first: dict[str, float] = field(default_factory=dict)  # uuid -> first one received
+    _tries: Counter[str] = field(default_factory=Counter)
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/callbacks"
+
+    async def __aenter__(self) -> CallbackSink:
+        app = web.Application()
+        app.router.add_post("/callbacks", self._hook)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def deliveries(self) -> Deliveries:
+        """Per notification: how often its ``notification.sent`` event was received."""
+        return Deliveries(self.sent.copy(), dict(self.sent_first))
+
+    def _verifies(self, body: bytes, sent_headers: Mapping[str, str]) -> bool:
+        try:
+            standardwebhooks.Webhook(self.secret).verify(body, dict(sent_headers), json_parse=False)
+        except standardwebhooks.WebhookVerificationError:
+            return False
+        return True
+
+    def _fails(self, webhook_id: str) -> bool:
+        tries = self._tries[webhook_id]
+        self._tries[webhook_id] += 1
+        rng = random.Random(f"{self.seed}:{webhook_id}:{tries}")
+        return tries < self.max_failures and rng.random() < self.fail_ratio
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        webhook_id = request.headers.get("webhook-id", "")
+        verified = self._verifies(body, request.headers)
+        status = 500 if self._fails(webhook_id) else 200
+        self.in_flight += 1
+        self.busy.set()
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.busy.clear()
+        completed = request.transport is not None and not request.transport.is_closing()
+        uid, kind, version = _event_of(body)
+        call = Callback(
+            webhook_id, body, verified, status, completed, time.time(), uid, kind, version
+        )
+        self.requests.append(call)
+        if not completed:
+            self.aborted += 1
+            return web.Response(status=503)
+        if call.received and kind == SENT_EVENT:
+            self.sent[uid] += 1
+            self.sent_first.setdefault(uid, call.at)
+        if status == 500:
+            return web.Response(status=500, text="chaos: callback receiver error")
+        return web.json_response({"ok": True})

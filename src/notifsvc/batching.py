@@ -237,9 +237,11 @@ def lane(
     handler: Handler,
     on_poison: PoisonHandler,
     name: str,
+    batch_size: int | None = None,
 ) -> tuple[Consumer, BatchLoop]:
     """One lane of a consuming stage: a consumer of ``topic`` in ``group`` (its client id is
-    the group without the topic prefix) and the batch loop over it, sized by the settings."""
+    the group without the topic prefix) and the batch loop over it, sized by the settings
+    (or ``batch_size``)."""
     consumer = Consumer(
         settings,
         group_id=group,
@@ -250,7 +252,7 @@ def lane(
         consumer,
         handler,
         on_poison=on_poison,
-        batch_size=settings.batch_size,
+        batch_size=batch_size or settings.batch_size,
         batch_timeout=settings.batch_timeout_ms / 1000,
         name=name,
     )

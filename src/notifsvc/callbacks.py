@@ -246,6 +246,9 @@ class Dispatcher:
             handler=functools.partial(self.handle, lane),
             on_poison=self.isolate,
             name=f"{STAGE}:{lane}",
+            # Offsets move once a batch is settled, and a crash re-sends its unsettled part:
+            # batches of twice the concurrency keep that (and the duplicates) small.
+            batch_size=min(self.settings.batch_size, 2 * self.settings.callback_concurrency),
         )
         self._done[lane] = {}
 
