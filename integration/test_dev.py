@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from integration.helpers import eventually
 from notifsvc import topics
-from notifsvc.channels import REGISTRY
+from notifsvc.channels import REGISTRY, push
 from notifsvc.config import Settings
 from notifsvc.dev.infra import OWNER_FILE, remove_leftovers
 from notifsvc.process import free_port
@@ -132,7 +132,7 @@ def requests_for(webhook_url: str, lines: list[str]) -> dict[str, dict[str, str]
         "sms": "+14155552671",
         "slack": "#ops-alerts",
     }
-    for name in ("fcm", "apns", "webpush"):
+    for name in push():
         line = next(line for line in lines if line.startswith(f"  {name} "))
         tos[name] = line.split("to: ", 1)[1]
     return {

@@ -17,14 +17,11 @@ from typing import Any
 
 from loadtest import harness, stats
 from loadtest.bench_notificator import store_forwarded, wait_sent
-from notifsvc import topics
+from notifsvc import channels, topics
 from notifsvc.config import Settings
 from notifsvc.dev.infra import LocalInfra
 from notifsvc.dev.standins import make_fake
 from notifsvc.model import Notification
-
-#: The channels measured here, when registered.
-PUSH = ("fcm", "apns", "webpush")
 
 
 async def push_sends(
@@ -96,7 +93,6 @@ async def bench_push(
     return out
 
 
-def registered(names: tuple[str, ...] = PUSH) -> list[str]:
-    from notifsvc.channels import REGISTRY  # noqa: PLC0415 - only what is registered
-
-    return [n for n in names if n in REGISTRY and REGISTRY[n].fake is not None]
+def registered() -> list[str]:
+    """The registered push channels that have a fake to measure against."""
+    return [n for n in channels.push() if channels.REGISTRY[n].fake is not None]

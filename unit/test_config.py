@@ -167,3 +167,34 @@ def test_unusable_rates_are_refused_by_name(name: str, raw: str) -> None:
         config.load({name: raw})
     [problem] = caught.value.problems
     assert problem.startswith(f"{name}={raw!r}: ")
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("not json", "expected a JSON object"),
+        ("[1, 2]", "expected a JSON object of API key ids"),
+        ('{"k1": {}}', "is not an API key id"),
+        ('{"0123456789abcdef": {"url": "ftp://x"}}', "url must be an http(s) URL"),
+        ('{"0123456789abcdef": {"hook": "https://x"}}', "expected"),
+        ('{"0123456789abcdef": {"secrets": "hunter2"}}', "secrets:"),
+    ],
+)
+def test_malformed_callback_clients_are_refused_by_name_without_echoing(
+    raw: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({"NOTIFSVC_CALLBACK_CLIENTS": raw})
+    [message] = caught.value.problems
+    assert message.startswith("NOTIFSVC_CALLBACK_CLIENTS=(hidden): ")
+    assert problem in message and "hunter2" not in message
+
+
+def test_callback_clients_give_each_key_its_url_and_secrets() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    raw = f'{{"0123456789abcdef": {{"url": "https://cb.example/x", "secrets": "{secret}"}}}}'
+    clients = config.load({"NOTIFSVC_CALLBACK_CLIENTS": raw}).callback_clients
+    assert clients is not None
+    assert clients.url("0123456789abcdef") == "https://cb.example/x"
+    assert clients.secrets("0123456789abcdef") is not None
+    assert clients.url("fedcba9876543210") is None and clients.secrets(None) is None

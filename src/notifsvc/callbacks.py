@@ -59,7 +59,7 @@ from notifsvc.db.callbacks import CallbackStore
 from notifsvc.db.store import StoreUnavailable
 from notifsvc.deadletter import Message
 from notifsvc.events import Event, InvalidEvent
-from notifsvc.kafka import Consumer, Headers, KafkaRecordError, Producer, Record
+from notifsvc.kafka import Consumer, Headers, Producer, Record
 from notifsvc.ratelimit import make_limiter
 from notifsvc.signing import ID_HEADER, TIMESTAMP_HEADER, SigningSecrets, unix_now
 
@@ -202,10 +202,13 @@ def dead_letter(
     settings: Settings, record: Record, reason: str, *, attempts: int | None = None
 ) -> Message:
     """``record`` for the callbacks DLQ, with the dead-letter headers (and its attempts)."""
-    _, value, key, found = deadletter.dead_letter(settings, record, reason=reason, stage=STAGE)
+    dlq = topics.callbacks_dlq(settings)
+    topic, value, key, found = deadletter.dead_letter(
+        settings, record, reason=reason, stage=STAGE, topic=dlq
+    )
     if attempts is not None:
         found = (*found, (headers.ATTEMPTS, str(attempts).encode()))
-    return topics.callbacks_dlq(settings), value, key, found
+    return topic, value, key, found
 
 
 def _value(record: Record) -> bytes:
@@ -405,15 +408,10 @@ class Dispatcher:
     async def isolate(self, record: Record, reason: str) -> None:
         """A record that fails on its own: to the callbacks DLQ; if even that refuses it
         (too large), its headers and reason without the value."""
-        message = dead_letter(self.settings, record, reason)
-        try:
-            await self.producer.send_all([message])
-        except KafkaRecordError as exc:
-            log.error("%s: dead-lettering without the value: %s", STAGE, exc)
-            topic, _value, key, found = message
-            short_key = key[:256] if key else None
-            dropped = (*found, (deadletter.VALUE_DROPPED, b"1"))
-            await self.producer.send_all([(topic, b"", short_key, dropped)])
+        dlq = topics.callbacks_dlq(self.settings)
+        await deadletter.isolate(
+            self.producer, self.settings, record, reason=reason, stage=STAGE, topic=dlq
+        )
         for done in self._done.values():
             done.pop(_where(record), None)
         # The batch loop counts it in notifsvc_dlq_total (under the lane's name).

@@ -30,7 +30,11 @@ def reason_header(reason: str) -> tuple[str, bytes]:
     return REASON, reason.encode(errors="replace")[:MAX_REASON_BYTES]
 
 
-def dead_letter(settings: Settings, record: Record, *, reason: str, stage: str) -> Message:
+def dead_letter(
+    settings: Settings, record: Record, *, reason: str, stage: str, topic: str | None = None
+) -> Message:
+    """``record`` for the dead-letter ``topic`` (``notifications.dlq`` unless a stage has
+    its own, as the callback dispatcher has), with the headers that say why and whence."""
     headers = (
         reason_header(reason),
         (STAGE, stage.encode()),
@@ -38,16 +42,22 @@ def dead_letter(settings: Settings, record: Record, *, reason: str, stage: str) 
         (SOURCE_PARTITION, str(record.partition).encode()),
         (SOURCE_OFFSET, str(record.offset).encode()),
     )
-    return topics.dlq(settings), record.value or b"", record.key, headers
+    return topic or topics.dlq(settings), record.value or b"", record.key, headers
 
 
 async def isolate(
-    producer: Producer, settings: Settings, record: Record, *, reason: str, stage: str
+    producer: Producer,
+    settings: Settings,
+    record: Record,
+    *,
+    reason: str,
+    stage: str,
+    topic: str | None = None,
 ) -> None:
     """Dead-letter ``record``; if the broker refuses it for good (too large), dead-letter its
     headers and reason without the value, so that the record is still accounted for.
     An outage raises, for the caller to retry."""
-    message = dead_letter(settings, record, reason=reason, stage=stage)
+    message = dead_letter(settings, record, reason=reason, stage=stage, topic=topic)
     try:
         await producer.send_all([message])
     except KafkaRecordError as exc:

@@ -251,28 +251,25 @@ def _post_notifications(settings: Settings, errors: dict[str, tuple[str, str]]) 
 
 
 def _get_notification(validator: Validator, errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    keyed = [errors[k] for k in ("401", "429") if k in errors]
-    uuid = validator.rules["uuid"].schema()
-    return {
-        "summary": "Stored state (received, forwarded, sent, failed), attempts, times",
-        "parameters": [{"name": "uuid", "in": "path", "required": True, "schema": uuid}],
-        "responses": _json("200", "State", {"$ref": "#/components/schemas/State"})
-        | _problems(
-            ("404", "Not stored (yet)"),
-            ("422", "Not a UUID"),
-            ("503", "The database is unreachable"),
-            *keyed,
-        ),
-    }
+    summary = "Stored state (received, forwarded, sent, failed), attempts, times"
+    return _by_uuid(validator, errors, summary, "State")
 
 
 def _get_attempts(validator: Validator, errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    summary = "Every send attempt, oldest first: outcome, times, provider status"
+    return _by_uuid(validator, errors, summary, "Attempts")
+
+
+def _by_uuid(
+    validator: Validator, errors: dict[str, tuple[str, str]], summary: str, schema: str
+) -> dict[str, Any]:
+    """A ``GET`` of something stored under a notification's uuid, answered as ``schema``."""
     keyed = [errors[k] for k in ("401", "429") if k in errors]
     uuid = validator.rules["uuid"].schema()
     return {
-        "summary": "Every send attempt, oldest first: outcome, times, provider status",
+        "summary": summary,
         "parameters": [{"name": "uuid", "in": "path", "required": True, "schema": uuid}],
-        "responses": _json("200", "Attempts", {"$ref": "#/components/schemas/Attempts"})
+        "responses": _json("200", schema, {"$ref": f"#/components/schemas/{schema}"})
         | _problems(
             ("404", "Not stored (yet)"),
             ("422", "Not a UUID"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from notifsvc import config
-from notifsvc.channels import REGISTRY, Channel, TransientError
+from notifsvc.channels import REGISTRY, Channel, TransientError, push
 from notifsvc.channels.log import LogSettings
 from notifsvc.model import Notification
 from unit.channels.contract import Case
@@ -169,3 +169,10 @@ def test_every_setting_says_what_it_means(name: str) -> None:
         var for var, f in config.variables(REGISTRY[name].Config) if not f.metadata.get("doc")
     ]
     assert undocumented == []
+
+
+def test_push_channels_are_declared_and_have_a_fake() -> None:
+    """``notifsvc dev`` prints a push stand-in's recipient and the benchmark measures push
+    channels against their fakes: both take the list from the registry."""
+    assert set(push()) == {"fcm", "apns", "webpush"}
+    assert all(REGISTRY[name].fake is not None for name in push())

@@ -41,7 +41,13 @@ __all__ = [
     "TransientError",
     "disabled",
     "enabled",
+    "push",
 ]
+
+
+def push() -> list[str]:
+    """The registered push channels (FCM, APNs, Web Push, ...), in registry order."""
+    return [name for name, cls in REGISTRY.items() if cls.push]
 
 
 def disabled(settings: Settings) -> dict[str, str]:

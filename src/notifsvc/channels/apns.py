@@ -253,6 +253,7 @@ class ApnsChannel(Channel[ApnsSettings]):
     name = "apns"
     Config = ApnsSettings
     fake = "notifsvc.dev.fakes.apns:FakeApns"
+    push = True
     #: The longest ASCII ``txt`` that fits the payload; :meth:`validate` checks the bytes.
     max_body_chars = MAX_PAYLOAD_BYTES - _EMPTY_PAYLOAD
     recipient_pattern: ClassVar[str] = "^(?:[0-9A-Fa-f]{2}){32,100}$"

@@ -97,6 +97,9 @@ class Channel(ABC, Generic[C]):
     #: ``module:Class`` of the provider fake (in :mod:`notifsvc.dev.fakes`) that the tests
     #: and ``notifsvc dev`` point this channel at; None when the channel needs no provider.
     fake: ClassVar[str | None] = None
+    #: A push channel: its recipients are device tokens or subscriptions, which a person
+    #: cannot make up (``notifsvc dev`` prints one of its stand-in's; the push benchmark).
+    push: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -455,6 +455,7 @@ class FcmChannel(HttpChannel[FcmSettings]):
     name = "fcm"
     Config = FcmSettings
     fake = "notifsvc.dev.fakes.fcm:FakeFcm"
+    push = True
     #: Leaves room for a subject and ``data`` within :data:`MAX_PAYLOAD_BYTES` (ASCII text).
     max_body_chars = 4_000
     recipient_pattern: ClassVar[str] = f"^{TOKEN.pattern}$"

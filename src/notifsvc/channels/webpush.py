@@ -452,6 +452,7 @@ class WebPushChannel(HttpChannel[WebPushSettings]):
     name = "webpush"
     Config = WebPushSettings
     fake = "notifsvc.dev.fakes.webpush:FakePushService"
+    push = True
     #: The longest ``txt`` that fits :data:`MAX_PAYLOAD_BYTES` (3,923: ASCII, no subject);
     #: :meth:`validate` checks the exact size of the payload.
     max_body_chars = MAX_PAYLOAD_BYTES - len(b'{"title":null,"body":"","uuid":""}') - 36

@@ -161,22 +161,12 @@ FROM unnest($1::uuid[], $2::int[]) AS c(uuid, n) WHERE n.uuid = c.uuid
 _FINISHED = """
 SELECT uuid FROM notifications WHERE uuid = ANY($1::uuid[]) AND state IN ('sent', 'failed')
 """
+#: The outcomes of a flush and the attempts behind them, in one statement, so in one
+#: transaction (retried as a whole on 40001, one round trip; CockroachDB retries an implicit
+#: transaction itself): a row already sent stays sent, and an attempt already written (the
+#: same flush run again after an unknown outcome) is kept as it was. With no attempts the
+#: insert is of no rows.
 _OUTCOMES = """
-UPDATE notifications AS n SET
-    state = o.state,
-    attempts = n.attempts + o.attempts,
-    last_error = o.error,
-    sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE n.sent_at END,
-    failed_at = CASE WHEN o.state = 'failed' THEN now() ELSE n.failed_at END,
-    updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS o(uuid, state, attempts, error)
-WHERE n.uuid = o.uuid AND n.state <> 'sent'
-"""
-#: The outcomes of a flush (as :data:`_OUTCOMES`) and the attempts behind them, in one
-#: statement, so in one transaction (retried as a whole on 40001, one round trip; CockroachDB
-#: retries an implicit transaction itself). An attempt already written (the same flush run
-#: again after an unknown outcome) is kept as it was.
-_OUTCOMES_AND_ATTEMPTS = """
 WITH recorded AS (
     INSERT INTO notification_attempts
         (uuid, attempt_number, seq, outcome, started_at, finished_at, provider, status_code,
@@ -392,10 +382,7 @@ class Store:
             [o.attempts for o in ordered],
             [_storable(o.error) for o in ordered],
         )
-        if not attempts:
-            await self._fetch(_OUTCOMES, *columns)
-            return
-        await self._fetch(_OUTCOMES_AND_ATTEMPTS, *columns, *_attempt_columns(attempts))
+        await self._fetch(_OUTCOMES, *columns, *_attempt_columns(attempts))
 
     async def attempts(self, uuid: uuid_mod.UUID) -> list[dict[str, Any]] | None:
         """The public view of one notification's attempts, oldest first; None when there

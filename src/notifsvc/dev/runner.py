@@ -218,11 +218,11 @@ def _try(settings: Settings, enabled: list[str]) -> list[str]:
 def _push_recipients(standins: StandIns) -> list[str]:
     """A recipient each push stand-in delivers to (device tokens and subscriptions are
     not something a person can make up)."""
-    lines = []
-    for name in ("fcm", "apns", "webpush"):
-        fake = standins.fakes.get(name)
-        if fake is not None:
-            lines.append(_line(name, f"to: {fake.recipient()}"))
+    lines = [
+        _line(name, f"to: {standins.fakes[name].recipient()}")
+        for name in channels.push()
+        if name in standins.fakes
+    ]
     if "webpush" in standins.fakes:
         lines.append(_line("", f"(POST {standins.url}/push/subscriptions makes another)"))
     return lines
