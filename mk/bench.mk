@@ -3,9 +3,11 @@
 #   make bench-receiver     BENCH_WORKERS=1 BENCH_USERS=32 BENCH_SECONDS=15 BENCH_ROUNDS=2 BENCH_PARTITIONS=2
 #   make bench-router       BENCH_COUNT=200000 BENCH_BASELINE_COUNT=5000 BENCH_BASELINE_SECONDS=30
 #   make bench-notificator  BENCH_NOTIFY_COUNT=20000 NOTIFSVC_SEND_CONCURRENCY=64 BENCH_SINK_DELAY_MS=10
+#   make bench-cost         BENCH_COST_ARGS="--rounds 3 --scale 2" (CPU per notification per
+#                           process, broker and PostgreSQL; bare-endpoint and Go-pattern baselines)
 #   make bench              all three plus BENCH_SCALE=10000,100000,1000000 (drain rate and router
 #                           RSS per backlog size), as one table
-.PHONY: bench bench-receiver bench-router bench-notificator
+.PHONY: bench bench-receiver bench-router bench-notificator bench-cost
 
 bench: install
 	$(BIN)/python -m loadtest.bench all
@@ -18,3 +20,6 @@ bench-router: install
 
 bench-notificator: install
 	$(BIN)/python -m loadtest.bench notificator
+
+bench-cost: install
+	$(BIN)/python -m loadtest.bench_cost $(BENCH_COST_ARGS)

@@ -55,6 +55,23 @@ async def test_a_send_that_cannot_be_queued_fails_its_future_not_the_caller() ->
         await producer.stop()  # twice is harmless
 
 
+async def test_a_send_with_a_deadline_fails_at_it_not_at_the_message_timeout() -> None:
+    """The receiver's sends carry the produce timeout (one timer per loop iteration's
+    sends): the future fails then, though librdkafka would wait longer."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=120_000)
+    await producer.start()
+    try:
+        bounded = [producer.send_within(0.3, "t", b"1", key=b"a") for _ in range(3)]
+        unbounded = producer.send("t", b"2", key=b"b")
+        for future in bounded:
+            with pytest.raises(KafkaUnavailable, match=r"no acknowledgement within 0\.3s"):
+                await asyncio.wait_for(future, timeout=30)
+        assert not unbounded.done()
+    finally:
+        await producer.stop(flush_seconds=0.1)
+
+
 async def test_send_before_start_raises() -> None:
     producer = Producer(load({"NOTIFSVC_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), client_id="test")
     with pytest.raises(KafkaError, match="not started"):

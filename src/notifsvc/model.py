@@ -119,7 +119,7 @@ class Notification:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidNotification([FieldError("", f"not JSON: {exc}")]) from exc
-        return parse(data, accepted_at=_accepted_at(data))
+        return _decode_plain(data) or parse(data, accepted_at=_accepted_at(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +187,39 @@ def _accepted_at(data: Any) -> float:
         why = f"must be unix seconds between 0 and {MAX_ACCEPTED_AT:.0f}"
         raise InvalidNotification([FieldError("accepted_at", why)])
     return float(value)
+
+
+#: What :meth:`Notification.encode` writes, as :func:`_decode_plain` reads it back.
+_WIRE = frozenset(FIELDS + _INTERNAL)
+_BY_VALUE = {p.value: p for p in Priority}
+#: The string fields: the required ones first, then the optional ones.
+_STRINGS = ("uuid", "destination", "to", "txt", "subject", "callback_url")
+
+
+def _decode_plain(data: Any) -> Notification | None:
+    """A message in the very shape :meth:`Notification.encode` writes, read without
+    :func:`parse`'s lists of errors (the router and every notificator decode each message);
+    None for anything else, which :func:`parse` then judges, so a message decodes exactly as
+    it would through :func:`parse` alone. Field types and NUL are its rules; ``accepted_at``
+    that of :func:`_accepted_at`; the priority written by ``encode`` (a value of its enum)."""
+    if not isinstance(data, dict) or not data.keys() <= _WIRE:
+        return None
+    strings: list[Any] = [data.get(k) for k in _STRINGS]
+    if not all(isinstance(v, str) and "\x00" not in v for v in strings[:4]):
+        return None
+    if not all(v is None or (isinstance(v, str) and "\x00" not in v) for v in strings[4:]):
+        return None
+    level, at = data.get("priority"), data.get("accepted_at")
+    priority = _BY_VALUE.get(level) if isinstance(level, str) else None
+    if priority is None or type(at) is not float or not 0 <= at <= MAX_ACCEPTED_AT:
+        return None
+    raw, name, to, txt, subject, callback = strings
+    try:
+        uid = uuid_mod.UUID(raw)
+    except ValueError:
+        return None
+    channel = name.strip().lower()
+    return Notification(uid, channel, to, txt, subject, priority, at, callback, _client(data))
 
 
 def parse(data: Any, *, accepted_at: float | None = None) -> Notification:

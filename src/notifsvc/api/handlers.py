@@ -53,15 +53,25 @@ def _send(
     return app[PRODUCER].send(topic, notification.encode(), key=notification.key, headers=trace)
 
 
+def _send_within(
+    app: web.Application, notification: Notification, trace: tracing.Headers
+) -> asyncio.Future[None]:
+    """:func:`_send`, failing with :class:`KafkaError` after the produce timeout."""
+    topic = topics.outstanding(app[SETTINGS])
+    within = app[SETTINGS].produce_timeout_ms / 1000
+    value, key = notification.encode(), notification.key
+    return app[PRODUCER].send_within(within, topic, value, key=key, headers=trace)
+
+
 async def _store_one(
     app: web.Application, notification: Notification, trace: tracing.Headers
 ) -> None:
-    """Wait until the broker holds ``notification``; :class:`Reject` with 503 otherwise."""
+    """Wait until the broker holds ``notification``; :class:`Reject` with 503 otherwise
+    (at the latest after the produce timeout)."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(app[SETTINGS].produce_timeout_ms / 1000):
-            await _send(app, notification, trace)
-    except (KafkaError, TimeoutError) as exc:
+        await _send_within(app, notification, trace)
+    except KafkaError as exc:
         log.warning(
             "not accepted %s: broker did not acknowledge: %r",
             notification.uuid,

@@ -90,20 +90,38 @@ async def read_json(request: web.Request, limit: int) -> object:
     ``Content-Encoding`` (gzip, deflate, br): a small compressed body that inflates past the
     limit is refused as soon as it does.
     """
+    headers = request.headers
+    length = request.content_length
+    if (
+        headers.get("Content-Type") == "application/json"
+        and "Content-Encoding" not in headers
+        and length is not None
+        and length <= limit
+    ):  # the common case, without parsing the media type's parameters
+        return _loads(await _read_exactly(request))
     if request.content_type != "application/json":
         raise Reject(problem(415, "Unsupported Media Type", "send Content-Type: application/json"))
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in DECODED | {"", "identity"}:
         detail = "Content-Encoding must be one of identity, gzip, deflate or br"
         raise Reject(problem(415, "Unsupported Media Type", detail))
-    length = request.content_length
+    if encoding in {"", "identity"} and length is not None:
+        if length > limit:
+            raise Reject(_too_large(limit))
+        return _loads(await _read_exactly(request))
     try:
-        if encoding in {"", "identity"} and length is not None:
-            if length > limit:
-                raise Reject(_too_large(limit))
-            return _loads(await request.read())  # exactly Content-Length bytes: no more
         return _loads(await _read_upto(request, limit))
     except RequestPayloadError as exc:  # a body its Content-Encoding does not decode, ...
+        log.info("unreadable request body: %s", exc)
+        detail = "the body could not be read; does it match its Content-Encoding?"
+        raise Reject(problem(400, "Unreadable body", detail)) from None
+
+
+async def _read_exactly(request: web.Request) -> bytes:
+    """Exactly Content-Length bytes: no more."""
+    try:
+        return await request.read()
+    except RequestPayloadError as exc:
         log.info("unreadable request body: %s", exc)
         detail = "the body could not be read; does it match its Content-Encoding?"
         raise Reject(problem(400, "Unreadable body", detail)) from None

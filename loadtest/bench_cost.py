@@ -1,0 +1,444 @@
+"""``make bench-cost``: CPU per notification, per process, with same-run baselines.
+
+One local broker and database (:class:`notifsvc.dev.infra.LocalInfra`, as ``notifsvc dev``
+and the tests run them). Each round measures, on lanes of its own:
+
+1. **ingress**: ``--requests`` single ``POST /notification`` over ``--connections``
+   keep-alive connections, against ``notifsvc receiver --workers W`` and against the bare
+   aiohttp endpoint (``loadtest.bare``, same workers), with nothing consuming the topic; then
+   the Go seed service's produce pattern (:mod:`loadtest.cost_load`) at the receiver's rate.
+   CPU per request of each server and of the broker; latencies; requests/s.
+2. **pipeline**: receiver, ``--scale`` routers and ``--scale`` log notificators, each its own
+   process; ``--count`` notifications posted as pre-built arrays of ``--batch`` (several
+   client processes), until all are ``sent`` in the database. CPU per delivered
+   notification of each process, of the broker and of PostgreSQL (postmaster and every
+   backend), and the end-to-end rate on the database clock.
+
+CPU is user + system time of each process tree (``/proc/<pid>/stat``) before and after: it
+moves far less than rates on a shared machine. The load generators are not measured.
+Figures of several ``--rounds`` are reported as medians. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from loadtest import harness, stats
+from loadtest.bench import machine
+from notifsvc import topics
+from notifsvc.dev.infra import Lane, LocalInfra
+from notifsvc.dev.stages import OWNERSHIP, PARTITION
+from notifsvc.process import free_port
+
+WARMUP = 1_000
+_SENT = "SELECT count(*) FROM notifications WHERE state = 'sent'"
+_SPAN = """
+SELECT count(*) AS n, extract(epoch FROM max(sent_at) - min(accepted_at)) AS seconds
+FROM notifications WHERE state = 'sent' AND accepted_at >= to_timestamp($1)
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    count: int
+    batch: int
+    clients: int
+    requests: int
+    connections: int
+    workers: int
+    scale: int
+    partitions: int
+    rounds: int
+
+
+class Meter:
+    """CPU seconds of named process trees between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {name: harness.cpu_seconds(p) for name, p in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {n: harness.cpu_seconds(p) - self._before[n] for n, p in self.pids.items()}
+
+
+async def _clients(args: list[list[str]], workdir: Path) -> list[dict[str, Any]]:
+    """Run load processes at once; the JSON result of each."""
+    outs = [workdir / f"load-{i}.json" for i in range(len(args))]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            harness.PYTHON,
+            "-m",
+            "loadtest.cost_load",
+            *a,
+            "--out",
+            str(out),
+            env=harness.stage_env(),
+        )
+        for a, out in zip(args, outs, strict=True)
+    ]
+    codes = await asyncio.gather(*(p.wait() for p in procs))
+    if any(codes):
+        raise harness.Deadline(f"a load process failed: {codes}")
+    return [orjson.loads(out.read_bytes()) for out in outs]
+
+
+async def _post(
+    url: str, path: str, o: Options, *, count: int, batch: int, workdir: Path
+) -> dict[str, Any]:
+    per = -(-count // o.clients)
+    conns = max(1, o.connections // o.clients) if batch == 1 else 2
+    args = [
+        ["http", url, path, "--count", str(per), "--connections", str(conns), "--batch", str(batch)]
+        for _ in range(o.clients)
+    ]
+    results = await _clients(args, workdir)
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    for r in results:
+        latencies += r["latencies_ms"]
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    seconds = max(r["seconds"] for r in results)
+    lat = stats.latency(latencies).as_dict()
+    return {"statuses": statuses, "seconds": seconds, "latency_ms": lat, "sent": per * o.clients}
+
+
+def _servers(lane: Lane, workers: int, workdir: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    port = free_port()
+    env = harness.stage_env(lane.settings)
+    procs = {
+        "receiver": harness.start_process(
+            ["-m", "notifsvc", "receiver", "--workers", str(workers)], env, workdir / "recv.log"
+        ),
+        "bare": harness.start_process(
+            ["-m", "loadtest.bare", "--port", str(port), "--workers", str(workers)],
+            harness.stage_env(),
+            workdir / "bare.log",
+        ),
+    }
+    return procs, {"receiver": lane.base_url, "bare": f"http://127.0.0.1:{port}"}
+
+
+async def ingress(infra: LocalInfra, o: Options, workdir: Path) -> dict[str, Any]:
+    """Single requests to the receiver and the bare endpoint; the Go produce pattern."""
+    lane = await infra.lane(
+        "ingress", workdir / "ingress", topic_partitions=o.partitions, log_level="WARNING"
+    )
+    procs, urls = _servers(lane, o.workers, workdir)
+    out: dict[str, Any] = {}
+    try:
+        for name in ("bare", "receiver"):
+            await harness.wait_http(f"{urls[name]}/healthz", procs[name])
+            await _post(urls[name], "/notification", o, count=2_000, batch=1, workdir=workdir)
+        for name in ("bare", "receiver"):
+            meter = Meter({"server": [procs[name].pid], "broker": [infra.broker.pid]})
+            meter.start()
+            run = await _post(
+                urls[name], "/notification", o, count=o.requests, batch=1, workdir=workdir
+            )
+            out[name] = run | {"cpu": meter.stop()}
+            print(f"  {name}: {run['sent'] / run['seconds']:,.0f} req/s", flush=True)
+        out["go_pattern"] = await _go_pattern(infra, lane, o, workdir)
+        rate = out["receiver"]["sent"] / out["receiver"]["seconds"]
+        out["go_paced"] = await _go_pattern(infra, lane, o, workdir, rate)
+    finally:
+        for proc in procs.values():
+            harness.stop_process(proc)
+        await infra.drop(lane)
+    return out
+
+
+async def _go_pattern(
+    infra: LocalInfra, lane: Lane, o: Options, workdir: Path, rate: float = 0.0
+) -> dict[str, Any]:
+    """The Go service's produce pattern at the same connections: at its own pace, or at
+    ``rate`` (the receiver's, so that both make batches from the same flow)."""
+    count, inflight = o.requests, o.connections
+    meter = Meter({"broker": [infra.broker.pid]})
+    meter.start()
+    topic = topics.outstanding(lane.settings)
+    args = ["produce", infra.bootstrap, topic, "--count", str(count), "--inflight", str(inflight)]
+    [run] = await _clients([[*args, "--rate", f"{rate:.0f}"]], workdir)
+    pace = f"{count / run['seconds']:,.0f} msg/s ({inflight} in flight)"
+    print(f"  go pattern{' at the receiver rate' if rate else ''}: {pace}", flush=True)
+    return {"sent": count, "seconds": run["seconds"], "cpu": meter.stop()}
+
+
+def owned(log_path: Path) -> set[tuple[str, int]]:
+    """The partitions a stage's consumers own now, from its rebalance log lines."""
+    out: set[tuple[str, int]] = set()
+    for line in log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            event = orjson.loads(line)
+            found = OWNERSHIP.match(str(event.get("msg", ""))) if isinstance(event, dict) else None
+            if found is not None:
+                parts = {(t, int(p)) for t, p in PARTITION.findall(event["msg"])}
+                out = out | parts if found.group(1) == "assigned" else out - parts
+    return out
+
+
+def balanced(lane: Lane, logs: dict[str, Path]) -> bool:
+    """Every router and notificator owns some partitions, and together all of them."""
+    wanted = {
+        "router": {topics.outstanding(lane.settings)},
+        "notificator": {topics.channel(lane.settings, "log", x) for x in topics.LANES},
+    }
+    partitions = lane.settings.topic_partitions
+    for kind, names in wanted.items():
+        each = [owned(path) for name, path in logs.items() if _stage(name) == kind]
+        union = set().union(*each)
+        if any(not o for o in each) or len(union) != partitions * len(names):
+            return False
+    return True
+
+
+async def _until(check: Any, what: str, within: float) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise harness.Deadline(f"{what}: not within {within:.0f}s")
+        await asyncio.sleep(0.25)
+
+
+def _stages(lane: Lane, scale: int, workdir: Path) -> dict[str, Any]:
+    env = harness.stage_env(lane.settings)
+    run = [("receiver", ["receiver"])]
+    for i in range(scale):
+        run += [(f"router{i + 1}", ["router"])]
+        run += [(f"notificator{i + 1}", ["notificator", "--channel", "log"])]
+    return {
+        name: harness.start_process(["-m", "notifsvc", *args], env, workdir / f"{name}.log")
+        for name, args in run
+    }
+
+
+async def pipeline(infra: LocalInfra, o: Options, workdir: Path) -> dict[str, Any]:
+    """``o.count`` notifications through receiver, routers and notificators."""
+    lane = await infra.lane(
+        "pipeline",
+        workdir / "pipeline",
+        topic_partitions=o.partitions,
+        log_level="INFO",  # the consumers' "assigned" lines (nothing per message)
+        channels="log",
+    )
+    procs = _stages(lane, o.scale, workdir)
+    conn = await asyncpg.connect(lane.settings.dsn)
+    try:
+        await harness.wait_http(f"{lane.base_url}/healthz", procs["receiver"])
+        return await _drive(infra, lane, o, procs, conn, workdir=workdir)
+    finally:
+        await conn.close()
+        for proc in procs.values():
+            harness.stop_process(proc)
+        await infra.drop(lane)
+
+
+async def _drive(
+    infra: LocalInfra, lane: Lane, o: Options, procs: dict[str, Any], conn: Any, *, workdir: Path
+) -> dict[str, Any]:
+    async def sent(n: int) -> bool:
+        if any(p.poll() is not None for p in procs.values()):
+            raise harness.Deadline("a stage exited")
+        return int(await conn.fetchval(_SENT)) >= n
+
+    await _post(lane.base_url, "/notifications", o, count=WARMUP, batch=o.batch, workdir=workdir)
+    await _until(lambda: sent(WARMUP), "warm-up delivered", 120)
+    logs = {name: workdir / f"{name}.log" for name in procs}
+    await _until(lambda: asyncio.to_thread(balanced, lane, logs), "partitions assigned", 60)
+    pids = {name: [p.pid] for name, p in procs.items()}
+    meter = Meter(pids | {"broker": [infra.broker.pid], "postgres": [infra.postgres.pid]})
+    began = time.time()
+    meter.start()
+    run = await _post(
+        lane.base_url, "/notifications", o, count=o.count, batch=o.batch, workdir=workdir
+    )
+    await _until(lambda: sent(WARMUP + run["sent"]), "all delivered", 120 + o.count / 500)
+    cpu = meter.stop()
+    row = await conn.fetchrow(_SPAN, began)
+    rate = stats.rate(row["n"], float(row["seconds"]))
+    print(f"  pipeline: {row['n']:,} delivered, {rate:,.0f}/s end to end", flush=True)
+    return {"delivered": row["n"], "rate": rate, "post": run, "cpu": cpu}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def per_item(rounds: list[dict[str, Any]], phase: str, side: str, count: str) -> dict[str, float]:
+    """Median over rounds of CPU ms per item, per process name."""
+    names = rounds[0][phase][side]["cpu"] if side else rounds[0][phase]["cpu"]
+    out = {}
+    for name in names:
+        values = []
+        for r in rounds:
+            part = r[phase][side] if side else r[phase]
+            values.append(1000 * part["cpu"][name] / part[count])
+        out[name] = _median(values)
+    return out
+
+
+def _stage(name: str) -> str:
+    return name.rstrip("0123456789")
+
+
+def _med(rounds: list[dict[str, Any]], *path: str) -> float:
+    """Median over rounds of one figure, found by its keys."""
+    values = []
+    for r in rounds:
+        value: Any = r
+        for key in path:
+            value = value[key]
+        values.append(float(value))
+    return _median(values)
+
+
+def _rps(rounds: list[dict[str, Any]], side: str) -> float:
+    return _median([r["ingress"][side]["sent"] / r["ingress"][side]["seconds"] for r in rounds])
+
+
+def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds of the figures the table shows."""
+    stages: dict[str, float] = {}
+    for name, ms in per_item(rounds, "pipeline", "", "delivered").items():
+        stages[_stage(name)] = stages.get(_stage(name), 0.0) + ms
+    return {
+        "receiver_ms": per_item(rounds, "ingress", "receiver", "sent")["server"],
+        "bare_ms": per_item(rounds, "ingress", "bare", "sent")["server"],
+        "receiver_broker_ms": per_item(rounds, "ingress", "receiver", "sent")["broker"],
+        "go_broker_ms": per_item(rounds, "ingress", "go_pattern", "sent")["broker"],
+        "go_paced_broker_ms": per_item(rounds, "ingress", "go_paced", "sent")["broker"],
+        "receiver_rps": _rps(rounds, "receiver"),
+        "bare_rps": _rps(rounds, "bare"),
+        "go_rps": _rps(rounds, "go_pattern"),
+        "receiver_p50": _med(rounds, "ingress", "receiver", "latency_ms", "p50"),
+        "receiver_p99": _med(rounds, "ingress", "receiver", "latency_ms", "p99"),
+        "bare_p99": _med(rounds, "ingress", "bare", "latency_ms", "p99"),
+        "rate": _med(rounds, "pipeline", "rate"),
+        "batch_p99": _med(rounds, "pipeline", "post", "latency_ms", "p99"),
+        "stages": stages,
+        "total": sum(stages.values()),
+    }
+
+
+def text(s: dict[str, Any], o: Options) -> str:
+    def x(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "-"
+
+    rows = [
+        (
+            f"receiver CPU ms/request ({o.workers} worker(s), {o.connections} conns)",
+            f"{s['receiver_ms']:.4f}",
+            f"{s['bare_ms']:.4f} bare aiohttp",
+            x(s["receiver_ms"], s["bare_ms"]) + " (target <= 1.5)",
+        ),
+        (
+            "receiver requests/s",
+            f"{s['receiver_rps']:,.0f}",
+            f"{s['bare_rps']:,.0f} bare",
+            x(s["receiver_rps"], s["bare_rps"]),
+        ),
+        (
+            "receiver latency p50 / p99 ms",
+            f"{s['receiver_p50']:.1f} / {s['receiver_p99']:.1f}",
+            f"p99 {s['bare_p99']:.1f} bare",
+            "p99 target < 25 ms",
+        ),
+        (
+            "broker CPU ms/request (receiver's produce)",
+            f"{s['receiver_broker_ms']:.4f}",
+            f"{s['go_broker_ms']:.4f} Go pattern ({s['go_rps']:,.0f}/s)",
+            x(s["receiver_broker_ms"], s["go_broker_ms"]) + " (target <= 1.5)",
+        ),
+        (
+            "broker CPU ms/request, Go pattern at the receiver's rate",
+            f"{s['receiver_broker_ms']:.4f}",
+            f"{s['go_paced_broker_ms']:.4f} Go pattern ({s['receiver_rps']:,.0f}/s)",
+            x(s["receiver_broker_ms"], s["go_paced_broker_ms"]) + " (target <= 1.5)",
+        ),
+    ]
+    for name, ms in s["stages"].items():
+        label = f"pipeline CPU ms/notification: {name}"
+        rows.append((label, f"{ms:.4f}", f"{10 * ms:.2f} cores per 10k/s", "target <= 0.05"))
+    rows += [
+        (
+            f"pipeline CPU ms/notification: total (scale {o.scale})",
+            f"{s['total']:.4f}",
+            f"{1000 / s['total']:,.0f} notifications per CPU-second",
+            "target <= 0.15",
+        ),
+        (
+            "pipeline end-to-end notifications/s",
+            f"{s['rate']:,.0f}",
+            f"batch POST p99 {s['batch_p99']:.1f} ms",
+            "",
+        ),
+    ]
+    return stats.table(("figure", "value", "baseline", "ratio / target"), rows)
+
+
+async def run(o: Options) -> dict[str, Any]:
+    workdir = harness.scratch_dir("bench-cost")
+    infra = LocalInfra(workdir / "infra", own_process_group=True)
+    sampler = harness.CpuSampler()
+    rounds = []
+    await asyncio.to_thread(infra.start)
+    sampler.start()
+    try:
+        for i in range(o.rounds):
+            print(f"round {i + 1} of {o.rounds}", flush=True)
+            one = {"ingress": await ingress(infra, o, workdir / f"r{i}")}
+            one["pipeline"] = await pipeline(infra, o, workdir / f"r{i}")
+            rounds.append(one)
+    finally:
+        await sampler.stop()
+        await asyncio.to_thread(infra.stop)
+    info = machine() | {"others_cpu_pct_mean": sampler.others_mean()}
+    return {"machine": info, "options": o.__dict__, "rounds": rounds, "summary": summary(rounds)}
+
+
+def options(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_cost", description=__doc__)
+    p.add_argument("--count", type=int, default=30_000, help="notifications through the pipeline")
+    p.add_argument("--batch", type=int, default=500, help="notifications per POST /notifications")
+    p.add_argument("--clients", type=int, default=4, help="load processes")
+    p.add_argument("--requests", type=int, default=30_000, help="single requests per server")
+    p.add_argument("--connections", type=int, default=64, help="for the single requests")
+    p.add_argument("--workers", type=int, default=1, help="receiver and bare worker processes")
+    p.add_argument("--scale", type=int, default=1, help="routers and notificators each")
+    p.add_argument("--partitions", type=int, default=8, help="per topic")
+    p.add_argument("--rounds", type=int, default=1, help="figures are medians over rounds")
+    return Options(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    o = options(argv)
+    results = asyncio.run(run(o))
+    path = harness.RESULTS / f"bench-cost-scale{o.scale}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    m = results["machine"]
+    others = m["others_cpu_pct_mean"]
+    print(f"\nmachine: {m['cpus']} cores; other work used {others:.0f}% of all cores meanwhile")
+    print(text(results["summary"], o))
+    print(f"\nresults: {path.relative_to(harness.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
