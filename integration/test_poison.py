@@ -184,7 +184,7 @@ async def test_a_failed_row_always_has_its_dead_letter_record(
             await post(api, body)
             await wait_state(store, uid, "failed")
             [dead] = await read_topic(settings, topics.dlq(settings), 1)
-    assert notificator.producer.state_when_failing == "forwarded"  # not yet failed
+    assert notificator.producer.state_when_failing == "sending"  # claimed, not yet failed
     assert dead.key == str(uid).encode() and len(sink.seen) == 1
 
 

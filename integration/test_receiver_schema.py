@@ -24,6 +24,7 @@ import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hsettings
 
+from notifsvc.api import console, operations, replays
 from notifsvc.api.validation import Validator
 from notifsvc.channels.log import LogChannel
 from notifsvc.config import Settings
@@ -55,7 +56,11 @@ def short_txt() -> Iterator[None]:
 
 
 with short_txt():
-    DOCUMENT = document(Settings(**NARROW), Validator.from_settings(Settings(**NARROW)))
+    DOCUMENT = document(
+        Settings(**NARROW),
+        Validator.from_settings(Settings(**NARROW)),
+        extra=(operations.openapi, replays.openapi, console.openapi),  # as the receiver's
+    )
 
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 schema.config.generation.update(max_examples=EXAMPLES, deterministic=True)
@@ -90,4 +95,21 @@ def receiver(settings: Settings) -> Iterator[str]:
 def test_the_receiver_does_what_its_document_says(
     case: schemathesis.Case[Any], receiver: str
 ) -> None:
-    case.call_and_validate(base_url=receiver)
+    response = case.call(base_url=receiver)
+    excused = (
+        [schemathesis.checks.positive_data_acceptance] if beyond_the_schema(case, response) else []
+    )
+    case.validate_response(response, excluded_checks=excused)
+
+
+#: Refusals of schema-valid requests for rules JSON Schema cannot state, by the field the
+#: 422 names alone: which strings are cursors the API issued (GET /notifications), and a
+#: replay's ``until`` that is not later than its ``since`` (POST /replays).
+BEYOND_THE_SCHEMA = {("GET", "/notifications"): "cursor", ("POST", "/replays"): "until"}
+
+
+def beyond_the_schema(case: schemathesis.Case[Any], response: Any) -> bool:
+    field = BEYOND_THE_SCHEMA.get((case.method.upper(), case.path))
+    if response.status_code != 422 or field is None:
+        return False
+    return [e.get("field") for e in response.json().get("errors", [])] == [field]

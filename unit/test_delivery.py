@@ -11,6 +11,7 @@ from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.channels import AnyChannel, PermanentError, Throttled, TransientError
 from notifsvc.channels.base import Receipt
 from notifsvc.config import Settings
+from notifsvc.db.store import Replayed
 from notifsvc.delivery import (
     MAX_RETRY_DELAY,
     MAX_THROTTLES,
@@ -274,3 +275,55 @@ async def test_a_notification_the_channel_refuses_has_no_attempts() -> None:
     p = logged(Scripted(Settings()))
     done = await p.deliver(note("nobody"), prior=0, slots=asyncio.Semaphore(1))
     assert done.state is State.FAILED and done.log == ()
+
+
+async def test_a_replayed_notification_gets_a_fresh_budget_and_numbers_on() -> None:
+    # Failed after its 3 attempts, then replayed by an operator: 3 more may be made,
+    # numbered 4 to 6, so that the attempt history keeps the first three.
+    settings = Settings(max_attempts=3, inprocess_attempts=5)
+    channel = Scripted(settings, *[TransientError("500")] * 5)
+    p = logged(channel)
+    replayed = Replayed(3, ACCEPTED + 1)
+    done = await p.deliver(note(), prior=3, slots=asyncio.Semaphore(1), replayed=replayed)
+    assert done.state is State.FAILED and done.total == 6 and done.attempts == 3
+    assert [a.number for a in done.log] == [4, 5, 6]
+    assert channel.sends == 3
+
+
+async def test_without_a_replay_the_spent_budget_fails_at_once() -> None:
+    settings = Settings(max_attempts=3, inprocess_attempts=5)
+    channel = Scripted(settings, *[TransientError("500")] * 5)
+    done = await deliver(logged(channel), prior=3)
+    assert done.state is State.FAILED and channel.sends == 1
+
+
+async def test_a_replay_base_above_the_attempts_made_counts_from_the_attempts_made() -> None:
+    # A header claiming more earlier attempts than the notification has cannot buy more
+    # than max_attempts new ones.
+    settings = Settings(max_attempts=2, inprocess_attempts=5)
+    channel = Scripted(settings, *[TransientError("500")] * 5)
+    p = logged(channel)
+    replayed = Replayed(50, ACCEPTED + 1)
+    done = await p.deliver(note(), prior=1, slots=asyncio.Semaphore(1), replayed=replayed)
+    assert done.state is State.FAILED and channel.sends == 2 and done.total == 3
+
+
+async def test_a_replay_restarts_the_throttling_budget() -> None:
+    # Accepted two hours ago (past the one-hour throttling budget), requeued a second ago:
+    # a throttled answer is waited out instead of failing the notification at once.
+    settings = Settings(throttle_budget_seconds=3600)
+    channel = Scripted(settings, Throttled("429", retry_after=0.01, status=429), None)
+    now = ACCEPTED + 7200
+    p = DeliveryPolicy(settings, channel, clock=lambda: now)
+    replayed = Replayed(1, now - 1)
+    done = await p.deliver(note(), prior=1, slots=asyncio.Semaphore(1), replayed=replayed)
+    assert done.state is State.SENT and channel.sends == 2
+
+
+async def test_without_a_replay_an_old_notification_fails_when_throttled() -> None:
+    settings = Settings(throttle_budget_seconds=3600)
+    channel = Scripted(settings, Throttled("429", retry_after=0.01, status=429), None)
+    p = DeliveryPolicy(settings, channel, clock=lambda: ACCEPTED + 7200)
+    done = await p.deliver(note(), prior=1, slots=asyncio.Semaphore(1))
+    assert done.state is State.FAILED and done.error is not None
+    assert done.error.startswith(str(THROTTLED))

@@ -9,6 +9,7 @@ import uuid
 from notifsvc import deadletter, headers, topics
 from notifsvc.channels.log import LogChannel
 from notifsvc.config import Secret, Settings
+from notifsvc.db.store import Replayed
 from notifsvc.delivery import MAX_INLINE_PAUSE, Delivery, Throttle
 from notifsvc.kafka import Record
 from notifsvc.model import Notification, State
@@ -81,3 +82,29 @@ def test_the_throttle_holds_the_longest_pause_asked_capped() -> None:
     assert throttle.remaining() == MAX_INLINE_PAUSE
     now[0] += MAX_INLINE_PAUSE
     assert throttle.remaining() == 0
+
+
+def test_a_requeued_notification_keeps_its_requeue_through_the_retry_lane() -> None:
+    # Without it, a replayed notification postponed once would come back from the retry lane
+    # with its old attempts counted again and fail at once.
+    notificator = Notificator(SETTINGS, LogChannel(SETTINGS))
+    hdrs = (
+        (headers.ATTEMPTS, b"5"),
+        (headers.REPLAYED_FROM, b"4"),
+        (headers.REPLAYED_AT, b"1800000000.5"),
+    )
+    n = Notification(uuid.uuid4(), "log", "ops", "hi", accepted_at=1.0)
+    record = Record("t", 0, 0, n.key, n.encode(), hdrs, 0)
+    came = notificator._decode([record])[0][n.uuid]
+    assert came.replayed == Replayed(4, 1_800_000_000.5) and came.prior == 5
+    _, _, _, hop = notificator._next_hop(Delivery(n, State.FORWARDED, 1, 6, "HTTP 503"), came)
+    assert header_of(hop, headers.REPLAYED_FROM) == b"4"
+    assert header_of(hop, headers.REPLAYED_AT) == b"1800000000.500"
+
+
+def test_a_replay_header_alone_is_not_a_requeue() -> None:
+    notificator = Notificator(SETTINGS, LogChannel(SETTINGS))
+    n = Notification(uuid.uuid4(), "log", "ops", "hi", accepted_at=1.0)
+    for hdrs in (((headers.REPLAYED_FROM, b"4"),), ((headers.REPLAYED_AT, b"17"),)):
+        record = Record("t", 0, 0, n.key, n.encode(), hdrs, 0)
+        assert notificator._decode([record])[0][n.uuid].replayed is None

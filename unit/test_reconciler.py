@@ -14,7 +14,7 @@ import pytest
 from notifsvc import config, deadletter, headers, reconciler, topics
 from notifsvc.attempts import Attempt
 from notifsvc.config import Secret, Settings
-from notifsvc.db.store import Outcome, StalledRow, Store, StoreUnavailable
+from notifsvc.db.store import Outcome, Replayed, StalledRow, Store, StoreUnavailable
 from notifsvc.kafka import Headers, KafkaError, KafkaRecordError, KafkaUnavailable, Producer
 from notifsvc.model import State, parse
 from notifsvc.reconciler import EXPIRED, START, Reconciler, slice_of
@@ -268,3 +268,39 @@ def test_the_router_reconciles_the_slices_of_the_partitions_it_owns() -> None:
     router = Router(SETTINGS)
     router.consumer.assignment = {(topics.outstanding(SETTINGS), 1), ("elsewhere", 2)}
     assert [n for n in range(4) if router.owns_slice(n)] == [1]
+
+
+async def test_a_row_an_operator_requeued_is_re_driven_as_the_requeue_sent_it() -> None:
+    # Accepted long before the expiry limit, requeued a minute ago, then stalled: it goes to
+    # its low lane with the requeue's budget start, and is not expired for its old age.
+    settings = dataclasses.replace(SETTINGS, redrive_expire_seconds=3600)
+    old = dataclasses.replace(stalled(attempts=4), replayed=Replayed(3, NOW - 60))
+    old = dataclasses.replace(
+        old, notification=dataclasses.replace(old.notification, accepted_at=NOW - 86_400)
+    )
+    fresh = stalled(attempts=1)
+    one, store, producer, _ = build([[old, fresh]], clock=Clock(NOW), settings=settings)
+    assert await one.run_pass() == 2
+    assert store.recorded == []  # neither expired
+    sent = {
+        uuid.UUID((key or b"").decode()): (topic, dict(h or ()))
+        for topic, _, key, h in producer.sent
+    }
+    topic, hop = sent[old.notification.uuid]
+    assert topic == topics.channel(settings, "log", "low")
+    assert hop[headers.ATTEMPTS] == b"4" and hop[headers.REPLAYED_FROM] == b"3"
+    assert float(hop[headers.REPLAYED_AT]) == NOW - 60
+    topic, hop = sent[fresh.notification.uuid]
+    assert topic == topics.channel(settings, "log", "normal")
+    assert headers.REPLAYED_FROM not in hop and headers.REPLAYED_AT not in hop
+
+
+async def test_a_requeued_row_expires_counting_from_its_requeue() -> None:
+    settings = dataclasses.replace(SETTINGS, redrive_expire_seconds=3600)
+    row = dataclasses.replace(stalled(), replayed=Replayed(2, NOW - 7200))
+    one, store, _, _ = build([[row]], clock=Clock(NOW), settings=settings)
+    assert await one.run_pass() == 1
+    assert [o.state for o in store.recorded] == [State.FAILED]
+    assert (
+        store.recorded[0].error is not None and "after it was requeued" in store.recorded[0].error
+    )

@@ -404,6 +404,11 @@ class Settings:
     redrive_period_seconds: int = field(default=30, metadata=_spec(_positive_int))
     redrive_rate: float = field(default=200.0, metadata=_spec(_rate))
     redrive_expire_seconds: int = field(default=86_400, metadata=_spec(_positive_int))
+    # Replay jobs (notifsvc/replays.py), a duty of the router: rows requeued per second per
+    # job, how long a router holds a job it works on, how often an idle router looks for one.
+    replay_rate: float = field(default=200.0, metadata=_spec(_rate))
+    replay_lease_seconds: int = field(default=30, metadata=_spec(_positive_int))
+    replay_poll_ms: int = field(default=2_000, metadata=_spec(_positive_int))
     #: The settings of each channel (:attr:`notifsvc.channels.base.Channel.Config`) that
     #: differ from their defaults; read them with :meth:`section`.
     sections: frozenset[Section] = field(default=frozenset(), metadata={"sections": True})

@@ -36,7 +36,7 @@ from notifsvc.batching import backoff
 from notifsvc.channels import AnyChannel, DeliveryError, PermanentError, Throttled, TransientError
 from notifsvc.channels.base import Receipt
 from notifsvc.config import Settings
-from notifsvc.db.store import Outcome
+from notifsvc.db.store import Outcome, Replayed
 from notifsvc.model import Notification, Reason, State
 from notifsvc.ratelimit import make_limiter
 
@@ -76,6 +76,17 @@ class Delivery:
 
     def outcome(self) -> Outcome:
         return Outcome(self.notification.uuid, self.state, self.attempts, self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Where a pass starts: the attempts made so far, how many of them were made before an
+    operator's requeue (outside the attempt budget), and when that requeue was (the
+    throttling budget's start; None: the notification's acceptance)."""
+
+    prior: int
+    budget_from: int = 0
+    since: float | None = None
 
 
 def is_throttle(exc: DeliveryError) -> bool:
@@ -171,19 +182,31 @@ class DeliveryPolicy:
         sends = (tries + MAX_THROTTLES) * self.settings.send_timeout_ms / 1000
         return sends + (tries - 1) * MAX_BACKOFF + MAX_THROTTLES * MAX_INLINE_PAUSE
 
-    async def deliver(self, n: Notification, *, prior: int, slots: asyncio.Semaphore) -> Delivery:
+    async def deliver(
+        self,
+        n: Notification,
+        *,
+        prior: int,
+        slots: asyncio.Semaphore,
+        replayed: Replayed | None = None,
+    ) -> Delivery:
+        """One pass over ``n``, whose attempts so far are ``prior``. After an operator's
+        requeue (``replayed``), the attempts made before it do not count against
+        ``NOTIFSVC_MAX_ATTEMPTS`` and the throttling budget counts from the requeue."""
         problems = self.channel.validate(n)
         if problems:
             reason = "; ".join(f"{p.field}: {p.message}" for p in problems)
             return self._failed(n, 0, prior, f"not deliverable by {self.channel.name}: {reason}")
         history: list[Attempt] = []
-        done = await self._pass(n, prior, slots, history)
+        run = _Run(prior, min(replayed.attempts, prior), replayed.at) if replayed else _Run(prior)
+        done = await self._pass(n, run, slots, history)
         return replace(done, log=tuple(history))
 
     async def _pass(
-        self, n: Notification, prior: int, slots: asyncio.Semaphore, history: list[Attempt]
+        self, n: Notification, run: _Run, slots: asyncio.Semaphore, history: list[Attempt]
     ) -> Delivery:
         """Attempts until a verdict; each one is appended to ``history``."""
+        prior = run.prior
         attempts = throttles = 0
         while True:
             async with slots:
@@ -196,26 +219,27 @@ class DeliveryPolicy:
             if is_throttle(exc):
                 throttles += 1
                 history.append(tried.entry(n, self.channel.name, number, _seq(tried, history)))
-                verdict = self._after_throttle(n, exc, throttles, attempts, prior)
+                verdict = self._after_throttle(n, exc, throttles, attempts, run)
                 if verdict is not None:
                     return verdict
                 continue
             attempts += 1
             history.append(tried.entry(n, self.channel.name, number))
-            verdict = self._verdict(n, exc, attempts, prior)
+            verdict = self._verdict(n, exc, attempts, run)
             if verdict is not None:
                 return verdict
             await asyncio.sleep(backoff(attempts, base=0.1, cap=MAX_BACKOFF))
 
     def _after_throttle(
-        self, n: Notification, exc: DeliveryError, throttles: int, attempts: int, prior: int
+        self, n: Notification, exc: DeliveryError, throttles: int, attempts: int, run: _Run
     ) -> Delivery | None:
         """None to wait the pause out here; otherwise the retry lane, or failure once the
         notification's throttling budget is spent."""
+        prior = run.prior
         pause = exc.retry_after
         if pause is None:
             pause = min(MAX_INLINE_PAUSE, DEFAULT_PAUSE * 2 ** (throttles - 1))
-        age = self._clock() - n.accepted_at
+        age = self._clock() - (n.accepted_at if run.since is None else run.since)
         if age + pause > self.settings.throttle_budget_seconds:
             why = f"{THROTTLED}: the provider kept throttling for {age:.0f}s ({exc})"
             return self._failed(n, attempts, prior, why)
@@ -227,11 +251,12 @@ class DeliveryPolicy:
         return Delivery(n, State.FORWARDED, attempts, prior + attempts, error, retry_after=pause)
 
     def _verdict(
-        self, n: Notification, exc: DeliveryError, attempts: int, prior: int
+        self, n: Notification, exc: DeliveryError, attempts: int, run: _Run
     ) -> Delivery | None:
         """None to try again now; otherwise the notification's fate for this pass."""
+        prior = run.prior
         total = prior + attempts
-        if not exc.retriable or total >= self.settings.max_attempts:
+        if not exc.retriable or total - run.budget_from >= self.settings.max_attempts:
             return self._failed(n, attempts, prior, str(exc))
         if attempts >= self.settings.inprocess_attempts:
             self._log("postponed", n, total, str(exc))

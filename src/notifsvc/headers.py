@@ -17,6 +17,19 @@ ATTEMPTS = "notifsvc-attempts"
 PASSES = "notifsvc-passes"
 #: Unix seconds before which a retry-lane message must not be taken up.
 NOT_BEFORE = "notifsvc-not-before"
+#: Attempts recorded before an operator's replay: the attempt budget counts from here, the
+#: attempt numbers go on from ``ATTEMPTS``.
+REPLAYED_FROM = "notifsvc-replayed-from"
+#: Unix seconds of that replay: the throttling budget and the reconciler's expiry count from
+#: here instead of from the notification's acceptance (a replay of last week's failures is
+#: not "too old" at once).
+REPLAYED_AT = "notifsvc-replayed-at"
+
+
+def replayed(attempts: int, at: float) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """The headers of an operator's requeue made at ``at`` (unix seconds) of a notification
+    with ``attempts`` attempts so far (send ``ATTEMPTS`` with them)."""
+    return (REPLAYED_FROM, str(attempts).encode()), (REPLAYED_AT, f"{at:.3f}".encode())
 
 
 def _number(record: Record, name: str) -> float | None:

@@ -69,6 +69,16 @@ REDRIVEN = Counter(
     "Unfinished notifications the reconciler forwarded again to their channel",
     ["channel"],
 )
+REQUEUED = Counter(
+    "notifsvc_requeued_total",
+    "Failed notifications an operator sent again, by how: retry (one) or replay (a job)",
+    ["channel", "how"],
+)
+CANCELED = Counter(
+    "notifsvc_canceled_total",
+    "Notifications an operator canceled before anything was sent",
+    ["channel"],
+)
 REDRIVE_EXPIRED = Counter(
     "notifsvc_redrive_expired_total",
     "Unfinished notifications the reconciler failed as expired_unfinished (to the DLQ)",

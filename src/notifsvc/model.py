@@ -19,10 +19,18 @@ class Priority(StrEnum):
 
 
 class State(StrEnum):
+    """A notification row's state: received -> forwarded -> sending -> sent | failed;
+    received | forwarded -> canceled (an operator's DELETE); failed -> forwarded (a retry or
+    replay); sending -> forwarded (a transient failure: the row waits in the retry lane)."""
+
     RECEIVED = "received"
     FORWARDED = "forwarded"
+    #: A notificator claimed it (:meth:`notifsvc.db.store.Store.claim`): it may be sent now.
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    #: Canceled before anything was sent; never sent afterwards.
+    CANCELED = "canceled"
 
 
 class Reason(StrEnum):

@@ -29,7 +29,7 @@ from notifsvc import batching, deadletter, headers, metrics, preflight, topics, 
 from notifsvc.batching import BatchLoop
 from notifsvc.channels import AnyChannel
 from notifsvc.config import Settings
-from notifsvc.db.store import Outcome, Store, StoreRefused
+from notifsvc.db.store import Outcome, Replayed, Store, StoreRefused
 from notifsvc.deadletter import Message, dead_letter
 from notifsvc.delivery import MAX_RETRY_DELAY, Delivery, DeliveryPolicy
 from notifsvc.events import events_for
@@ -47,6 +47,7 @@ class Incoming(NamedTuple):
     prior: int  # attempts made in earlier passes
     passes: int  # earlier passes through the retry lane
     trace: tracing.Headers  # the trace context it came with (empty while tracing is off)
+    replayed: Replayed | None = None  # an operator's requeue (attempts then, and when)
 
 
 class Notificator:
@@ -127,7 +128,7 @@ class Notificator:
             prior = headers.read_int(record, headers.ATTEMPTS)
             passes = headers.read_int(record, headers.PASSES, high=64)
             trace = tracing.carried(record.headers)
-            unique.setdefault(n.uuid, Incoming(n, prior, passes, trace))
+            unique.setdefault(n.uuid, Incoming(n, prior, passes, trace, _replayed(record)))
         return unique, poison
 
     async def handle(self, lane: str, records: list[Record]) -> None:
@@ -135,7 +136,7 @@ class Notificator:
             await self._until_due(records)
         unique, poison = self._decode(records)
         await self.producer.send_all(poison)
-        finished = await self.store.finished(list(unique))
+        finished = await self.store.claim(list(unique))
         todo = [v for u, v in unique.items() if u not in finished]
         tasks = [asyncio.ensure_future(self._deliver(lane, incoming)) for incoming in todo]
         try:
@@ -201,15 +202,18 @@ class Notificator:
     async def _traced_delivery(self, lane: str, incoming: Incoming) -> Delivery:
         """One pass of the delivery policy; with tracing on, in a span continuing the trace."""
         n, prior, slots = incoming.notification, incoming.prior, self._slots[lane]
+        deliver = functools.partial(
+            self.policy.deliver, n, prior=prior, slots=slots, replayed=incoming.replayed
+        )
         if not self.tracing.enabled:
-            return await self.policy.deliver(n, prior=prior, slots=slots)
+            return await deliver()
         attributes = {"notifsvc.uuid": str(n.uuid), "notifsvc.lane": lane}
         kind = tracing.SpanKind.CLIENT
         name = f"send {self.channel.name}"
         with self.tracing.span(
             name, parent=incoming.trace, kind=kind, attributes=attributes
         ) as span:
-            done = await self.policy.deliver(n, prior=prior, slots=slots)
+            done = await deliver()
             tracing.annotate(span, state=done.state.value, attempts=done.attempts)
             if not done.sent:
                 tracing.fail(span, done.error or done.state.value)
@@ -226,6 +230,7 @@ class Notificator:
                 attempts,
                 (headers.PASSES, str(incoming.passes + 1).encode()),
                 (headers.NOT_BEFORE, f"{due:.3f}".encode()),
+                *_replay_headers(incoming.replayed),
                 *incoming.trace,
             )
             topic = topics.channel(self.settings, self.channel.name, "retry")
@@ -270,6 +275,19 @@ def _due(record: Record) -> float:
     by a notificator (or by a clock far off) and counts as due now."""
     due = headers.read_float(record, headers.NOT_BEFORE, default=0.0, low=0.0, high=math.inf)
     return due if due <= time.time() + MAX_RETRY_DELAY + 60 else 0.0
+
+
+def _replayed(record: Record) -> Replayed | None:
+    """The operator's requeue a lane message carries, if any (both headers, or neither)."""
+    at = headers.read_float(record, headers.REPLAYED_AT, default=-1.0, low=-1.0, high=math.inf)
+    if at < 0 or record.header(headers.REPLAYED_FROM) is None:
+        return None
+    return Replayed(headers.read_int(record, headers.REPLAYED_FROM), at)
+
+
+def _replay_headers(replayed: Replayed | None) -> Headers:
+    """The headers that carry ``replayed`` on to the retry lane."""
+    return () if replayed is None else headers.replayed(replayed.attempts, replayed.at)
 
 
 def _uuid_of(record: Record) -> uuid_mod.UUID | None:

@@ -11,12 +11,17 @@ length, the body's size in bytes) is in the descriptions, and answered 422 or 41
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from notifsvc.api.validation import Validator
 from notifsvc.attempts import AttemptOutcome
 from notifsvc.config import Settings
-from notifsvc.model import REQUEST_FIELDS, Reason, State
+from notifsvc.model import REQUEST_FIELDS, Priority, Reason, State
+
+#: A route module's contribution to the document: its paths, given the settings, the
+#: validator and the problem answers every protected route shares (by status).
+PathsOf = Callable[[Settings, Validator, dict[str, tuple[str, str]]], dict[str, Any]]
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 NOTIFICATION = {"$ref": "#/components/schemas/Notification"}
@@ -136,6 +141,42 @@ def _attempts() -> dict[str, Any]:
     )
 
 
+def _state() -> dict[str, Any]:
+    """``GET /notification/{uuid}`` (and each item of ``GET /notifications``): the stored
+    notification, as posted (``to``, ``txt`` are the client's text), and where it is."""
+    text = {"type": ["string", "null"]}
+    when = {"type": ["string", "null"], "format": "date-time"}
+    count = {"type": "integer", "minimum": 0}
+    times = ("forwarded_at", "sent_at", "failed_at", "canceled_at")
+    properties: dict[str, Any] = {
+        "uuid": {"type": "string", "format": "uuid"},
+        "channel": {"type": "string"},
+        "state": {
+            "enum": [s.value for s in State],
+            "description": "received -> forwarded -> sending -> sent | failed; received or "
+            "forwarded -> canceled; failed -> forwarded (retried).",
+        },
+        "reason": {
+            "enum": [*(r.value for r in Reason), None],
+            "description": "Why a failed notification failed, where a client can act "
+            "on it (token_invalid: delete the device token or subscription).",
+        },
+        "last_error": text,
+        "attempts": count,
+        "conflicts": count,
+        "priority": {"enum": [p.value for p in Priority]},
+        "to": {"type": "string"},
+        "subject": text,
+        "txt": {"type": "string"},
+        "callback_url": text,
+        "accepted_at": {"type": "string", "format": "date-time"},
+        "received_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        **dict.fromkeys(times, when),
+    }
+    return _object(properties, list(properties))
+
+
 def _components(validator: Validator) -> dict[str, Any]:
     string = {"type": "string"}
     schemas = {
@@ -157,19 +198,7 @@ def _components(validator: Validator) -> dict[str, Any]:
         )
         | {"description": "RFC 9457 problem details; `errors` lists every failing field."},
         "BatchResult": _batch_result(),
-        "State": _object(
-            {
-                "uuid": {"type": "string", "format": "uuid"},
-                "state": {"enum": [s.value for s in State]},
-                "reason": {
-                    "enum": [*(r.value for r in Reason), None],
-                    "description": "Why a failed notification failed, where a client can act "
-                    "on it (token_invalid: delete the device token or subscription).",
-                },
-                "last_error": {"type": ["string", "null"]},
-            },
-            ["uuid", "state"],
-        ),
+        "State": _state(),
         "Attempts": _attempts(),
         "Readiness": _object(
             {
@@ -187,11 +216,11 @@ def _components(validator: Validator) -> dict[str, Any]:
     }
 
 
-def _json(status: str, text: str, schema: dict[str, Any]) -> dict[str, Any]:
+def answer_json(status: str, text: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {status: {"description": text, "content": {"application/json": {"schema": schema}}}}
 
 
-def _problems(*errors: tuple[str, str]) -> dict[str, Any]:
+def answer_problems(*errors: tuple[str, str]) -> dict[str, Any]:
     content = {"application/problem+json": {"schema": PROBLEM}}
     return {code: {"description": why, "content": content} for code, why in errors}
 
@@ -219,8 +248,8 @@ def _post_notification(errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": NOTIFICATION}},
         },
-        "responses": _json("202", "Accepted", {"$ref": "#/components/schemas/Accepted"})
-        | _problems(*errors.values()),
+        "responses": answer_json("202", "Accepted", {"$ref": "#/components/schemas/Accepted"})
+        | answer_problems(*errors.values()),
     }
 
 
@@ -244,14 +273,14 @@ def _post_notifications(settings: Settings, errors: dict[str, tuple[str, str]]) 
         "summary": f"Accept up to {settings.max_batch_items} notifications, each answered",
         "description": "Each item is validated and stored on its own; `results` says which.",
         "requestBody": {"required": True, "content": {"application/json": {"schema": batch}}},
-        "responses": _json("200", "Per-item results", BATCH_RESULT)
-        | _json("503", unavailable, BATCH_RESULT)
-        | _problems(*answered.values()),
+        "responses": answer_json("200", "Per-item results", BATCH_RESULT)
+        | answer_json("503", unavailable, BATCH_RESULT)
+        | answer_problems(*answered.values()),
     }
 
 
 def _get_notification(validator: Validator, errors: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    summary = "Stored state (received, forwarded, sent, failed), attempts, times"
+    summary = "Stored notification: its state, attempts and times"
     return _by_uuid(validator, errors, summary, "State")
 
 
@@ -269,8 +298,8 @@ def _by_uuid(
     return {
         "summary": summary,
         "parameters": [{"name": "uuid", "in": "path", "required": True, "schema": uuid}],
-        "responses": _json("200", schema, {"$ref": f"#/components/schemas/{schema}"})
-        | _problems(
+        "responses": answer_json("200", schema, {"$ref": f"#/components/schemas/{schema}"})
+        | answer_problems(
             ("404", "Not stored (yet)"),
             ("422", "Not a UUID"),
             ("503", "The database is unreachable"),
@@ -286,14 +315,14 @@ def _pages() -> dict[str, Any]:
         "/healthz": {
             "get": {
                 "summary": "Process alive",
-                "responses": _json("200", "ok", {"$ref": "#/components/schemas/Health"}),
+                "responses": answer_json("200", "ok", {"$ref": "#/components/schemas/Health"}),
             }
         },
         "/readyz": {
             "get": {
                 "summary": "Broker and database reachable (never says why not: see the log)",
-                "responses": _json("200", "ready or degraded", readiness)
-                | _json("503", "the broker is unavailable", readiness),
+                "responses": answer_json("200", "ready or degraded", readiness)
+                | answer_json("503", "the broker is unavailable", readiness),
             }
         },
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": text}},
@@ -312,9 +341,18 @@ def _paths(settings: Settings, validator: Validator, burst: float | None) -> dic
 
 
 def document(
-    settings: Settings, validator: Validator, *, burst: float | None = None
+    settings: Settings,
+    validator: Validator,
+    *,
+    burst: float | None = None,
+    extra: Sequence[PathsOf] = (),
 ) -> dict[str, Any]:
-    """The document for ``settings``; ``burst`` is an API key's most notifications at once."""
+    """The document for ``settings``; ``burst`` is an API key's most notifications at once;
+    ``extra`` adds the paths of other route modules (see :data:`PathsOf`)."""
+    paths = _paths(settings, validator, burst)
+    for more in extra:  # a module may add methods to a path that has others
+        for path, methods in more(settings, validator, _errors(settings, burst)).items():
+            paths.setdefault(path, {}).update(methods)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -323,7 +361,7 @@ def document(
             "description": f"Bodies up to {settings.max_body_bytes} bytes, batches up to "
             f"{settings.max_batch_bytes} bytes (after any Content-Encoding is undone).",
         },
-        "paths": _paths(settings, validator, burst),
+        "paths": paths,
         "components": _components(validator),
     }
     if settings.api_keys:

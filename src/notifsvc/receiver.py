@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from notifsvc import openapi, preflight, topics, tracing
-from notifsvc.api import handlers
+from notifsvc.api import console, handlers, operations, replays
 from notifsvc.api.context import (
     DOCS,
     GATE,
@@ -58,12 +58,17 @@ def create_app(settings: Settings) -> web.Application:
     app[GATE] = gate
     app[RECENT] = RecentlyAccepted()
     app[TRACING] = tracing.Tracing(settings, "notifsvc-receiver")
-    doc = openapi.document(settings, validator, burst=gate.burst if gate.enabled else None)
+    burst = gate.burst if gate.enabled else None
+    extra = (operations.openapi, replays.openapi, console.openapi)
+    doc = openapi.document(settings, validator, burst=burst, extra=extra)
     app[DOCS] = {"json": orjson.dumps(doc), "html": openapi.render_html(doc).encode()}
     app.router.add_post("/notification", handlers.post_notification)
     app.router.add_post("/notifications", handlers.post_notifications)
     app.router.add_get("/notification/{uuid}", handlers.get_notification)
     app.router.add_get("/notification/{uuid}/attempts", handlers.get_attempts)
+    operations.add_routes(app)
+    replays.add_routes(app)
+    console.add_routes(app)
     for path, handler in _PAGES:
         app.router.add_get(path, handler)
     app.on_startup.append(_start)

@@ -1,8 +1,9 @@
 """The reconciler: the database is the ledger, and a row left unfinished is driven again.
 
-A notification row is unfinished while its state is ``received`` or ``forwarded``. Every
-step of the pipeline moves its ``updated_at`` (the router's forward, each pass of the
-notificator, including a postponed send recorded on its way to the retry lane), so a row
+A notification row is unfinished while its state is ``received``, ``forwarded`` or
+``sending`` (claimed by a notificator, which may have died since). Every step of the
+pipeline moves its ``updated_at`` (the router's forward, each pass of the notificator, its
+claim included, and a postponed send recorded on its way to the retry lane), so a row
 whose ``updated_at`` has not moved for ``NOTIFSVC_REDRIVE_AFTER_SECONDS`` (default 5 min,
 2.5 times the longest retry-lane delay, :data:`~notifsvc.delivery.MAX_RETRY_DELAY`) has
 lost the Kafka message that should move it on: a broker that lost data, a topic deleted and
@@ -33,9 +34,9 @@ Every ``NOTIFSVC_REDRIVE_PERIOD_SECONDS`` a pass pages through the stalled rows 
 slices in (updated_at, uuid) order, by keyset, each page a bounded LIMIT served by a
 partial index holding only unfinished rows; pages are paced by ``NOTIFSVC_REDRIVE_RATE``
 (per replica), so that a backlog after an outage never floods the lanes. A pass ends after
-one period and the next one reads the ownership again. Only ``received`` and ``forwarded``
-rows are ever considered: a state added later (such as a scheduled send not yet due) is
-never re-driven unless this module learns about it.
+one period and the next one reads the ownership again. Only ``received``, ``forwarded`` and
+``sending`` rows are ever considered (never ``canceled`` ones): a state added later (such
+as a scheduled send not yet due) is never re-driven unless this module learns about it.
 """
 
 from __future__ import annotations
@@ -182,8 +183,8 @@ class Reconciler:
         """Forward ``rows`` again (or dead-letter the expired ones), then record it."""
         now = self._clock()
         limit = self.settings.redrive_expire_seconds
-        expired = [r for r in rows if now - r.notification.accepted_at > limit]
-        live = [r for r in rows if now - r.notification.accepted_at <= limit]
+        expired = [r for r in rows if now - _started(r) > limit]
+        live = [r for r in rows if now - _started(r) <= limit]
         messages = [self._forward(r) for r in live] + [self._dead_letter(r, now) for r in expired]
         sent, outage = await self._send(messages, [r.notification.uuid for r in live + expired])
         live = [r for r in live if r.notification.uuid in sent]
@@ -221,12 +222,17 @@ class Reconciler:
         return sent, outage
 
     def _forward(self, row: StalledRow) -> Message:
-        """The router's forward of this notification, with its attempts so far."""
+        """The router's forward of this notification, with its attempts so far; a row an
+        operator requeued goes as the requeue sent it (low lane, the same attempt budget)."""
         n = row.notification
         hop = [(REDRIVEN_HEADER, str(row.redriven).encode())]
         if row.attempts:
             hop.append((headers.ATTEMPTS, str(row.attempts).encode()))
-        return topics.channel(self.settings, n.channel, n.priority.value), n.encode(), n.key, hop
+        lane = n.priority.value
+        if row.replayed is not None:
+            lane = "low"
+            hop.extend(headers.replayed(row.replayed.attempts, row.replayed.at))
+        return topics.channel(self.settings, n.channel, lane), n.encode(), n.key, hop
 
     def _dead_letter(self, row: StalledRow, now: float) -> Message:
         n = row.notification
@@ -262,9 +268,15 @@ class Reconciler:
             log.warning("%s: %s failed: %s", STAGE, r.notification.uuid, _reason(r, now))
 
 
+def _started(row: StalledRow) -> float:
+    """When the row's current run began: its acceptance, or an operator's requeue."""
+    return row.replayed.at if row.replayed is not None else row.notification.accepted_at
+
+
 def _reason(row: StalledRow, now: float) -> str:
-    age = now - row.notification.accepted_at
-    return f"{EXPIRED}: still {row.state.value} {age:.0f}s after it was accepted"
+    age = now - _started(row)
+    since = "requeued" if row.replayed is not None else "accepted"
+    return f"{EXPIRED}: still {row.state.value} {age:.0f}s after it was {since}"
 
 
 async def _wait(stopping: asyncio.Event, seconds: float) -> bool:

@@ -6,8 +6,9 @@ already existed, forward the new rows and the stored rows still in state ``recei
 mark them forwarded in one statement, and only then commit the batch's offsets.
 A re-post of a UUID with a different payload keeps the first and counts a conflict.
 
-Beside the batch loop runs its :class:`~notifsvc.reconciler.Reconciler`, which forwards
-again the rows of this replica's partitions (slices) that stopped moving.
+Beside the batch loop run its duties: the :class:`~notifsvc.reconciler.Reconciler`, which
+forwards again the rows of this replica's partitions (slices) that stopped moving, and the
+:class:`~notifsvc.replays.ReplayRunner`, which works on the operators' replay jobs.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from dataclasses import dataclass, field
 from notifsvc import channels, metrics, preflight, topics, tracing
 from notifsvc.batching import BatchLoop
 from notifsvc.config import Settings
+from notifsvc.db.replays import ReplayStore
 from notifsvc.db.store import Store, StoredRow
 from notifsvc.deadletter import Message, dead_letter, isolate
 from notifsvc.kafka import Consumer, Producer, Record
 from notifsvc.model import FieldError, InvalidNotification, Notification, State
 from notifsvc.reconciler import Reconciler
+from notifsvc.replays import ReplayRunner
 
 log = logging.getLogger(__name__)
 
-#: Seconds a reconciler page under way may take to finish when the router stops; then it is
-#: abandoned, which is safe: its rows are claimed and come round again a period later.
+#: Seconds a reconciler or replay page under way may take to finish when the router stops;
+#: then it is abandoned, which is safe: the reconciler's rows are claimed and come round
+#: again a period later, and a replay job's page is done again by whoever takes the job.
 RECONCILER_STOP_SECONDS = 5.0
 
 
@@ -69,31 +73,40 @@ class Router:
         self.forwarded = 0
         self.duplicates = 0
         self.reconciler = Reconciler(settings, self.store, self.producer, owns=self.owns_slice)
+        replays = ReplayStore(settings.database, max_connections=2)
+        self.replays = ReplayRunner(settings, replays, self.producer)
 
     async def start(self) -> None:
         self.tracing.start()
         await self.store.start()
         names = topics.all_topics(self.settings, list(channels.REGISTRY))
         await preflight.check(self.settings, self.store, names)
+        await self.replays.start()
         await self.producer.start()
         await self.consumer.start()
 
     async def stop(self) -> None:
         await self.consumer.stop()
         await self.producer.stop()
+        await self.replays.stop()
         await self.store.stop()
         await self.tracing.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The batch loop, and beside it the reconciler's passes over the slices this replica
-        owns (which never raise; a page under way when stopping gets a few seconds to end)."""
-        duty = asyncio.create_task(self.reconciler.run(stopping), name="reconciler")
+        owns and the replay jobs (duties that never raise; a page under way when stopping
+        gets a few seconds to end)."""
+        duties = {
+            asyncio.create_task(self.reconciler.run(stopping), name="reconciler"),
+            asyncio.create_task(self.replays.run(stopping), name="replays"),
+        }
         try:
             await self.loop.run(stopping)
         finally:
-            await asyncio.wait({duty}, timeout=RECONCILER_STOP_SECONDS if stopping.is_set() else 0)
-            duty.cancel()
-            await asyncio.gather(duty, return_exceptions=True)
+            await asyncio.wait(duties, timeout=RECONCILER_STOP_SECONDS if stopping.is_set() else 0)
+            for duty in duties:
+                duty.cancel()
+            await asyncio.gather(*duties, return_exceptions=True)
 
     def owns_slice(self, partition: int) -> bool:
         """Whether this replica owns that partition of the topic it reads (so the

@@ -22,9 +22,21 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_LATER = {"Retry-After": "1"}
-#: Routes that need an API key (when keys are configured) and spend the key's rate budget.
-PROTECTED = frozenset(
-    {"/notification", "/notifications", "/notification/{uuid}", "/notification/{uuid}/attempts"}
+#: Routes open to anyone: probes, metrics, the API's document, and the console's static
+#: shell (which holds no data: every figure it shows comes from a protected route). Every
+#: other route needs an API key (when keys are configured) and spends the key's rate budget;
+#: a path that matches no route is answered 404 without one.
+PUBLIC = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/console",
+        "/console/{asset}",
+        "unmatched",
+    }
 )
 #: Bytes read from a request body at a time.
 READ_CHUNK = 64 * 1024
@@ -188,7 +200,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     when keys are configured). Every request spends one unit; a batch spends the rest of
     its cost once its items are counted."""
     gate = request.app[GATE]
-    if route_of(request) not in PROTECTED:
+    if route_of(request) in PUBLIC:
         return await handler(request)
     try:
         key = gate.identify(request.headers.get("Authorization"))

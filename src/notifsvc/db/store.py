@@ -29,7 +29,7 @@ from tenacity import (
 
 from notifsvc import errors
 from notifsvc.attempts import Attempt
-from notifsvc.db import connect
+from notifsvc.db import connect, queries
 from notifsvc.model import Notification, Priority, State, reason_of
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,16 @@ class StoredRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Requeued:
+    """A failed row moved back to ``forwarded``: its message, its attempts so far (the
+    attempt numbers go on from there), and its public view."""
+
+    notification: Notification
+    attempts: int
+    view: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     uuid: uuid_mod.UUID
     state: State  # SENT or FAILED
@@ -158,14 +168,40 @@ _CONFLICTS = """
 UPDATE notifications AS n SET conflicts = n.conflicts + c.n, updated_at = now()
 FROM unnest($1::uuid[], $2::int[]) AS c(uuid, n) WHERE n.uuid = c.uuid
 """
-_FINISHED = """
-SELECT uuid FROM notifications WHERE uuid = ANY($1::uuid[]) AND state IN ('sent', 'failed')
+#: The notificator's claim of a batch (see :meth:`Store.claim`): rows it may send now move
+#: to ``sending`` (a redelivered batch re-claims its own); the answer is the rows that exist
+#: and were not claimed (sent, failed, canceled), judged by the UPDATE alone. (Reading their
+#: state in the outer SELECT would not do on PostgreSQL: it sees the statement's snapshot,
+#: so a cancel committed while the UPDATE waited for the row's lock would be missed.)
+_CLAIM = """
+WITH claimed AS (
+    UPDATE notifications SET state = 'sending', updated_at = now()
+    WHERE uuid = ANY($1::uuid[]) AND state IN ('received', 'forwarded', 'sending')
+    RETURNING uuid
+)
+SELECT uuid FROM notifications
+WHERE uuid = ANY($1::uuid[]) AND uuid NOT IN (SELECT uuid FROM claimed)
 """
+#: An operator's cancel: only a row nothing was sent for yet (the notificator's claim takes
+#: it out of these states, so of a cancel and a claim racing, one finds the row changed).
+_CANCEL = f"""
+UPDATE notifications SET state = 'canceled', canceled_at = now(), updated_at = now()
+WHERE uuid = $1 AND state IN ('received', 'forwarded')
+RETURNING {queries.COLUMNS}
+"""  # noqa: S608 - a constant column list
+#: An operator's retry or replay: failed rows back to ``forwarded``, only if still failed
+#: (so a retry sent twice requeues once), with what their message needs.
+_REQUEUE = f"""
+UPDATE notifications SET state = 'forwarded', forwarded_at = now(), updated_at = now(),
+    replayed_from = attempts
+WHERE uuid = ANY($1::uuid[]) AND state = 'failed'
+RETURNING {queries.COLUMNS}, client
+"""  # noqa: S608 - a constant column list
 #: The outcomes of a flush and the attempts behind them, in one statement, so in one
 #: transaction (retried as a whole on 40001, one round trip; CockroachDB retries an implicit
-#: transaction itself): a row already sent stays sent, and an attempt already written (the
-#: same flush run again after an unknown outcome) is kept as it was. With no attempts the
-#: insert is of no rows.
+#: transaction itself): a row already sent or canceled stays so, and an attempt already
+#: written (the same flush run again after an unknown outcome) is kept as it was. With no
+#: attempts the insert is of no rows.
 _OUTCOMES = """
 WITH recorded AS (
     INSERT INTO notification_attempts
@@ -185,7 +221,7 @@ WITH recorded AS (
         failed_at = CASE WHEN o.state = 'failed' THEN now() ELSE n.failed_at END,
         updated_at = now()
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS o(uuid, state, attempts, error)
-    WHERE n.uuid = o.uuid AND n.state <> 'sent'
+    WHERE n.uuid = o.uuid AND n.state NOT IN ('sent', 'canceled')
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM recorded) AS attempts, (SELECT count(*) FROM updated) AS outcomes
@@ -199,11 +235,7 @@ FROM notifications AS n LEFT JOIN notification_attempts AS a ON a.uuid = n.uuid
 WHERE n.uuid = $1
 ORDER BY a.attempt_number, a.seq = 0, a.seq
 """
-_GET = """
-SELECT uuid, channel, state, attempts, conflicts, last_error, priority,
-       accepted_at, received_at, forwarded_at, sent_at, failed_at, updated_at
-FROM notifications WHERE uuid = $1
-"""
+_GET = f"SELECT {queries.COLUMNS} FROM notifications WHERE uuid = $1"  # noqa: S608 - constant
 
 
 #: The reconciler's page (see :mod:`notifsvc.reconciler`): unfinished rows that have not
@@ -220,7 +252,7 @@ UPDATE notifications AS n
 SET updated_at = now(), redriven = n.redriven + 1, redriven_at = now()
 FROM (
     SELECT uuid, updated_at FROM notifications
-    WHERE state IN ('received', 'forwarded')
+    WHERE state IN ('received', 'forwarded', 'sending')
       AND updated_at < now() - $1::interval
       AND (updated_at, uuid) > ($2::timestamptz, $3::uuid)
       AND (get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
@@ -228,11 +260,21 @@ FROM (
     ORDER BY updated_at, uuid
     LIMIT $6
 ) AS c
-WHERE n.uuid = c.uuid AND n.updated_at = c.updated_at AND n.state IN ('received', 'forwarded')
+WHERE n.uuid = c.uuid AND n.updated_at = c.updated_at
+  AND n.state IN ('received', 'forwarded', 'sending')
 RETURNING n.uuid, n.channel, n.recipient, n.body, n.subject, n.priority, n.fingerprint,
           n.state, n.accepted_at, n.attempts, n.redriven, c.updated_at AS stalled_since,
-          n.callback_url, n.client
+          n.callback_url, n.client, n.replayed_from, n.forwarded_at
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """An operator's requeue of a failed row: its attempts then (not in the new run's
+    budget) and when (the new run's age counts from there)."""
+
+    attempts: int
+    at: float  # unix seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +283,11 @@ class StalledRow:
     had not moved."""
 
     notification: Notification
-    state: State  # RECEIVED or FORWARDED
+    state: State  # RECEIVED, FORWARDED or SENDING
     attempts: int  # delivery attempts recorded so far
     redriven: int  # re-drives, this one included
     stalled_since: datetime  # its updated_at before the claim
+    replayed: Replayed | None = None  # the operator's last requeue, if any
 
     @property
     def cursor(self) -> tuple[datetime, uuid_mod.UUID]:
@@ -260,7 +303,7 @@ WHERE sent_at > now() - INTERVAL '60 seconds' GROUP BY channel
 """
 _STALLED_BY_CHANNEL = """
 SELECT channel, count(*) AS n FROM notifications
-WHERE state IN ('received', 'forwarded') AND updated_at < now() - $1::interval
+WHERE state IN ('received', 'forwarded', 'sending') AND updated_at < now() - $1::interval
 GROUP BY channel
 """
 _REDRIVEN_LAST_HOUR = """
@@ -362,11 +405,49 @@ class Store:
             ordered = sorted(counts)
             await self._fetch(_CONFLICTS, ordered, [counts[u] for u in ordered])
 
-    async def finished(self, uuids: Sequence[uuid_mod.UUID]) -> set[uuid_mod.UUID]:
-        """Those of ``uuids`` already sent or failed for good."""
+    async def claim(self, uuids: Sequence[uuid_mod.UUID]) -> set[uuid_mod.UUID]:
+        """The notificator's claim before sending, in one statement: rows it may send (in
+        received, forwarded or sending) move to ``sending``; returned are those of ``uuids``
+        NOT to send: sent, failed or canceled. A UUID with no row is sent (something wrote
+        to the lane topic directly, as the benchmarks do)."""
         if not uuids:
             return set()
-        return {r["uuid"] for r in await self._fetch(_FINISHED, list(uuids))}
+        return {r["uuid"] for r in await self._fetch(_CLAIM, sorted(uuids))}
+
+    async def cancel(self, uuid: uuid_mod.UUID) -> tuple[dict[str, Any] | None, bool]:
+        """Cancel ``uuid`` if nothing was sent for it yet. The row's public view either way
+        (state ``canceled``, or the state that kept it from being canceled; None when there
+        is no such notification), and whether this call canceled it."""
+        row = None
+        for _ in range(3):  # a row may go back to forwarded (postponed) between the two
+            rows = await self._fetch(_CANCEL, uuid)
+            if rows:
+                return _view(rows[0]), True
+            row = await self.get(uuid)
+            if row is None or row["state"] not in (State.RECEIVED, State.FORWARDED):
+                break
+        return row, False
+
+    async def requeue_failed(self, uuids: Sequence[uuid_mod.UUID]) -> list[Requeued]:
+        """Move those of ``uuids`` still failed back to ``forwarded`` (one conditional
+        statement); the rows moved, for their caller to produce to a lane."""
+        if not uuids:
+            return []
+        rows = await self._fetch(_REQUEUE, sorted(uuids))
+        return [Requeued(_notification(r), r["attempts"], _view(r)) for r in rows]
+
+    async def list_page(self, query: queries.ListQuery) -> queries.Page:
+        """One page of ``GET /notifications`` (see :mod:`notifsvc.db.queries`)."""
+        if query.filter.impossible:
+            return queries.Page([], None)
+        sql, args = queries.statement(query)
+        rows = await self._fetch(sql, *args)
+        page = rows[: query.limit]
+        cursor = None
+        if len(rows) > query.limit:
+            last = queries.Position(page[-1]["received_at"], page[-1]["uuid"])
+            cursor = queries.encode_cursor(last, query.filter)
+        return queries.Page([_view(r) for r in page], cursor)
 
     async def record(
         self, outcomes: Sequence[Outcome], *, attempts: Sequence[Attempt] = ()
@@ -395,16 +476,7 @@ class Store:
     async def get(self, uuid: uuid_mod.UUID) -> dict[str, Any] | None:
         """The public view of one notification's state, or None."""
         rows = await self._fetch(_GET, uuid)
-        if not rows:
-            return None
-        out = dict(rows[0])
-        out["uuid"] = str(out["uuid"])
-        failed = out["state"] == State.FAILED
-        out["reason"] = reason_of(out["last_error"]) if failed else None
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-        return out
+        return _view(rows[0]) if rows else None
 
     async def counts_by_state(self) -> dict[str, dict[State, int]]:
         """How many notifications each channel has in each state."""
@@ -453,6 +525,7 @@ class Store:
                 r["attempts"],
                 r["redriven"],
                 r["stalled_since"],
+                _replayed(r),
             )
             for r in rows
         ]
@@ -465,6 +538,12 @@ class Store:
             await self._fetch("SELECT uuid, attempt_number, seq FROM notification_attempts LIMIT 0")
         except StoreMisconfigured as exc:
             raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
+
+
+def _replayed(r: asyncpg.Record) -> Replayed | None:
+    if r["replayed_from"] is None or r["forwarded_at"] is None:
+        return None
+    return Replayed(r["replayed_from"], r["forwarded_at"].timestamp())
 
 
 def _storable(error: str | None, limit: int = MAX_ERROR_CHARS) -> str | None:
@@ -527,8 +606,31 @@ def _chunks(batch: list[Notification]) -> list[list[Notification]]:
     return out if out[-1] else []
 
 
+def _view(r: asyncpg.Record) -> dict[str, Any]:
+    """The public view of a row read with :data:`queries.COLUMNS`."""
+    out = dict(r.items())
+    out.pop("client", None)
+    for column, public in _RENAMED.items():
+        out[public] = out.pop(column)
+    out["uuid"] = str(out["uuid"])
+    failed = out["state"] == State.FAILED
+    out["reason"] = reason_of(out["last_error"]) if failed else None
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+    return out
+
+
+#: Columns the public view names as the request did.
+_RENAMED = {"recipient": "to", "body": "txt"}
+
+
 def _stored(r: asyncpg.Record) -> StoredRow:
-    notification = Notification(
+    return StoredRow(_notification(r), bytes(r["fingerprint"]), State(r["state"]))
+
+
+def _notification(r: asyncpg.Record) -> Notification:
+    return Notification(
         uuid=r["uuid"],
         channel=r["channel"],
         to=r["recipient"],
@@ -539,4 +641,3 @@ def _stored(r: asyncpg.Record) -> StoredRow:
         callback_url=r["callback_url"],
         client=r["client"],
     )
-    return StoredRow(notification, bytes(r["fingerprint"]), State(r["state"]))

@@ -248,6 +248,7 @@ def banner(pipeline: Pipeline) -> str:
         f"({', '.join(stages.names)})",
         _line("API", f"{url}/notification  (POST; GET /notification/<uuid> for its state)"),
         _line("docs", f"{url}/docs"),
+        _line("console", f"{url}/console  (list, retry, cancel and replay notifications)"),
         _line("outbox", f"{standins.url}/  what the stand-ins received: {', '.join(shown)}"),
         _line(
             "webhooks", f"{standins.url}/<any path> is a sink (e.g. {standins.url}/hooks/orders)"

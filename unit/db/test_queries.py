@@ -1,0 +1,289 @@
+"""The list's filter parser, its cursor and its SQL (notifsvc.db.queries), without a database;
+the statement's plans on PostgreSQL are in integration/test_list_plans.py."""
+
+from __future__ import annotations
+
+import re
+import string
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from notifsvc import channels
+from notifsvc.db import queries
+from notifsvc.db.migrate import _files, split_statements
+from notifsvc.db.queries import Filter, InvalidQuery, ListQuery, Position, parse, parse_time
+from notifsvc.model import Priority, Reason, State
+
+CHANNELS = sorted(channels.REGISTRY)
+T0 = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
+
+
+def fields_of(pairs: list[tuple[str, str]]) -> list[str]:
+    with pytest.raises(InvalidQuery) as caught:
+        parse(pairs, CHANNELS)
+    return [e.field for e in caught.value.errors]
+
+
+def test_no_parameter_is_the_first_page_of_everything() -> None:
+    assert parse([], CHANNELS) == ListQuery(Filter(), queries.DEFAULT_LIMIT, None)
+
+
+def test_every_parameter_is_read() -> None:
+    pairs = [
+        ("state", "failed"),
+        ("channel", "sms"),
+        ("priority", "high"),
+        ("reason", "throttled"),
+        ("since", "2026-01-31T10:30:00+01:00"),
+        ("until", "2026-01-31T09:30:00.5z"),
+        ("limit", "200"),
+    ]
+    got = parse(pairs, CHANNELS)
+    assert got.filter == Filter(
+        State.FAILED,
+        "sms",
+        Priority.HIGH,
+        Reason.THROTTLED,
+        T0,
+        T0 + timedelta(milliseconds=500),
+    )
+    assert got.limit == 200 and got.after is None
+
+
+@pytest.mark.parametrize(
+    ("pairs", "field"),
+    [
+        ([("status", "sent")], "status"),
+        ([("state", "sent"), ("state", "failed")], "state"),
+        ([("state", "SENT")], "state"),
+        ([("state", "")], "state"),
+        ([("channel", "pigeon")], "channel"),
+        ([("priority", "urgent")], "priority"),
+        ([("reason", "HTTP")], "reason"),
+        ([("since", "2026-01-31T09:30:00")], "since"),
+        ([("since", "2026-01-31 09:30:00Z")], "since"),
+        ([("until", "2026-02-30T09:30:00Z")], "until"),
+        ([("until", "yesterday")], "until"),
+        ([("limit", "0")], "limit"),
+        ([("limit", "201")], "limit"),
+        ([("limit", "+5")], "limit"),
+        ([("limit", "\u0665")], "limit"),  # an Arabic-Indic five: int() reads it, we do not
+        ([("cursor", "")], "cursor"),
+        ([("cursor", "not a cursor")], "cursor"),
+    ],
+)
+def test_a_bad_parameter_is_named(pairs: list[tuple[str, str]], field: str) -> None:
+    assert fields_of(pairs) == [field]
+
+
+def test_every_bad_parameter_is_named_at_once() -> None:
+    pairs = [("state", "x"), ("limit", "x"), ("since", "x"), ("colour", "red")]
+    assert sorted(fields_of(pairs)) == ["colour", "limit", "since", "state"]
+
+
+def test_a_plus_read_as_a_space_gets_a_hint() -> None:
+    with pytest.raises(InvalidQuery, match="%2B"):
+        parse([("since", "2026-01-31T09:30:00 01:00")], CHANNELS)
+
+
+times = st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30), timezones=st.just(UTC))
+filters = st.builds(
+    Filter,
+    state=st.none() | st.sampled_from(State),
+    channel=st.none() | st.sampled_from(CHANNELS),
+    priority=st.none() | st.sampled_from(Priority),
+    reason=st.none() | st.sampled_from(Reason),
+    since=st.none() | times,
+    until=st.none() | times,
+)
+positions = st.builds(
+    Position,
+    st.datetimes(min_value=datetime(1970, 1, 1), timezones=st.just(UTC)),
+    st.uuids(),
+)
+
+
+def query_of(f: Filter) -> list[tuple[str, str]]:
+    """The query parameters that say ``f``."""
+    values = {
+        "state": f.state,
+        "channel": f.channel,
+        "priority": f.priority,
+        "reason": f.reason,
+        "since": f.since and f.since.isoformat(),
+        "until": f.until and f.until.isoformat(),
+    }
+    return [(k, str(v)) for k, v in values.items() if v is not None]
+
+
+@given(filters, positions)
+def test_a_cursor_continues_its_own_list(f: Filter, at: Position) -> None:
+    cursor = queries.encode_cursor(at, f)
+    assert re.fullmatch("[A-Za-z0-9_-]+", cursor) and len(cursor) <= queries.MAX_CURSOR_CHARS
+    got = parse([*query_of(f), ("cursor", cursor)], CHANNELS)
+    assert got.filter == f and got.after == at
+
+
+ALPHABET = string.ascii_letters + string.digits + "-_"
+
+
+def edited(cursor: str, kind: str, where: int, char: str) -> str:
+    if kind == "replace":
+        return cursor[:where] + char + cursor[where + 1 :]
+    if kind == "insert":
+        return cursor[:where] + char + cursor[where:]
+    if kind == "delete":
+        return cursor[:where] + cursor[where + 1 :]
+    return cursor[:where]
+
+
+@given(
+    filters,
+    positions,
+    st.sampled_from(["replace", "insert", "delete", "truncate"]),
+    st.integers(0, 200),
+    st.sampled_from(ALPHABET),
+)
+def test_any_edit_of_a_cursor_is_refused(
+    f: Filter, at: Position, kind: str, where: int, char: str
+) -> None:
+    cursor = queries.encode_cursor(at, f)
+    changed = edited(cursor, kind, where % (len(cursor) + 1), char)
+    if changed == cursor:
+        return
+    with pytest.raises(InvalidQuery) as caught:
+        parse([*query_of(f), ("cursor", changed)], CHANNELS)
+    [error] = caught.value.errors
+    assert error.field == "cursor" and "altered" in error.message
+
+
+@given(filters, filters, positions)
+def test_a_cursor_of_another_filter_is_refused(f: Filter, other: Filter, at: Position) -> None:
+    cursor = queries.encode_cursor(at, f)
+    pairs = [*query_of(other), ("cursor", cursor)]
+    if other == f:
+        assert parse(pairs, CHANNELS).after == at
+        return
+    with pytest.raises(InvalidQuery) as caught:
+        parse(pairs, CHANNELS)
+    [error] = caught.value.errors
+    assert error.field == "cursor" and "another filter" in error.message
+
+
+names = st.sampled_from([*queries.PARAMETERS, "sort", "offset", "State", ""])
+
+
+@given(st.lists(st.tuples(names, st.text(max_size=40)), max_size=8))
+def test_any_query_is_read_or_refused_by_name(pairs: list[tuple[str, str]]) -> None:
+    try:
+        got = parse(pairs, CHANNELS)
+    except InvalidQuery as exc:
+        assert exc.errors and {e.field for e in exc.errors} <= {name for name, _ in pairs}
+        return
+    assert 1 <= got.limit <= queries.MAX_LIMIT
+
+
+# The RFC 3339 date-times schemathesis draws for a `date-time` parameter, and more.
+digits = st.integers
+rfc3339 = st.builds(
+    "{:04d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}{}{}".format,
+    digits(0, 9999),
+    digits(1, 12),
+    digits(1, 28),
+    st.sampled_from("Tt"),
+    digits(0, 23),
+    digits(0, 59),
+    digits(0, 60),
+    st.just("") | st.text(string.digits, min_size=1, max_size=9).map(".".__add__),
+    st.sampled_from(["Z", "z"])
+    | st.builds("{}{:02d}:{:02d}".format, st.sampled_from("+-"), digits(0, 23), digits(0, 59)),
+)
+
+
+@given(rfc3339)
+def test_every_rfc3339_time_is_read(raw: str) -> None:
+    at = parse_time(raw)
+    assert at is not None and queries.EARLIEST <= at <= queries.LATEST
+
+
+@given(
+    st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 1, 1)),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59),
+)
+def test_a_time_reads_as_the_instant_it_names(local: datetime, minutes: int) -> None:
+    zone = timezone(timedelta(minutes=minutes))
+    assert parse_time(local.replace(tzinfo=zone).isoformat()) == local.replace(tzinfo=zone)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-01-31T09:30:00",
+        "2026-01-31",
+        "2026-01-31T24:00:00Z",
+        "2026-01-31T09:30:61Z",
+        "2026-01-31T09:30:00+24:00",
+        "2026-01-31T09:30:00+01:60",
+        "2026-01-31T09:30:00+0100",
+        "2026-1-31T09:30:00Z",
+        "\uff12026-01-31T09:30:00Z",  # a fullwidth digit
+        "2026-01-31T09:30:00Z\n",
+    ],
+)
+def test_what_is_not_rfc3339_is_refused(raw: str) -> None:
+    assert parse_time(raw) is None
+
+
+def test_times_past_the_calendar_are_its_ends() -> None:
+    assert parse_time("0000-02-29T00:00:00Z") == queries.EARLIEST
+    assert parse_time("0001-01-01T00:00:00+23:59") == queries.EARLIEST
+    assert parse_time("9999-12-31T23:59:60-23:59") == queries.LATEST
+    assert parse_time("2016-12-31T23:59:60Z") == datetime(2017, 1, 1, tzinfo=UTC)
+
+
+@given(filters, st.none() | positions, st.integers(1, queries.MAX_LIMIT))
+def test_the_statement_binds_every_value(f: Filter, after: Position | None, limit: int) -> None:
+    sql, args = queries.statement(ListQuery(f, limit, after))
+    numbers = sorted({int(n) for n in re.findall(r"\$(\d+)", sql)})
+    assert numbers == list(range(1, len(args) + 1))
+    assert args[-1] == limit + 1
+    literals = sql.replace(queries.REASON_KEY, "")
+    assert "'" not in literals  # no literal but the reason key's: every value is a parameter
+    assert sql.rstrip().endswith(f"ORDER BY received_at DESC, uuid DESC LIMIT ${len(args)}")
+
+
+def test_a_reason_is_asked_by_its_key_alone() -> None:
+    for state in (None, State.FAILED):
+        f = Filter(state=state, reason=Reason.TOKEN_INVALID)
+        sql, args = queries.statement(ListQuery(f))
+        assert f"WHERE {queries.REASON_KEY} = $1::text ORDER BY" in sql
+        assert args == ["token_invalid", queries.DEFAULT_LIMIT + 1]
+
+
+def test_the_reason_key_is_the_indexed_expression() -> None:
+    [(_, sql)] = [f for f in _files("migrations") if f[0] == "0006_operations.sql"]
+    [index] = [s for s in split_statements(sql) if "notifications_listed_by_reason" in s]
+    assert " ".join(queries.REASON_KEY.split()) in " ".join(index.split())
+
+
+def test_a_reason_with_another_state_matches_nothing() -> None:
+    assert Filter(state=State.SENT, reason=Reason.THROTTLED).impossible
+    assert not Filter(state=State.FAILED, reason=Reason.THROTTLED).impossible
+    assert not Filter(reason=Reason.THROTTLED).impossible
+
+
+def test_the_digest_is_the_filter_not_its_spelling() -> None:
+    a = parse([("since", "2026-01-31T10:30:00+01:00")], CHANNELS).filter
+    b = parse([("since", "2026-01-31T09:30:00.000Z")], CHANNELS).filter
+    assert a.digest() == b.digest() != Filter().digest()
+    assert Filter(channel="sms").digest() != Filter(state=State.SENT).digest()
+
+
+def test_a_cursor_names_microseconds_exactly() -> None:
+    at = Position(datetime(2026, 1, 31, 9, 30, 0, 123457, tzinfo=UTC), uuid.uuid4())
+    got = parse([("cursor", queries.encode_cursor(at, Filter()))], CHANNELS)
+    assert got.after == at
