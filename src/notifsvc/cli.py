@@ -8,7 +8,18 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from notifsvc import channels, config, deploy, errors, kafka, logs, metrics, status, topics
+from notifsvc import (
+    channels,
+    config,
+    deploy,
+    errors,
+    kafka,
+    logs,
+    metrics,
+    ops_cli,
+    status,
+    topics,
+)
 from notifsvc.callbacks import Dispatcher
 from notifsvc.config import ConfigError, Settings
 from notifsvc.db.migrate import migrate
@@ -42,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     deploy_cmd = sub.add_parser("deploy", help="the deployment files generated from the channels")
     deploy_cmd.add_argument("action", choices=["render"])
     deploy_cmd.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
+    ops_cli.add_parsers(sub)
     return parser
 
 
@@ -137,6 +149,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "notificator": _notificator,
     "callbacks": _callbacks,
     "deploy": deploy.run,
+    # The operator commands, over the receiver's HTTP API (notifsvc/ops_cli.py).
+    "notifications": ops_cli.run,
+    "cancel": ops_cli.run,
+    "retry": ops_cli.run,
+    "replay": ops_cli.run,
+    "replays": ops_cli.run,
 }
 
 

@@ -388,6 +388,10 @@ class Settings:
     metrics_port: int = field(default=0, metadata=_spec(_port))
     tracing_endpoint: str | None = field(default=None, metadata=_spec(_url))
     tracing_sample_ratio: float = field(default=1.0, metadata=_spec(_ratio))
+    # The operator commands (notifsvc/ops_client.py): the receiver they talk to, and the
+    # API key they send (one of the receiver's NOTIFSVC_API_KEYS).
+    api_url: str = field(default="http://127.0.0.1:8090", metadata=_spec(_url))
+    api_key: Secret | None = field(default=None, metadata=_spec(Secret, secret=True))
     # Status callbacks (notifsvc/events.py, notifsvc/callbacks.py).
     callback_allowed_hosts: frozenset[str] = field(default=frozenset(), metadata=_spec(_csv))
     callback_secret: Any = field(default=None, metadata=_spec(_signing_secrets, secret=True))
