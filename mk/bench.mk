@@ -5,9 +5,11 @@
 #   make bench-notificator  BENCH_NOTIFY_COUNT=20000 NOTIFSVC_SEND_CONCURRENCY=64 BENCH_SINK_DELAY_MS=10
 #   make bench-cost         BENCH_COST_ARGS="--rounds 3 --scale 2" (CPU per notification per
 #                           process, broker and PostgreSQL; bare-endpoint and Go-pattern baselines)
+#   make bench-replay       BENCH_REPLAY_ARGS="--failed 20000 --fresh-rate 50" (a replay of failed
+#                           webhooks against fresh traffic: replay rate, fresh p50/p99 beside it)
 #   make bench              all three plus BENCH_SCALE=10000,100000,1000000 (drain rate and router
 #                           RSS per backlog size), as one table
-.PHONY: bench bench-receiver bench-router bench-notificator bench-cost
+.PHONY: bench bench-receiver bench-router bench-notificator bench-cost bench-replay
 
 bench: install
 	$(BIN)/python -m loadtest.bench all
@@ -23,3 +25,6 @@ bench-notificator: install
 
 bench-cost: install
 	$(BIN)/python -m loadtest.bench_cost $(BENCH_COST_ARGS)
+
+bench-replay: install
+	$(BIN)/python -m loadtest.bench_replay $(BENCH_REPLAY_ARGS)

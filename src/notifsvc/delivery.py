@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 from notifsvc import metrics
 from notifsvc.attempts import Attempt, AttemptOutcome
@@ -76,6 +78,12 @@ class Delivery:
 
     def outcome(self) -> Outcome:
         return Outcome(self.notification.uuid, self.state, self.attempts, self.error)
+
+    def with_log(self, log: tuple[Attempt, ...]) -> Delivery:
+        """This delivery with its attempts (what ``dataclasses.replace`` does, at under half of
+        its cost, 1.2 against 2.7 µs: it runs once per notification)."""
+        n, state, error = self.notification, self.state, self.error
+        return Delivery(n, state, self.attempts, self.total, error, self.retry_after, log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +164,84 @@ class Throttle:
             await self._sleep(left)
 
 
+class Deadlines:
+    """``asyncio.timeout(seconds)`` for every send of a policy, sharing one timer.
+
+    An ``asyncio.timeout`` per send made and cancelled a timer handle per send: 21 % of a
+    log notificator's CPU. With one duration, deadlines fall due in the order they were
+    set, so they wait in a queue and one ``call_at`` handle, armed at the oldest unfinished
+    one, cancels each send that overran (then moves on to the next). The send then raises
+    :class:`TimeoutError`, as with ``asyncio.timeout``; a cancellation from elsewhere still
+    propagates as :class:`asyncio.CancelledError`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._queue: deque[_Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def within(self) -> _Deadline:
+        """A context manager: the current task is cancelled if it is still inside at the
+        deadline, and the cancellation comes out of the block as :class:`TimeoutError`."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None, "a deadline belongs to a task"
+        if loop is not self._loop:  # a new loop (tests): nothing of the old one is due
+            self._queue.clear()
+            self._loop, self._timer = loop, None
+        entry = _Deadline(self, loop.time() + self.seconds, task)
+        self._queue.append(entry)
+        if self._timer is None:
+            self._timer = loop.call_at(entry.at, self._expire)
+        return entry
+
+    def trim(self) -> None:
+        """Drop the finished deadlines at the head of the queue (sends mostly end in order)."""
+        queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()
+
+    def _expire(self) -> None:
+        """Cancel the sends whose deadline passed; arm the timer for the next one."""
+        self._timer = None
+        loop, queue = self._loop, self._queue
+        assert loop is not None
+        now = loop.time()
+        while queue and (queue[0].done or queue[0].at <= now):
+            entry = queue.popleft()
+            if not entry.done:
+                entry.expired = True
+                entry.task.cancel()
+        if queue:
+            self._timer = loop.call_at(queue[0].at, self._expire)
+
+
+class _Deadline:
+    """One send's deadline in :class:`Deadlines`."""
+
+    __slots__ = ("at", "cancelling", "done", "expired", "owner", "task")
+
+    def __init__(self, owner: Deadlines, at: float, task: asyncio.Task[Any]) -> None:
+        self.owner = owner
+        self.at = at
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.expired = False
+        self.done = False
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self.done = True
+        self.owner.trim()
+        expired = self.expired and kind is asyncio.CancelledError
+        if expired and self.task.uncancel() <= self.cancelling:
+            raise TimeoutError from exc
+
+
 class DeliveryPolicy:
     def __init__(
         self,
@@ -170,6 +256,11 @@ class DeliveryPolicy:
         self.throttle = throttle or Throttle()
         self._clock = clock  # wall clock: a notification's age counts from its accepted_at
         self._limiter = make_limiter(settings.send_rate)
+        self._deadlines = Deadlines(settings.send_timeout_ms / 1000)
+        # the metric children of this channel, looked up once rather than per send
+        self._end_to_end = metrics.END_TO_END.labels(channel.name)
+        self._provider_seconds = metrics.PROVIDER_SECONDS.labels(channel.name)
+        self._retries = metrics.RETRIES.labels(channel.name)
 
     def retry_delay(self, d: Delivery, passes: int) -> float:
         """Seconds before the retry lane takes ``d`` up again, after ``passes`` earlier ones."""
@@ -200,7 +291,7 @@ class DeliveryPolicy:
         history: list[Attempt] = []
         run = _Run(prior, min(replayed.attempts, prior), replayed.at) if replayed else _Run(prior)
         done = await self._pass(n, run, slots, history)
-        return replace(done, log=tuple(history))
+        return done.with_log(tuple(history))
 
     async def _pass(
         self, n: Notification, run: _Run, slots: asyncio.Semaphore, history: list[Attempt]
@@ -274,21 +365,22 @@ class DeliveryPolicy:
         log.log(level, "%s %s after %d attempts: %s", n.uuid, what, total, error, extra=context)
 
     def _sent(self, n: Notification, attempts: int, prior: int) -> Delivery:
-        metrics.END_TO_END.labels(self.channel.name).observe(max(0.0, time.time() - n.accepted_at))
+        self._end_to_end.observe(max(0.0, time.time() - n.accepted_at))
         return Delivery(n, State.SENT, attempts, prior + attempts)
 
     async def _attempt(self, n: Notification, earlier: int) -> Tried:
         """One send; every failure comes back as a :class:`DeliveryError` in the result."""
-        await self.throttle.wait()
+        if self.throttle.remaining():  # no coroutine per send while no pause is in force
+            await self.throttle.wait()
         if self._limiter is not None:
             await self._limiter.acquire()
         if earlier:
-            metrics.RETRIES.labels(self.channel.name).inc()
+            self._retries.inc()
         started, wall = time.monotonic(), self._clock()
         receipt: Receipt | None = None
         error: DeliveryError | None = None
         try:
-            async with asyncio.timeout(self.settings.send_timeout_ms / 1000):
+            with self._deadlines.within():
                 receipt = await self.channel.send(n)
         except TimeoutError as exc:
             error = TransientError(f"{self.channel.name} send timed out")
@@ -302,7 +394,7 @@ class DeliveryPolicy:
             error.__cause__ = exc
         finally:
             elapsed = time.monotonic() - started
-            metrics.PROVIDER_SECONDS.labels(self.channel.name).observe(elapsed)
+            self._provider_seconds.observe(elapsed)
         return Tried(wall, self._clock(), receipt, error, _error_class(error))
 
 
