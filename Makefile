@@ -29,14 +29,19 @@ run: install  ## the whole pipeline on an embedded broker and database
 infra: install  ## only the broker and database; prints their NOTIFSVC_* settings
 	$(BIN)/notifsvc dev --infra-only
 
+# Test files run on PYTEST_WORKERS processes (pytest-xdist), each file on one of them, each
+# process with its own broker and database; PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: install lint typecheck  ## lint, type-check, then every test
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 unit: install
 	$(BIN)/pytest unit
 
 integration: install
-	$(BIN)/pytest integration
+	$(BIN)/pytest $(PYTEST_PARALLEL) integration
 
 lint: install
 	$(BIN)/ruff check .
