@@ -50,7 +50,9 @@ def _groups(settings: Settings) -> list[tuple[str, str]]:
     return out
 
 
-def _read_kafka(settings: Settings, snap: Snapshot) -> None:
+def read_kafka(settings: Settings, snap: Snapshot) -> None:
+    """Consumer lag per group and the dead-letter topics' sizes into ``snap`` (blocking; a
+    broker problem becomes a line of ``snap.problems``). Also read by ``GET /stats``."""
     try:
         for group, topic in _groups(settings):
             snap.lag[group] = kafka.group_lag(settings, group, topic)
@@ -88,7 +90,7 @@ async def _read_reconciler(store: Store, settings: Settings, snap: Snapshot) -> 
 
 async def collect(settings: Settings) -> Snapshot:
     snap = Snapshot()
-    await asyncio.gather(asyncio.to_thread(_read_kafka, settings, snap), _read_db(settings, snap))
+    await asyncio.gather(asyncio.to_thread(read_kafka, settings, snap), _read_db(settings, snap))
     return snap
 
 

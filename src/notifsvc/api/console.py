@@ -204,7 +204,7 @@ def read_broker(settings: Settings) -> BrokerPart:
     """The DLQ's size and the lag of each consumer group that has read anything (or has
     something to read), as ``notifsvc status`` reads them (blocking); None where it failed."""
     snap = status.Snapshot()
-    status._read_kafka(settings, snap)  # the same figures, read the same way
+    status.read_kafka(settings, snap)  # the same figures, read the same way
     if snap.problems:
         log.warning("stats: the broker part is unavailable: %s", "; ".join(snap.problems))
         return snap.dlq, None

@@ -202,7 +202,7 @@ def _batch_response(results: list[dict[str, Any]], *, stored: int) -> web.Respon
     return json_response(200, body, RETRY_LATER if counts["unavailable"] else None)
 
 
-def _path_uuid(request: web.Request) -> uuid_mod.UUID:
+def path_uuid(request: web.Request) -> uuid_mod.UUID:
     """The ``{uuid}`` of the path; :class:`Reject` with 422 when it is not one."""
     uid = request.app[VALIDATOR].parse_uuid(request.match_info["uuid"])
     if uid is None:
@@ -213,38 +213,38 @@ def _path_uuid(request: web.Request) -> uuid_mod.UUID:
     return uid
 
 
-def _database_down() -> web.Response:
+def database_down() -> web.Response:
     return problem(503, "Service Unavailable", "the database is unreachable", headers=RETRY_LATER)
 
 
 async def get_notification(request: web.Request) -> web.Response:
     try:
-        uid = _path_uuid(request)
+        uid = path_uuid(request)
         state = await request.app[STORE].get(uid)
     except Reject as reject:
         return reject.response
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     if state is None:
-        return _not_stored(request.app, uid)
+        return not_stored(request.app, uid)
     return json_response(200, state)
 
 
 async def get_attempts(request: web.Request) -> web.Response:
     """Every send attempt of one notification, oldest first (see :mod:`notifsvc.attempts`)."""
     try:
-        uid = _path_uuid(request)
+        uid = path_uuid(request)
         attempts = await request.app[STORE].attempts(uid)
     except Reject as reject:
         return reject.response
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     if attempts is None:
-        return _not_stored(request.app, uid)
+        return not_stored(request.app, uid)
     return json_response(200, {"uuid": str(uid), "attempts": attempts})
 
 
-def _not_stored(app: web.Application, uid: uuid_mod.UUID) -> web.Response:
+def not_stored(app: web.Application, uid: uuid_mod.UUID) -> web.Response:
     """404 either way; one this receiver accepted lately says it is in flight, not lost."""
     age = app[RECENT].age(uid)
     if age is None:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from notifsvc import channels, headers, metrics, topics
 from notifsvc.api.context import PRODUCER, SETTINGS, STORE
-from notifsvc.api.handlers import _database_down, _not_stored, _path_uuid
+from notifsvc.api.handlers import database_down, not_stored, path_uuid
 from notifsvc.api.plumbing import Reject, json_response, problem
 from notifsvc.api.validation import Validator
 from notifsvc.config import Settings
@@ -53,7 +53,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     except queries.InvalidQuery as exc:
         return problem(422, "Invalid query", str(exc), errors=exc.errors)
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     return json_response(200, page.as_json())
 
 
@@ -61,14 +61,14 @@ async def cancel_notification(request: web.Request) -> web.Response:
     """``DELETE /notification/{uuid}``: 200 canceled (again, if it was already), 409 when
     something may have been sent, 404 unknown."""
     try:
-        uid = _path_uuid(request)
+        uid = path_uuid(request)
         row, canceled = await request.app[STORE].cancel(uid)
     except Reject as reject:
         return reject.response
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     if row is None:
-        return _not_stored(request.app, uid)
+        return not_stored(request.app, uid)
     if row["state"] != State.CANCELED:
         return _conflict(row, _NOT_CANCELABLE.get(row["state"], "it cannot be canceled now"))
     if canceled:
@@ -82,15 +82,15 @@ async def retry_notification(request: web.Request) -> web.Response:
     then its message to the channel's low-priority lane; 202 once it is requeued."""
     app = request.app
     try:
-        uid = _path_uuid(request)
+        uid = path_uuid(request)
         requeued = await app[STORE].requeue_failed([uid])
         row = requeued[0].view if requeued else await app[STORE].get(uid)
     except Reject as reject:
         return reject.response
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     if row is None:
-        return _not_stored(app, uid)
+        return not_stored(app, uid)
     if not requeued:
         return _conflict(row, _NOT_RETRIABLE)
     await _produce(app, requeued[0])

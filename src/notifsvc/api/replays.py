@@ -15,7 +15,8 @@ from aiohttp import web
 from notifsvc import channels
 from notifsvc import openapi as doc
 from notifsvc.api.context import SETTINGS
-from notifsvc.api.plumbing import RETRY_LATER, Reject, json_response, problem, read_json
+from notifsvc.api.handlers import database_down
+from notifsvc.api.plumbing import Reject, json_response, problem, read_json
 from notifsvc.api.validation import Validator, anycase
 from notifsvc.config import Settings
 from notifsvc.db.replays import JOB_ID, RECENT_LIMIT, ReplayStore
@@ -75,10 +76,6 @@ async def _stop(app: web.Application) -> None:
     await app[REPLAYS].stop()
 
 
-def _database_down() -> web.Response:
-    return problem(503, "Service Unavailable", "the database is unreachable", headers=RETRY_LATER)
-
-
 async def post_replay(request: web.Request) -> web.Response:
     """Store a replay job for the failed notifications the body's filter matches."""
     try:
@@ -89,7 +86,7 @@ async def post_replay(request: web.Request) -> web.Response:
     except InvalidReplay as exc:
         return problem(422, "Invalid replay", str(exc), errors=exc.errors)
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     log.info("replay %s: requested for %s", job.id, job.filter.view())
     return json_response(202, job.view(), headers={"Location": f"/replays/{job.id}"})
 
@@ -103,7 +100,7 @@ async def get_replay(request: web.Request) -> web.Response:
     try:
         job = await request.app[REPLAYS].job(job_id)
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     if job is None:
         return problem(404, "Not Found", f"no replay job {job_id}")
     return json_response(200, job.view())
@@ -119,7 +116,7 @@ async def list_replays(request: web.Request) -> web.Response:
     try:
         jobs = await request.app[REPLAYS].recent()
     except StoreUnavailable:
-        return _database_down()
+        return database_down()
     return json_response(200, {"items": [j.view() for j in jobs]})
 
 
