@@ -699,3 +699,21 @@ async def test_retention_expires_canceled_rows_and_never_unfinished_ones(
         "failed": True,
         "canceled": True,
     }
+
+
+async def test_a_database_outage_is_a_503_on_every_operator_route(settings: Settings) -> None:
+    """Listing, canceling and retrying all need the database: while it is away each says so
+    with 503 and Retry-After, never 500 or a wrong 404."""
+    away = dataclasses.replace(settings, database_url=Secret("postgresql://127.0.0.1:1/none"))
+    base = f"http://{away.http_host}:{away.http_port}"
+    uid = uuid.uuid4()
+    routes = (
+        ("GET", "/notifications?state=failed"),
+        ("DELETE", f"/notification/{uid}"),
+        ("POST", f"/notification/{uid}/retry"),
+    )
+    async with running(ReceiverServer(away)), aiohttp.ClientSession(base) as session:
+        for method, path in routes:
+            async with session.request(method, path) as resp:
+                assert resp.status == 503, (method, path, await resp.text())
+                assert resp.headers["Retry-After"]

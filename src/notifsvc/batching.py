@@ -263,6 +263,16 @@ def lane(
 MAX_WAIT = 60.0
 
 
+async def wait_or_stop(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` (a background duty's pause between passes); True as soon as
+    ``stopping`` is set."""
+    try:
+        await asyncio.wait_for(stopping.wait(), max(0.0, seconds))
+    except TimeoutError:
+        return stopping.is_set()
+    return True
+
+
 async def wait_until_due(wait: float, stopping: asyncio.Event) -> None:
     """Hold a retry-lane batch for ``wait`` seconds, until it is due: raise
     :class:`Postponed` (the batch is read again later) when that is longer than

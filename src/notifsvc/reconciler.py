@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from notifsvc import deadletter, errors, headers, kafka, metrics, topics
+from notifsvc import batching, deadletter, errors, headers, kafka, metrics, topics
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, StalledRow, Store
 from notifsvc.deadletter import Message
@@ -140,7 +140,7 @@ class Reconciler:
         """A pass every period until ``stopping`` is set; never raises."""
         period = self.settings.redrive_period_seconds
         next_pass = self._monotonic() + period
-        while not await _wait(stopping, next_pass - self._monotonic()):
+        while not await batching.wait_or_stop(stopping, next_pass - self._monotonic()):
             next_pass = self._monotonic() + period
             await self.run_pass(stopping)
 
@@ -277,15 +277,6 @@ def _reason(row: StalledRow, now: float) -> str:
     age = now - _started(row)
     since = "requeued" if row.replayed is not None else "accepted"
     return f"{EXPIRED}: still {row.state.value} {age:.0f}s after it was {since}"
-
-
-async def _wait(stopping: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds``; True as soon as ``stopping`` is set."""
-    try:
-        await asyncio.wait_for(stopping.wait(), max(0.0, seconds))
-    except TimeoutError:
-        return stopping.is_set()
-    return True
 
 
 def _warn_about(settings: Settings) -> None:

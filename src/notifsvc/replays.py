@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
-from notifsvc import channels, errors, headers, kafka, metrics, topics
+from notifsvc import batching, channels, errors, headers, kafka, metrics, topics
 from notifsvc.config import Settings
 from notifsvc.db.replays import TOP, Cursor, Job, ReplayFilter, ReplayStore, Requeued
 from notifsvc.db.store import StoreUnavailable
@@ -260,7 +260,7 @@ class ReplayRunner:
         while not stopping.is_set():
             job = await self._claim()
             if job is None or not await self.work(job, stopping):
-                await _wait(stopping, poll)
+                await batching.wait_or_stop(stopping, poll)
 
     async def _claim(self) -> Job | None:
         try:
@@ -347,12 +347,3 @@ class ReplayRunner:
         n, attempts = row.notification, row.attempts
         hop = [(headers.ATTEMPTS, str(attempts).encode()), *headers.replayed(attempts, time.time())]
         return topics.channel(self.settings, n.channel, "low"), n.encode(), n.key, hop
-
-
-async def _wait(stopping: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds``; True as soon as ``stopping`` is set."""
-    try:
-        await asyncio.wait_for(stopping.wait(), max(0.0, seconds))
-    except TimeoutError:
-        return stopping.is_set()
-    return True

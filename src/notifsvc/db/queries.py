@@ -294,12 +294,14 @@ REASON_KEY = (
     " ELSE uuid::text END)"
 )
 #: The conditions a list may have, with ``{}`` for their parameters.
+#: The conditions of a filter, each taking its value(s) as ``{}`` (also read by the replay
+#: jobs' pages, :mod:`notifsvc.db.replays`, which filter the same way).
 _STATE = "state = {}::text"
-_CHANNEL = "channel = {}::text"
+CHANNEL_IS = "channel = {}::text"
 _PRIORITY = "priority = {}::text"
-_REASON = REASON_KEY + " = {}::text"
-_SINCE = "received_at >= {}::timestamptz"
-_UNTIL = "received_at < {}::timestamptz"
+REASON_IS = REASON_KEY + " = {}::text"
+SINCE = "received_at >= {}::timestamptz"
+UNTIL = "received_at < {}::timestamptz"
 _AFTER = "(received_at, uuid) < ({}::timestamptz, {}::uuid)"
 
 
@@ -316,17 +318,17 @@ def statement(query: ListQuery) -> tuple[str, list[Any]]:
         args.extend(values)
 
     if f.reason is not None:  # implies state = 'failed' (see REASON_KEY)
-        where(_REASON, f.reason.value)
+        where(REASON_IS, f.reason.value)
     elif f.state is not None:
         where(_STATE, f.state.value)
     if f.channel is not None:
-        where(_CHANNEL, f.channel)
+        where(CHANNEL_IS, f.channel)
     if f.priority is not None:
         where(_PRIORITY, f.priority.value)
     if f.since is not None:
-        where(_SINCE, f.since)
+        where(SINCE, f.since)
     if f.until is not None:
-        where(_UNTIL, f.until)
+        where(UNTIL, f.until)
     if query.after is not None:
         where(_AFTER, query.after.received_at, query.after.uuid)
     where_sql = " AND ".join(conditions) or "TRUE"

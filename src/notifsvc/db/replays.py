@@ -36,9 +36,9 @@ from typing import Any
 
 import asyncpg
 
-from notifsvc.db.queries import REASON_KEY
-from notifsvc.db.store import Store, StoreMisconfigured
-from notifsvc.model import Notification, Priority, Reason
+from notifsvc.db.queries import CHANNEL_IS, REASON_IS, SINCE, UNTIL
+from notifsvc.db.store import Store, StoreMisconfigured, notification_of
+from notifsvc.model import Notification, Reason
 
 #: A job id: ``rpl_`` and 32 lower-case hex digits.
 JOB_ID = re.compile(r"rpl_[0-9a-f]{32}")
@@ -211,10 +211,6 @@ _FAILED_TAIL = "\nORDER BY received_at DESC, uuid DESC LIMIT $4"
 #: The filter's conditions, ``{}`` for their parameter. A reason is asked for alone, by the
 #: list's reason key (which implies the state), so that both read the same index.
 _FAILED = "state = 'failed'"
-_CHANNEL = "channel = {}::text"
-_SINCE = "received_at >= {}::timestamptz"
-_UNTIL = "received_at < {}::timestamptz"
-_REASON = REASON_KEY + " = {}::text"
 
 
 def page_statement(f: ReplayFilter) -> tuple[str, list[Any]]:
@@ -228,13 +224,13 @@ def page_statement(f: ReplayFilter) -> tuple[str, list[Any]]:
         conditions.append(sql.format(f"${4 + len(values)}"))
 
     if f.reason is not None:
-        where(_REASON, f.reason.value)
+        where(REASON_IS, f.reason.value)
     if f.channel is not None:
-        where(_CHANNEL, f.channel)
+        where(CHANNEL_IS, f.channel)
     if f.since is not None:
-        where(_SINCE, f.since)
+        where(SINCE, f.since)
     if f.until is not None:
-        where(_UNTIL, f.until)
+        where(UNTIL, f.until)
     failed = "".join([_FAILED_HEAD, *(f"\n  AND {c}" for c in conditions), _FAILED_TAIL])
     union = "\n".join(["(", failed, ")", "UNION ALL", "(", _MINE.strip(), ")"])
     return "\n".join([union, "ORDER BY received_at DESC, uuid DESC LIMIT $4"]), values
@@ -284,7 +280,7 @@ class ReplayStore(Store):
         if not uuids:
             return []
         rows = await self._fetch(_REQUEUE, job_id, sorted(uuids))
-        return [Requeued(_notification(r), r["attempts"]) for r in rows]
+        return [Requeued(notification_of(r), r["attempts"]) for r in rows]
 
     async def advance(
         self,
@@ -330,18 +326,4 @@ def _job(r: asyncpg.Record) -> Job:
         r["created_at"],
         r["updated_at"],
         r["finished_at"],
-    )
-
-
-def _notification(r: asyncpg.Record) -> Notification:
-    return Notification(
-        uuid=r["uuid"],
-        channel=r["channel"],
-        to=r["recipient"],
-        txt=r["body"],
-        subject=r["subject"],
-        priority=Priority(r["priority"]),
-        accepted_at=r["accepted_at"].timestamp(),
-        callback_url=r["callback_url"],
-        client=r["client"],
     )

@@ -434,7 +434,7 @@ class Store:
         if not uuids:
             return []
         rows = await self._fetch(_REQUEUE, sorted(uuids))
-        return [Requeued(_notification(r), r["attempts"], _view(r)) for r in rows]
+        return [Requeued(notification_of(r), r["attempts"], _view(r)) for r in rows]
 
     async def list_page(self, query: queries.ListQuery) -> queries.Page:
         """One page of ``GET /notifications`` (see :mod:`notifsvc.db.queries`)."""
@@ -626,10 +626,11 @@ _RENAMED = {"recipient": "to", "body": "txt"}
 
 
 def _stored(r: asyncpg.Record) -> StoredRow:
-    return StoredRow(_notification(r), bytes(r["fingerprint"]), State(r["state"]))
+    return StoredRow(notification_of(r), bytes(r["fingerprint"]), State(r["state"]))
 
 
-def _notification(r: asyncpg.Record) -> Notification:
+def notification_of(r: asyncpg.Record) -> Notification:
+    """The notification a row holds (read with its request columns and ``client``)."""
     return Notification(
         uuid=r["uuid"],
         channel=r["channel"],
