@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import asyncpg
 import orjson
 
 from notifsvc.config import Settings
@@ -89,3 +90,13 @@ def notification(channel: str = "log", **overrides: object) -> dict[str, object]
     }
     body.update(overrides)
     return body
+
+
+@asynccontextmanager
+async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own to the test's database, closed on leaving."""
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()

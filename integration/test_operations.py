@@ -23,7 +23,7 @@ import asyncpg
 import jsonschema_rs
 import pytest
 
-from integration.helpers import eventually, notification, read_topic, running
+from integration.helpers import connection, eventually, notification, read_topic, running
 from notifsvc import headers, kafka, topics
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Secret, Settings
@@ -40,15 +40,6 @@ from notifsvc.reconciler import Reconciler
 from notifsvc.router import Router
 
 PROBLEM = "application/problem+json"
-
-
-@asynccontextmanager
-async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(settings.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 # --- the plans -------------------------------------------------------------------------

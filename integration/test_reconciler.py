@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 
-from integration.helpers import deliveries, eventually, read_topic, running
+from integration.helpers import connection, deliveries, eventually, read_topic, running
 from notifsvc import deadletter, kafka, topics
 from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.config import Settings
@@ -39,15 +39,6 @@ TEN_MINUTES = timedelta(minutes=10)
 def make(txt: str = "hi", **fields: object) -> Notification:
     body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "ops", "txt": txt}
     return parse(body | fields)
-
-
-@asynccontextmanager
-async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(settings.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def put(

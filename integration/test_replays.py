@@ -9,16 +9,15 @@ import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
-from integration.helpers import eventually, notification, running
+from integration.helpers import connection, eventually, notification, running
 from loadtest.chaos.infra import Lane
 from loadtest.chaos.procs import ASSIGNED, StageProcess
 from notifsvc import kafka, topics
@@ -35,15 +34,6 @@ from notifsvc.receiver import ReceiverServer
 from notifsvc.router import Router
 
 FAILED = 100
-
-
-@asynccontextmanager
-async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(settings.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
