@@ -21,9 +21,13 @@ class Priority(StrEnum):
 class State(StrEnum):
     """A notification row's state: received -> forwarded -> sending -> sent | failed;
     received | forwarded -> canceled (an operator's DELETE); failed -> forwarded (a retry or
-    replay); sending -> forwarded (a transient failure: the row waits in the retry lane)."""
+    replay); sending -> forwarded (a transient failure: the row waits in the retry lane);
+    received -> scheduled -> forwarded (a ``send_at`` in the future, now due); any unfinished
+    state -> expired (its ``expires_at`` passed before it was sent)."""
 
     RECEIVED = "received"
+    #: Waiting for its ``send_at`` in a delay tier (or, far ahead, in the database).
+    SCHEDULED = "scheduled"
     FORWARDED = "forwarded"
     #: A notificator claimed it (:meth:`notifsvc.db.store.Store.claim`): it may be sent now.
     SENDING = "sending"
@@ -31,6 +35,8 @@ class State(StrEnum):
     FAILED = "failed"
     #: Canceled before anything was sent; never sent afterwards.
     CANCELED = "canceled"
+    #: Its ``expires_at`` passed before it was sent; never sent afterwards.
+    EXPIRED = "expired"
 
 
 class Reason(StrEnum):
@@ -88,6 +94,14 @@ class Notification:
     callback_url: str | None = None
     #: The id of the API key that posted it (its callback secrets), set by the receiver.
     client: str | None = None
+    #: Unix seconds before which it must not be sent (None: now).
+    send_at: float | None = None
+    #: Unix seconds after which it must never be sent (None: never expires).
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        """Whether it may no longer be sent at ``now`` (unix seconds)."""
+        return self.expires_at is not None and now >= self.expires_at
 
     def encode(self) -> bytes:
         """The value written to Kafka: compact JSON, the same shape on every topic."""
@@ -104,6 +118,10 @@ class Notification:
             value["callback_url"] = self.callback_url
         if self.client is not None:
             value["client"] = self.client
+        if self.send_at is not None:
+            value["send_at"] = self.send_at
+        if self.expires_at is not None:
+            value["expires_at"] = self.expires_at
         return orjson.dumps(value)
 
     @property
@@ -179,6 +197,8 @@ REQUEST_FIELDS = (
 FIELDS = tuple(f.name for f in REQUEST_FIELDS)
 _REQUIRED = tuple(f.name for f in REQUEST_FIELDS if f.required)
 _INTERNAL = ("accepted_at", "client")
+#: Times a topic message carries as unix seconds (a request writes them otherwise).
+_WIRE_TIMES = ("send_at", "expires_at")
 
 
 #: Latest ``accepted_at`` taken from a topic (2100-01-01): later is not a clock reading.
@@ -198,7 +218,7 @@ def _accepted_at(data: Any) -> float:
 
 
 #: What :meth:`Notification.encode` writes, as :func:`_decode_plain` reads it back.
-_WIRE = frozenset(FIELDS + _INTERNAL)
+_WIRE = frozenset(FIELDS + _INTERNAL + _WIRE_TIMES)
 _BY_VALUE = {p.value: p for p in Priority}
 #: The string fields: the required ones first, then the optional ones.
 _STRINGS = ("uuid", "destination", "to", "txt", "subject", "callback_url")
@@ -227,7 +247,30 @@ def _decode_plain(data: Any) -> Notification | None:
     except ValueError:
         return None
     channel = name.strip().lower()
-    return Notification(uid, channel, to, txt, subject, priority, at, callback, _client(data))
+    send_at, expires_at = data.get("send_at"), data.get("expires_at")
+    if not (_plain_time(send_at) and _plain_time(expires_at)):
+        return None
+    client = _client(data)
+    return Notification(
+        uid, channel, to, txt, subject, priority, at, callback, client, send_at, expires_at
+    )
+
+
+def _plain_time(value: Any) -> bool:
+    """A wire time as :meth:`Notification.encode` writes it: absent, or a float in range."""
+    return value is None or (type(value) is float and 0 <= value <= MAX_ACCEPTED_AT)
+
+
+def _wire_time(data: dict[str, Any], name: str, errors: list[FieldError]) -> float | None:
+    """``send_at`` or ``expires_at`` of a message read from a topic: unix seconds, or None."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if 0 <= value <= MAX_ACCEPTED_AT:
+            return float(value)
+    errors.append(FieldError(name, f"must be unix seconds between 0 and {MAX_ACCEPTED_AT:.0f}"))
+    return None
 
 
 def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
@@ -238,7 +281,8 @@ def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
     """
     if not isinstance(data, dict):
         raise InvalidNotification([FieldError("", "expected a JSON object")])
-    allowed = FIELDS + _INTERNAL if accepted_at is not None else FIELDS
+    wire = accepted_at is not None
+    allowed = FIELDS + _INTERNAL + _WIRE_TIMES if wire else FIELDS
     errors: list[FieldError] = []
     errors += [FieldError(k, "is required") for k in _REQUIRED if data.get(k) is None]
     errors += [
@@ -253,6 +297,8 @@ def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
         if isinstance(data.get(k), str) and "\x00" in data[k]
     ]
     bad = {e.field for e in errors}
+    send_at = _wire_time(data, "send_at", errors) if wire else None
+    expires_at = _wire_time(data, "expires_at", errors) if wire else None
     uid = _parse_uuid(data["uuid"], errors) if "uuid" not in bad else None
     priority = _parse_priority(data.get("priority"), errors) if "priority" not in bad else None
     if errors:
@@ -267,7 +313,9 @@ def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
         priority=priority,
         accepted_at=time.time() if accepted_at is None else accepted_at,
         callback_url=data.get("callback_url"),
-        client=_client(data) if accepted_at is not None else None,
+        client=_client(data) if wire else None,
+        send_at=send_at,
+        expires_at=expires_at,
     )
 
 

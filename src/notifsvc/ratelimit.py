@@ -41,3 +41,37 @@ def make_limiter(rate_per_second: float) -> AsyncLimiter | None:
         return None
     size = burst(rate_per_second)
     return AsyncLimiter(size, size / rate_per_second)
+
+
+class SharedLimiter:
+    """A limiter for one replica's share of a cluster-wide rate.
+
+    ``rate_per_second`` is what all replicas together may spend; :meth:`set_share` says
+    which fraction of it this replica takes (for a notificator: the share of its lanes'
+    partitions assigned to it, recomputed on every rebalance), so that the replicas' rates
+    add up to the configured one however many run. A share of 0 leaves :data:`MIN_RATE`
+    (a replica without partitions has nothing to send but what was in flight). Rate 0 is
+    no limit at all. A new share takes effect for the next :meth:`acquire`."""
+
+    def __init__(self, rate_per_second: float, share: float = 1.0) -> None:
+        make_limiter(rate_per_second)  # refuses an unusable rate now
+        self.rate = rate_per_second
+        self.share = -1.0
+        self._limiter: AsyncLimiter | None = None
+        self.set_share(share)
+
+    @property
+    def current_rate(self) -> float:
+        """What this replica may spend per second now (0: no limit)."""
+        return 0.0 if self.rate == 0 else max(MIN_RATE, self.rate * self.share)
+
+    def set_share(self, share: float) -> None:
+        share = min(1.0, max(0.0, share))
+        if share == self.share:
+            return
+        self.share = share
+        self._limiter = make_limiter(self.current_rate)
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        if self._limiter is not None:
+            await self._limiter.acquire(min(amount, self._limiter.max_rate))
