@@ -6,7 +6,8 @@ The scenarios run on a broker and a database of their own (two of them stop thos
 the stages as real processes. Those that leave the broker and database alone (the kills,
 the rebalance, the flaky provider, poison, hostile input and provider, status callbacks
 under SIGKILL of the dispatcher and the notificator) run together, once, the first time
-one of their tests asks; each test then checks its own scenario.
+one of their tests asks, in two waves (:data:`SECOND_WAVE` after the rest); each test
+then checks its own scenario.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from loadtest.chaos.session import SHORT
 
 SEED = random.randrange(2**32)
 SHARED = [name for name in SCENARIOS if name not in EXCLUSIVE]
+#: Run after the others, in a second wave: the scheduled sends and the failover, each of
+#: which adds processes and consumers; on two cores, all of them at once overloaded the
+#: harness's own provider sinks (sends timed out, and were counted lost).
+SECOND_WAVE = ("scheduled", "primary-down")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +42,12 @@ def chaos_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosInfra
 
 @pytest.fixture(scope="module")
 def shared_results(chaos_infra: ChaosInfra) -> dict[str, Result]:
-    results = asyncio.run(run_on(chaos_infra, SHARED, SHORT, SEED, parallel=True))
-    return dict(zip(SHARED, results, strict=True))
+    waves = [[n for n in SHARED if n not in SECOND_WAVE], [n for n in SHARED if n in SECOND_WAVE]]
+    out: dict[str, Result] = {}
+    for wave in (w for w in waves if w):
+        results = asyncio.run(run_on(chaos_infra, wave, SHORT, SEED, parallel=True))
+        out.update(zip(wave, results, strict=True))
+    return out
 
 
 def _verdict(result: Result) -> None:
@@ -48,6 +57,7 @@ def _verdict(result: Result) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first test to ask runs both waves
 @pytest.mark.parametrize("name", SHARED)
 def test_scenario_loses_nothing(name: str, shared_results: dict[str, Result]) -> None:
     _verdict(shared_results[name])

@@ -262,6 +262,9 @@ async def test_list_items_are_the_notification_as_get_shows_it(
         "failed_at": None,
         "canceled_at": None,
         "updated_at": None,
+        "send_at": None,
+        "expires_at": None,
+        "expired_at": None,
     }
 
 
@@ -292,10 +295,10 @@ async def test_the_claim_takes_what_may_be_sent_and_skips_the_rest(
     rows = {s: await put(settings, store, s) for s in State}
     stranger = uuid.uuid4()  # written to a lane directly: no row, sent
     skip = await store.claim([*rows.values(), stranger])
-    assert skip == {rows[State.SENT], rows[State.FAILED], rows[State.CANCELED]}
+    ended = (State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
+    assert skip == {rows[s] for s in ended}
     assert await states(store, rows.values()) == {
-        rows[s]: ("sending" if s in (State.RECEIVED, State.FORWARDED, State.SENDING) else s)
-        for s in State
+        rows[s]: (s.value if s in ended else "sending") for s in State
     }
 
 
@@ -654,7 +657,8 @@ async def test_api_keys_guard_the_operations(settings: Settings) -> None:
 
 
 async def test_the_migration_runs_again_and_the_states_are_checked(settings: Settings) -> None:
-    [(_, sql)] = [f for f in _files("migrations") if f[0] == "0006_operations.sql"]
+    names = ("0006_operations.sql", "0008_schedule.sql")  # each replaces the states' check
+    sql = "\n".join(text for name, text in _files("migrations") if name in names)
     insert = (
         "INSERT INTO notifications (uuid, channel, recipient, body, fingerprint, state,"
         " accepted_at) VALUES ($1, 'log', 'ops', 'x', '\\x00', $2, now())"
@@ -671,8 +675,8 @@ async def test_the_migration_runs_again_and_the_states_are_checked(settings: Set
 async def test_retention_expires_canceled_rows_and_never_unfinished_ones(
     settings: Settings, store: Store
 ) -> None:
-    """The CockroachDB TTL expression of 0004, evaluated here on rows in every state."""
-    [(_, sql)] = [f for f in _files("migrations_crdb") if f[0] == "0004_crdb_operations.sql"]
+    """The CockroachDB TTL expression of 0005, evaluated here on rows in every state."""
+    [(_, sql)] = [f for f in _files("migrations_crdb") if f[0] == "0005_crdb_schedule.sql"]
     match = re.search(r"ttl_expiration_expression = '(.*?)', ttl_job_cron", sql, re.S)
     assert match is not None
     expression = match.group(1).replace("''", "'")
@@ -684,11 +688,13 @@ async def test_retention_expires_canceled_rows_and_never_unfinished_ones(
         )
     assert {rows[r["uuid"]].value: r["expired"] for r in found} == {
         "received": None,
+        "scheduled": None,
         "forwarded": None,
         "sending": None,
         "sent": True,
         "failed": True,
         "canceled": True,
+        "expired": True,
     }
 
 

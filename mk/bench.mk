@@ -28,3 +28,16 @@ bench-cost: install
 
 bench-replay: install
 	$(BIN)/python -m loadtest.bench_replay $(BENCH_REPLAY_ARGS)
+
+# Lateness of scheduled sends: 1,000 notifications due over a minute through the delay tiers
+# (p50/p99 of arrival - send_at at a webhook sink; BENCH_SCHEDULE_ARGS="--count 1000 --spread 60").
+.PHONY: bench-schedule
+bench-schedule: install
+	$(BIN)/python -m loadtest.bench_schedule $(BENCH_SCHEDULE_ARGS)
+
+# make bench-rates   BENCH_RATES_ARGS="--rate 50 --seconds 20 --key-rate 100 --offer 300"
+# (two notificators sharing NOTIFSVC_SEND_RATE, then one killed; two receivers sharing
+# NOTIFSVC_RATE_LIMIT_PER_KEY; see loadtest/bench_rates.py)
+.PHONY: bench-rates
+bench-rates: install
+	$(BIN)/python -m loadtest.bench_rates $(BENCH_RATES_ARGS)

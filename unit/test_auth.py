@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from notifsvc.auth import Gate, RateLimited, Unauthorized
-from notifsvc.config import Secret
+from notifsvc.auth import Gate, RateLimited, Unauthorized, share_problem
+from notifsvc.config import ConfigError, Secret
+from notifsvc.workers import run_workers
 
 
 def gate(rate: float) -> Gate:
@@ -80,3 +81,47 @@ async def test_a_batch_over_the_burst_is_refused_not_discounted() -> None:
 def test_an_unusable_rate_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="rate"):
         gate(float("inf"))
+
+
+async def test_each_process_enforces_its_share_of_the_cluster_limit() -> None:
+    # 100/s for the cluster, 2 replicas x 2 workers: 25/s and a burst of 25 per process
+    g = Gate((Secret("k-one"),), rate_per_second=100, replicas=2, workers=2)
+    assert g.rate == 25 and g.burst == 25
+    await g.admit(key(g), 25)
+    with pytest.raises(RateLimited, match="retry in 1s"):
+        await g.admit(key(g))
+    with pytest.raises(RateLimited, match="burst of 25"):
+        await g.admit(key(g), 26)
+
+
+@pytest.mark.parametrize(
+    ("rate", "replicas", "workers", "why"),
+    [
+        (2, 3, 1, "burst of 0.67 notifications, below 1"),
+        (3, 2, 2, "burst of 0.75 notifications, below 1"),
+        (0.003, 2, 2, "below the least enforceable 0.001/s"),
+    ],
+)
+def test_a_share_that_cannot_be_enforced_is_refused(
+    rate: float, replicas: int, workers: int, why: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Gate((Secret("k"),), rate_per_second=rate, replicas=replicas, workers=workers)
+    message = str(caught.value)
+    assert "NOTIFSVC_RATE_LIMIT_PER_KEY" in message and "NOTIFSVC_RECEIVER_REPLICAS" in message
+    assert why in message
+
+
+@pytest.mark.parametrize(("rate", "replicas", "workers"), [(0, 8, 8), (0.5, 1, 1), (4, 2, 2)])
+def test_enforceable_shares_are_accepted(rate: float, replicas: int, workers: int) -> None:
+    assert share_problem(rate, replicas, workers) is None
+    Gate((Secret("k"),), rate_per_second=rate, replicas=replicas, workers=workers)
+
+
+def test_workers_refuse_a_share_they_cannot_enforce_before_spawning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFSVC_RATE_LIMIT_PER_KEY", "3")
+    monkeypatch.setenv("NOTIFSVC_RECEIVER_REPLICAS", "2")
+    with pytest.raises(ConfigError, match=r"NOTIFSVC_RATE_LIMIT_PER_KEY=3 split over 4"):
+        run_workers(2)  # 3/s over 2 x 2 processes: a burst of 0.75 each

@@ -7,6 +7,9 @@ import dataclasses
 import itertools
 import uuid
 
+import hypothesis
+from hypothesis import strategies as st
+
 from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.channels import AnyChannel, PermanentError, Throttled, TransientError
 from notifsvc.channels.base import Receipt
@@ -327,3 +330,101 @@ async def test_without_a_replay_an_old_notification_fails_when_throttled() -> No
     done = await p.deliver(note(), prior=1, slots=asyncio.Semaphore(1))
     assert done.state is State.FAILED and done.error is not None
     assert done.error.startswith(str(THROTTLED))
+
+
+async def test_a_scheduled_notification_counts_its_throttling_budget_from_its_send_at() -> None:
+    # Accepted two hours ago for a send_at a second ago: the wait for its time is not age.
+    settings = Settings(throttle_budget_seconds=3600)
+    channel = Scripted(settings, Throttled("429", retry_after=0.01, status=429), None)
+    now = ACCEPTED + 7200
+    p = DeliveryPolicy(settings, channel, clock=lambda: now)
+    scheduled = dataclasses.replace(note(), send_at=now - 1)
+    done = await p.deliver(scheduled, prior=0, slots=asyncio.Semaphore(1))
+    assert done.state is State.SENT and channel.sends == 2
+
+
+# Expiry: a notification whose expires_at has passed is never sent.
+
+
+class Ticking(Scripted):
+    """A scripted channel on a clock that each send moves on by ``step`` seconds; it notes
+    the clock at each send."""
+
+    def __init__(self, settings: Settings, step: float, *script: Step) -> None:
+        super().__init__(settings, *script)
+        self.now = ACCEPTED + 1
+        self.step = step
+        self.sent_at: list[float] = []
+
+    async def send(self, notification: Notification) -> Receipt | None:
+        self.sent_at.append(self.now)
+        self.now += self.step
+        return await super().send(notification)
+
+
+def expiring(channel: Ticking, in_seconds: float) -> tuple[DeliveryPolicy, Notification]:
+    p = DeliveryPolicy(channel.settings, channel, clock=lambda: channel.now)
+    n = dataclasses.replace(note(), expires_at=channel.now + in_seconds)
+    return p, n
+
+
+async def test_an_expired_notification_is_not_sent() -> None:
+    channel = Ticking(Settings(), 1.0)
+    p, n = expiring(channel, 0.0)  # expires_at is now: expired
+    done = await p.deliver(n, prior=2, slots=asyncio.Semaphore(1))
+    assert done.state is State.EXPIRED and channel.sends == 0
+    assert (done.attempts, done.total, done.log) == (0, 2, ())
+    assert done.error is not None and done.error.startswith("expired: ")
+    assert done.outcome().state is State.EXPIRED
+
+
+async def test_a_notification_before_its_expiry_is_sent() -> None:
+    channel = Ticking(Settings(), 1.0)
+    p, n = expiring(channel, 0.5)
+    done = await p.deliver(n, prior=0, slots=asyncio.Semaphore(1))
+    assert done.sent and channel.sends == 1
+
+
+async def test_one_that_expires_between_attempts_is_not_sent_again() -> None:
+    settings = Settings(inprocess_attempts=5, max_attempts=10)
+    channel = Ticking(settings, 10.0, TransientError("503"), TransientError("503"), None)
+    p, n = expiring(channel, 15.0)  # the second send is at +10 s, the third would be at +20
+    done = await p.deliver(n, prior=1, slots=asyncio.Semaphore(1))
+    assert done.state is State.EXPIRED and channel.sends == 2
+    assert (done.attempts, done.total) == (2, 3)
+    assert [a.number for a in done.log] == [2, 3]  # its attempts are still recorded
+
+
+async def test_one_that_expires_during_a_throttle_pause_is_not_sent_again() -> None:
+    channel = Ticking(Settings(), 5.0, Throttled("429", retry_after=0), None)
+    p, n = expiring(channel, 2.0)
+    done = await p.deliver(n, prior=0, slots=asyncio.Semaphore(1))
+    assert done.state is State.EXPIRED and channel.sends == 1
+    assert done.attempts == 0 and [a.outcome for a in done.log] == [AttemptOutcome.THROTTLED]
+
+
+@hypothesis.settings(max_examples=30, deadline=None)
+@hypothesis.given(
+    steps=st.lists(st.sampled_from(["transient", "throttled", "ok"]), max_size=6).filter(
+        lambda s: s.count("transient") <= 2  # each waits a real backoff of up to 0.2 s
+    ),
+    step=st.floats(min_value=0.0, max_value=10.0),
+    expires_in=st.floats(min_value=-5.0, max_value=60.0),
+)
+def test_no_send_ever_happens_at_or_after_expiry(
+    steps: list[str], step: float, expires_in: float
+) -> None:
+    answers = {
+        "transient": TransientError("503"),
+        "throttled": Throttled("429", retry_after=0),
+        "ok": None,
+    }
+    config = Settings(inprocess_attempts=10, max_attempts=20)
+    channel = Ticking(config, step, *[answers[s] for s in steps])
+    p, n = expiring(channel, expires_in)
+    assert n.expires_at is not None
+    done = asyncio.run(p.deliver(n, prior=0, slots=asyncio.Semaphore(1)))
+    assert all(at < n.expires_at for at in channel.sent_at)
+    if done.state is State.EXPIRED:
+        assert channel.now >= n.expires_at
+        assert done.attempts == sum(a.counted for a in done.log)

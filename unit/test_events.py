@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -9,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from notifsvc.attempts import Attempt, AttemptOutcome
+from notifsvc.config import Settings
 from notifsvc.delivery import Delivery
-from notifsvc.events import Event, EventType, InvalidEvent, events_for
+from notifsvc.events import Event, EventType, InvalidEvent, events_for, expired_event, messages
 from notifsvc.model import Notification, State
 
 URL = "https://cb.example/status"
@@ -94,7 +96,7 @@ def test_an_event_survives_the_topic_and_a_bad_record_is_refused() -> None:
 passes = st.lists(
     st.tuples(
         st.lists(st.sampled_from([T, H]), max_size=4),
-        st.sampled_from([State.FORWARDED, State.SENT, State.FAILED]),
+        st.sampled_from([State.FORWARDED, State.SENT, State.FAILED, State.EXPIRED]),
     ),
     min_size=1,
     max_size=4,
@@ -122,3 +124,49 @@ def test_versions_only_grow_across_passes_and_the_end_is_last(
     assert len({e.id for e in seen}) == len(seen)
     ends = [e for e in seen if e.type is not EventType.ATTEMPT_FAILED]
     assert len(ends) <= 1 and (not ends or seen[-1] is ends[0])
+
+
+@given(passes, st.lists(st.sampled_from([T, H]), max_size=4))
+def test_an_expiry_after_a_replayed_failure_still_has_a_newer_version(
+    plan: list[tuple[list[AttemptOutcome], State]], later: list[AttemptOutcome]
+) -> None:
+    """A failed notification an operator requeued may then expire, with or without new
+    attempts: its ``expired`` event comes after (and differs from) everything before."""
+    n, prior, seen = note(), 0, []
+    for outcomes, _ in plan:
+        d = delivery(n, State.FORWARDED, outcomes, prior)
+        seen += events_for(d, max_attempts=99)
+        prior = d.total
+    d = delivery(n, State.FAILED, [P], prior)
+    seen += events_for(d, max_attempts=99)
+    seen += events_for(delivery(n, State.EXPIRED, later, d.total), max_attempts=99)
+    versions = [e.data["state_version"] for e in seen]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert len({e.id for e in seen}) == len(seen)
+    assert seen[-1].type is EventType.EXPIRED
+
+
+def test_an_expired_end_is_one_expired_event_after_the_attempts_failures() -> None:
+    n = dataclasses.replace(note(), expires_at=1.8e9 + 60)
+    events = events_for(delivery(n, State.EXPIRED, [T, T], prior=1), max_attempts=5)
+    assert kinds(events) == [
+        (EventType.ATTEMPT_FAILED, 4),
+        (EventType.ATTEMPT_FAILED, 6),
+        (EventType.EXPIRED, 8),
+    ]
+    end = events[-1].data
+    assert end["state"] == "expired" and end["reason"] == "expired" and end["attempts"] == 3
+    assert end["expires_at"] == "2027-01-15T08:01:00.000+00:00"
+
+
+def test_the_expired_event_of_a_row_a_stage_expires() -> None:
+    n = dataclasses.replace(note(), expires_at=1.8e9 + 60)
+    event = expired_event(n, attempts=2, at=1.8e9 + 61)
+    assert event is not None and event.type is EventType.EXPIRED
+    assert event.id == f"evt_{n.uuid.hex}_6" and event.url == URL and event.client == n.client
+    assert event.data["at"] == "2027-01-15T08:01:01.000+00:00"
+    assert Event.decode(event.encode()) == event
+    assert expired_event(note(None)) is None
+    [(topic, value, key, hop)] = messages(Settings(), [event, None])
+    assert topic == "notifications.callbacks" and key == str(n.uuid).encode() and hop == ()
+    assert Event.decode(value) == event

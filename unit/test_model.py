@@ -5,7 +5,7 @@ import uuid
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from notifsvc.channels import PermanentError
@@ -138,3 +138,106 @@ def test_a_permanent_error_with_a_reason_starts_with_its_code() -> None:
     error = PermanentError("device token unregistered", reason=Reason.TOKEN_INVALID)
     assert reason_of(str(error)) is Reason.TOKEN_INVALID
     assert not error.retriable
+
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+BODY = {"uuid": UID, "destination": "log", "to": "ops", "txt": "hi"}
+
+
+def _errors(data: dict[str, object]) -> dict[str, str]:
+    with pytest.raises(InvalidNotification) as caught:
+        parse(data, now=NOW)
+    return {e.field: e.message for e in caught.value.errors}
+
+
+def test_send_at_and_expires_at_are_read_as_unix_seconds_and_survive_the_wire() -> None:
+    n = parse(
+        BODY | {"send_at": "2027-01-15T09:00:00+01:00", "expires_at": "2027-01-15T08:30:00.5Z"},
+        now=NOW,
+    )
+    assert (n.accepted_at, n.send_at, n.expires_at) == (NOW, NOW, NOW + 1800.5)
+    assert Notification.decode(n.encode()) == n
+
+
+def test_ttl_seconds_counts_from_send_at_else_from_acceptance() -> None:
+    later = parse(BODY | {"send_at": "2027-01-15T09:00:00Z", "ttl_seconds": 60}, now=NOW)
+    assert later.expires_at == NOW + 3600 + 60
+    assert parse(BODY | {"ttl_seconds": 60}, now=NOW).expires_at == NOW + 60
+    assert parse(BODY, now=NOW).expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"send_at": "tomorrow"}, "send_at", "RFC 3339"),
+        ({"send_at": "2027-01-15T09:00:00"}, "send_at", "RFC 3339"),  # no offset
+        ({"send_at": 1_800_000_000}, "send_at", "must be a string"),
+        ({"send_at": "1960-01-01T00:00:00Z"}, "send_at", "between 1970"),
+        ({"expires_at": "9999-12-31T23:59:59Z"}, "expires_at", "between 1970"),
+        ({"expires_at": "2027-01-15T07:00:00Z"}, "expires_at", "later than now"),
+        ({"send_at": "2027-01-15T07:59:58Z", "ttl_seconds": 1}, "ttl_seconds", "later than now"),
+        (
+            {"send_at": "2027-01-15T09:00:00Z", "expires_at": "2027-01-15T09:00:00Z"},
+            "expires_at",
+            "later than send_at",
+        ),
+        ({"expires_at": "2027-01-16T00:00:00Z", "ttl_seconds": 5}, "ttl_seconds", "not be given"),
+        ({"ttl_seconds": 0}, "ttl_seconds", "whole number"),
+        ({"ttl_seconds": -5}, "ttl_seconds", "whole number"),
+        ({"ttl_seconds": 1.5}, "ttl_seconds", "whole number"),
+        ({"ttl_seconds": True}, "ttl_seconds", "whole number"),
+        ({"ttl_seconds": "60"}, "ttl_seconds", "whole number"),
+        ({"ttl_seconds": 10**30}, "ttl_seconds", "whole number"),
+    ],
+)
+def test_a_bad_time_is_refused_by_its_field(
+    extra: dict[str, object], field: str, message: str
+) -> None:
+    errors = _errors(BODY | extra)
+    assert list(errors) == [field] and message in errors[field]
+
+
+def test_a_topic_message_carries_no_ttl_seconds() -> None:
+    body = BODY | {"accepted_at": NOW, "ttl_seconds": 60}
+    with pytest.raises(InvalidNotification, match="ttl_seconds: is not a known field"):
+        Notification.decode(orjson.dumps(body))
+
+
+def test_send_at_takes_part_in_the_fingerprint() -> None:
+    plain = parse(BODY, now=NOW)
+    later = parse(BODY | {"send_at": "2027-01-15T09:00:00Z"}, now=NOW)
+    assert plain.fingerprint() != later.fingerprint()
+    assert (
+        later.fingerprint() == parse(BODY | {"send_at": "2027-01-15T10:00:00+01:00"}).fingerprint()
+    )
+
+
+ODD_TIMES = (
+    st.none()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=40)
+    | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+    | st.from_regex(
+        r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,12})?"
+        r"([Zz]|[+-][0-9]{2}:[0-9]{2})?\Z"
+    )
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(ODD_TIMES, ODD_TIMES, st.none() | st.integers() | st.floats() | st.booleans())
+@example("1975-01-01T00:00:00Z", None, 60)
+@example("2027-01-15T09:00:00Z", "2027-01-15T08:59:59.999999Z", None)
+def test_odd_times_give_a_notification_or_invalid_notification(
+    send_at: object, expires_at: object, ttl: object
+) -> None:
+    extra = {"send_at": send_at, "expires_at": expires_at, "ttl_seconds": ttl}
+    try:
+        n = parse(BODY | {k: v for k, v in extra.items() if v is not None}, now=NOW)
+    except InvalidNotification as exc:
+        assert exc.errors and {e.field for e in exc.errors} <= set(extra)
+        return
+    assert Notification.decode(n.encode()) == n  # whatever parse takes, a topic carries
+    if n.expires_at is not None:
+        assert n.expires_at > max(NOW, n.send_at or NOW)

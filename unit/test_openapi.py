@@ -4,11 +4,12 @@ against it on generated requests (for the channels whose rules JSON Schema can s
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema_rs
 import pytest
-from hypothesis import example, given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from notifsvc.api.validation import Validator
@@ -68,7 +69,9 @@ def test_keyed_documents_state_the_batch_limit_of_a_key() -> None:
 def test_the_examples_together_are_a_valid_notification() -> None:
     validator = Validator.from_settings(Settings(channels=frozenset({"log"})))
     props = notification_schema(validator)["properties"]
-    assert accepts(validator, {k: p["examples"][0] for k, p in props.items()})
+    # (no example time: one valid whenever the document is read does not exist)
+    assert {k for k, p in props.items() if "examples" not in p} == {"send_at", "expires_at"}
+    assert accepts(validator, {k: p["examples"][0] for k, p in props.items() if "examples" in p})
 
 
 def test_an_example_recipient_some_channel_refuses_is_left_out() -> None:
@@ -135,7 +138,9 @@ def test_callback_url_is_documented_only_when_callbacks_are_on() -> None:
     validator = Validator.from_settings(on)
     props = notification_schema(validator)["properties"]
     assert props["callback_url"]["examples"] == ["https://cb.example/notifsvc/status"]
-    assert accepts(validator, {k: p["examples"][0] for k, p in props.items()})
+    # (no example time: one valid whenever the document is read does not exist)
+    assert {k for k, p in props.items() if "examples" not in p} == {"send_at", "expires_at"}
+    assert accepts(validator, {k: p["examples"][0] for k, p in props.items() if "examples" in p})
 
 
 @pytest.mark.parametrize(
@@ -163,3 +168,97 @@ def test_a_callback_url_is_refused_by_name_when_callbacks_are_off() -> None:
         )
     assert [e.field for e in caught.value.errors] == ["callback_url"]
     assert "NOTIFSVC_CALLBACK_ALLOWED_HOSTS is not set" in caught.value.errors[0].message
+
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+LOG = Settings(channels=frozenset({"log"}), schedule_horizon_seconds=3600)
+
+
+def at(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def scheduler(now: float = NOW) -> Validator:
+    """The validator of :data:`LOG`, its clock stopped at ``now``."""
+    base = Validator.from_settings(LOG)
+    return Validator(
+        base.channels,
+        base.disabled,
+        horizon=base.horizon,
+        tolerance=base.tolerance,
+        clock=lambda: now,
+    )
+
+
+def refusal(data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(InvalidNotification) as caught:
+        scheduler().validate(data)
+    return {e.field: e.message for e in caught.value.errors}
+
+
+BODY = {"uuid": UID, "destination": "log", "to": "ops", "txt": "x"}
+
+
+def test_send_at_within_the_tolerance_and_the_horizon_is_accepted() -> None:
+    for send_at in (NOW - 5, NOW, NOW + 3600):
+        n = scheduler().validate(BODY | {"send_at": at(send_at), "ttl_seconds": 30})
+        assert (n.accepted_at, n.send_at, n.expires_at) == (NOW, send_at, send_at + 30)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"send_at": at(NOW - 5.001)}, "send_at", "is in the past (more than 5 s"),
+        ({"send_at": at(NOW + 3600.001)}, "send_at", "more than 3600 s ahead"),
+        ({"send_at": at(NOW + 60), "expires_at": at(NOW + 30)}, "expires_at", "send_at"),
+        ({"expires_at": at(NOW)}, "expires_at", "later than now"),
+        ({"expires_at": at(NOW + 60), "ttl_seconds": 60}, "ttl_seconds", "not be given"),
+        ({"ttl_seconds": 0}, "ttl_seconds", "whole number"),
+        ({"send_at": "9999-12-31T23:59:59Z"}, "send_at", "between 1970"),
+    ],
+)
+def test_a_bad_schedule_is_refused_naming_its_field(
+    extra: dict[str, Any], field: str, message: str
+) -> None:
+    errors = refusal(BODY | extra)
+    assert list(errors) == [field] and message in errors[field]
+
+
+@settings(suppress_health_check=list(HealthCheck))
+@given(
+    st.none() | st.floats(NOW - 100, NOW + 4000).map(at) | st.text(max_size=30) | st.integers(),
+    st.none() | st.floats(NOW - 100, NOW + 8000).map(at) | st.booleans(),
+    st.none() | st.integers(-10, 10**12) | st.floats(),
+)
+def test_any_schedule_is_accepted_within_its_rules_or_refused_by_name(
+    send_at: object, expires_at: object, ttl: object
+) -> None:
+    extra = {"send_at": send_at, "expires_at": expires_at, "ttl_seconds": ttl}
+    try:
+        n = scheduler().validate(BODY | {k: v for k, v in extra.items() if v is not None})
+    except InvalidNotification as exc:
+        assert exc.errors and {e.field for e in exc.errors} <= set(extra)
+        return
+    due = NOW if n.send_at is None else n.send_at
+    assert NOW - 5 <= due <= NOW + 3600
+    assert n.expires_at is None or n.expires_at > max(due, NOW)
+
+
+def test_the_document_states_the_schedule_fields() -> None:
+    validator = Validator.from_settings(LOG)
+    props = notification_schema(validator)["properties"]
+    assert props["send_at"]["type"] == ["string", "null"]
+    assert props["send_at"]["format"] == "date-time"
+    assert "at most 3600 s ahead, at most 5 s back" in props["send_at"]["description"]
+    assert props["expires_at"]["format"] == "date-time"
+    assert props["ttl_seconds"] == props["ttl_seconds"] | {
+        "type": ["integer", "null"],
+        "minimum": 1,
+    }
+    both = {"uuid": UID, "destination": "log", "to": "o", "txt": "x", "ttl_seconds": 5}
+    schema = jsonschema_rs.validator_for(notification_schema(validator))
+    assert schema.is_valid(both) and schema.is_valid(both | {"expires_at": None})
+    assert not schema.is_valid(both | {"expires_at": "2027-01-15T08:00:00Z"})
+    state = document(LOG, validator)["components"]["schemas"]["State"]
+    assert {"send_at", "expires_at", "expired_at"} <= set(state["required"])
+    assert {"scheduled", "expired"} <= set(state["properties"]["state"]["enum"])

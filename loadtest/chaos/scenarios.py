@@ -11,17 +11,28 @@ import time
 import uuid as uuid_mod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from aiohttp import web
 
 from loadtest.chaos import hostile, poison
 from loadtest.chaos.callbacks import judge_events
 from loadtest.chaos.load import Attempt, Load, log_body, webhook_body, with_callback
 from loadtest.chaos.procs import ASSIGNED, StageProcess
-from loadtest.chaos.report import Result, joint
+from loadtest.chaos.report import Deliveries, Result, joint
 from loadtest.chaos.session import Context, Session, session, until
 from loadtest.chaos.sinks import HOSTILE_KINDS, CallbackSink, CutOff, HostileSink, Sink
+from notifsvc import config
+from notifsvc.breaker import State as BreakerState
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
+from notifsvc.dev.fakes.http import HttpFake
+from notifsvc.dev.fakes.twilio import FakeTwilio
+from notifsvc.dev.fakes.vonage import FakeVonage
+from notifsvc.process import free_port
 from notifsvc.signing import SECRET_PREFIX
+from notifsvc.status import Snapshot, read_breakers
 
 log = logging.getLogger(__name__)
 
@@ -473,6 +484,121 @@ async def status_callbacks(ctx: Context) -> Result:
     return result
 
 
+def _scheduled_body(
+    dues: dict[str, float], rng: random.Random
+) -> Callable[[str], dict[str, object]]:
+    """Log notifications each due 2-12 s after it is posted (``dues`` notes when)."""
+
+    def body(uid: str) -> dict[str, object]:
+        due = time.time() + rng.uniform(2.0, 12.0)
+        dues[uid] = due
+        at = datetime.fromtimestamp(due, UTC).isoformat()
+        return log_body(uid) | {"send_at": at}
+
+    return body
+
+
+async def scheduled_send(ctx: Context) -> Result:
+    """Scheduled sends while the router, which holds every delay tier's only consumer, is
+    SIGKILLed: each delivered (once), none before its ``send_at``."""
+    result = Result(f"scheduled sends, router SIGKILL x{ctx.profile.kills}")
+    dues: dict[str, float] = {}
+    async with session(ctx, "scheduled") as s:
+        _standard(s)
+        await s.fleet.ready(within=READY_WITHIN)
+        s.start_load(_scheduled_body(dues, ctx.rng))
+        healed = await _kill_repeatedly(s, s.fleet.stages[1], result)
+        await s.pause(12.0)  # the last ones come due
+        await s.finish(result, healed)
+        first = s.seen().first
+    early = [u for u, at in first.items() if u in dues and at < dues[u]]
+    late = sorted(at - dues[u] for u, at in first.items() if u in dues)
+    result.check(not early, f"{len(early)} delivered before their send_at")
+    if late:
+        p99 = late[min(len(late) - 1, int(len(late) * 0.99))]
+        result.notes.append(f"lateness p50 {late[len(late) // 2]:.2f}s, p99 {p99:.2f}s")
+    return result
+
+
+async def _serve_at(fake: HttpFake, port: int) -> web.AppRunner:
+    """``fake`` listening on 127.0.0.1:``port`` (the same port again after an outage)."""
+    app = web.Application()
+    fake.routes(app)
+    fake.serve_at(port)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+def _sms_body(uid: str) -> dict[str, object]:
+    return {"uuid": uid, "destination": "sms", "to": "+14155552671", "txt": uid}
+
+
+def _by_provider(*fakes: tuple[HttpFake, str]) -> Deliveries:
+    """What the ``(fake, form field holding the UUID)`` took together, by UUID."""
+    counts: Counter[str] = Counter()
+    first: dict[str, float] = {}
+    for fake, field in fakes:
+        for seen in list(fake.delivered):
+            uid = seen.form().get(field, "")
+            counts[uid] += 1
+            first[uid] = min(first.get(uid, seen.wall), seen.wall)
+    return Deliveries(counts, first)
+
+
+async def _breaker_is(port: int, state: BreakerState) -> bool:
+    snap = Snapshot()
+    await read_breakers([f"http://127.0.0.1:{port}/metrics"], snap, explicit=False)
+    return snap.breakers.get(("sms", "twilio")) is state
+
+
+async def primary_provider_down(ctx: Context) -> Result:
+    """The sms channel's first provider (a fake Twilio) refuses connections for two phases
+    under load, then comes back on the same port; the second (a fake Vonage) takes over."""
+    result = Result("primary provider down (sms: twilio -> vonage)")
+    twilio, vonage, port, metrics_port = FakeTwilio(), FakeVonage(), free_port(), free_port()
+    sms = replace(twilio.config(), api_url=f"http://127.0.0.1:{port}", providers="twilio,vonage")
+    await vonage.start()
+    sms = replace(sms, breaker_min_calls=10, breaker_cooldown_seconds=3.0)
+    env = config.to_env(Settings().with_sections(sms, vonage.config()))
+    values = {k.removeprefix(config.PREFIX).lower(): v for k, v in env.items()}
+    primary, secondary = (twilio, "Body"), (vonage, "text")
+    runner = await _serve_at(twilio, port)
+    try:
+        async with session(ctx, "primary-down", sink=None, **values) as s:
+            s.fleet.receiver()
+            s.fleet.router()
+            s.fleet.notificator("sms", metrics_port=str(metrics_port))
+            await s.fleet.ready(within=READY_WITHIN)
+            s.start_load(_sms_body)
+            await s.pause()
+            await runner.cleanup()  # connections refused from now on
+            opened = await until(lambda: _breaker_is(metrics_port, BreakerState.OPEN), within=30)
+            result.check(opened, "the primary's breaker never opened")
+            await s.pause(2 * ctx.profile.phase)
+            runner = await _serve_at(twilio, port)
+            healed = time.time()
+            closed = await until(lambda: _breaker_is(metrics_port, BreakerState.CLOSED), within=30)
+            result.check(closed, "the primary's breaker never closed again")
+            await s.pause()
+            await s.finish(result, healed, seen=lambda: _by_provider(primary, secondary))
+    finally:
+        await runner.cleanup()
+        await vonage.stop()
+    first, second = _by_provider(primary), _by_provider(secondary)
+    both = set(first.counts) & set(second.counts)
+    result.check(not both, f"{len(both)} delivered through both providers, e.g. {sorted(both)[:2]}")
+    after = [u for u, at in first.first.items() if at > healed]
+    result.check(bool(second.counts), "nothing went through the secondary")
+    result.check(bool(after), "no traffic returned to the primary")
+    result.notes.append(
+        f"twilio took {len(first.counts)} ({len(after)} after it came back), "
+        f"vonage {len(second.counts)}, through both: {len(both)}"
+    )
+    return result
+
+
 SCENARIOS: dict[str, Scenario] = {
     "router-kill": router_kill,
     "notificator-kill": notificator_kill,
@@ -484,6 +610,8 @@ SCENARIOS: dict[str, Scenario] = {
     "hostile": hostile_input,
     "callbacks": status_callbacks,
     "sigterm": sigterm,
+    "scheduled": scheduled_send,
+    "primary-down": primary_provider_down,
 }
 
 #: Scenarios that stop the shared broker or database, or must not be disturbed: run alone.

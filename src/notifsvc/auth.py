@@ -1,9 +1,18 @@
 """API keys (stored hashed, compared in constant time) and a per-key rate limit.
 
-Each key has its own limiter from :func:`notifsvc.ratelimit.make_limiter`: ``rate`` requests
-per second on average, up to :func:`~notifsvc.ratelimit.burst` at once. A request costs one
+``NOTIFSVC_RATE_LIMIT_PER_KEY`` is the limit of the whole cluster of receivers. Each
+receiver process enforces its share of it, ``rate / processes`` with ``processes`` =
+``NOTIFSVC_RECEIVER_REPLICAS`` x the ``--workers`` of each replica: no coordination, no
+database round trip per request, and the processes' limits add up to the configured one.
+The price: a key whose requests all land on one process gets only that process's share
+(README, "Per-key limit across receivers").
+
+Each key has its own limiter from :func:`notifsvc.ratelimit.make_limiter`: the process's
+rate on average, up to :func:`~notifsvc.ratelimit.burst` of it at once. A request costs one
 unit per notification it carries, so a batch of N costs N; a batch larger than the burst
-could never be admitted and is refused as such, never let through for less.
+could never be admitted and is refused as such, never let through for less. A share that
+cannot be enforced (below :data:`~notifsvc.ratelimit.MIN_RATE`, or whose share of the burst
+is below one notification) is refused at start-up.
 """
 
 from __future__ import annotations
@@ -14,8 +23,29 @@ import math
 
 from aiolimiter import AsyncLimiter
 
-from notifsvc.config import Secret
-from notifsvc.ratelimit import burst, make_limiter
+from notifsvc.config import ConfigError, Secret, env_name
+from notifsvc.ratelimit import MIN_RATE, burst, make_limiter
+
+
+def share_problem(rate_per_second: float, replicas: int, workers: int) -> str | None:
+    """Why each of ``replicas`` x ``workers`` receiver processes cannot enforce its share of
+    a per-key limit of ``rate_per_second`` (0: off), or None."""
+    processes = replicas * workers
+    if rate_per_second == 0 or processes == 1:
+        return None
+    share = rate_per_second / processes
+    split = (
+        f"{env_name('rate_limit_per_key')}={rate_per_second:g} split over {processes} receiver "
+        f"processes ({env_name('receiver_replicas')}={replicas} x {workers} workers each)"
+    )
+    if share < MIN_RATE:
+        return f"{split} leaves each {share:g}/s, below the least enforceable {MIN_RATE:g}/s"
+    if burst(rate_per_second) / processes < 1:
+        return (
+            f"{split} leaves each a burst of {burst(rate_per_second) / processes:.2g} "
+            f"notifications, below 1: set it to at least {processes} or run fewer processes"
+        )
+    return None
 
 
 def _digest(key: str) -> bytes:
@@ -38,11 +68,28 @@ class RateLimited(Exception):
 class Gate:
     """Who may post, and how fast. With no keys configured everyone may, unthrottled."""
 
-    def __init__(self, keys: tuple[Secret, ...], *, rate_per_second: float) -> None:
+    def __init__(
+        self,
+        keys: tuple[Secret, ...],
+        *,
+        rate_per_second: float,
+        replicas: int = 1,
+        workers: int = 1,
+    ) -> None:
+        """``rate_per_second`` is the cluster's; this process takes 1 / (``replicas`` x
+        ``workers``) of it. :class:`~notifsvc.config.ConfigError` if that cannot be enforced."""
         self._digests = [_digest(k.reveal()) for k in keys]
-        self._rate = rate_per_second
-        make_limiter(rate_per_second)  # refuses an unusable rate now, not per request
+        problem = share_problem(rate_per_second, replicas, workers)
+        if problem is not None:
+            raise ConfigError([problem])
+        self._rate = rate_per_second / (replicas * workers)
+        make_limiter(self._rate)  # refuses an unusable rate now, not per request
         self._limiters: dict[bytes, AsyncLimiter | None] = {}
+
+    @property
+    def rate(self) -> float:
+        """Notifications per second one key may send through this process (0: no limit)."""
+        return self._rate
 
     @property
     def enabled(self) -> bool:

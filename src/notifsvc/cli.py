@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     topics_cmd.add_argument("action", choices=["create"])
     status = sub.add_parser("status", help="lag, states, send rates and DLQ size at a glance")
     status.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="refresh")
+    status.add_argument(
+        "--metrics",
+        default="",
+        metavar="URL,...",
+        help="the notificators' /metrics URLs, for their circuit breakers "
+        "(default: those of notifsvc dev)",
+    )
     dev = sub.add_parser("dev", help="run everything locally on an embedded broker and database")
     dev.add_argument("--infra-only", action="store_true", help="only the broker and database")
     dev.add_argument("--keep", action="store_true", help="keep the database folder and logs")
@@ -92,7 +99,8 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     settings.require("kafka_bootstrap", "database_url")
     try:
-        return asyncio.run(status.show(settings, watch=args.watch))
+        urls = [u.strip() for u in args.metrics.split(",") if u.strip()]
+        return asyncio.run(status.show(settings, watch=args.watch, metrics=urls))
     except KeyboardInterrupt:
         return 0
 
@@ -106,7 +114,7 @@ def _topics(_args: argparse.Namespace, settings: Settings) -> int:
 def _receiver(args: argparse.Namespace, settings: Settings) -> int:
     settings.require("kafka_bootstrap", "database_url")
     if args.workers > 1:
-        return run_workers(args.workers)
+        return run_workers(args.workers, settings)
     serve(lambda stopping: run_stage(ReceiverServer(settings), stopping))
     return 0
 
@@ -126,7 +134,7 @@ def _notificator(args: argparse.Namespace, settings: Settings) -> int:
         print(f"notifsvc notificator: channel {name} is disabled: {reason}", file=sys.stderr)
         return 2
     metrics.serve(settings.metrics_port)
-    channel = channels.REGISTRY[name](settings)
+    channel = channels.enabled(settings)[name]
     serve(lambda stopping: run_stage(Notificator(settings, channel), stopping))
     return 0
 

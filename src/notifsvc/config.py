@@ -383,6 +383,11 @@ class Settings:
     channels: frozenset[str] | None = field(default=None, metadata=_spec(_csv))
     api_keys: tuple[Secret, ...] = field(default=(), metadata=_spec(_secrets, secret=True))
     rate_limit_per_key: float = field(default=0.0, metadata=_spec(_rate))
+    # The per-key limit is the whole cluster's: each receiver process enforces its share,
+    # 1 / (replicas x workers) of it (notifsvc/auth.py). `notifsvc receiver --workers N`
+    # sets NOTIFSVC_RECEIVER_WORKERS for its processes.
+    receiver_replicas: int = field(default=1, metadata=_spec(_positive_int))
+    receiver_workers: int = field(default=1, metadata=_spec(_positive_int))
     max_batch_items: int = field(default=500, metadata=_spec(_positive_int))
     max_batch_bytes: int = field(default=1_048_576, metadata=_spec(_positive_int))
     metrics_port: int = field(default=0, metadata=_spec(_port))
@@ -413,6 +418,17 @@ class Settings:
     replay_rate: float = field(default=200.0, metadata=_spec(_rate))
     replay_lease_seconds: int = field(default=30, metadata=_spec(_positive_int))
     replay_poll_ms: int = field(default=2_000, metadata=_spec(_positive_int))
+    # Scheduled sends (notifsvc/api/validation.py): how far ahead a request's send_at may
+    # be, and how far in the past (a client's clock a little behind ours) it is still "now".
+    schedule_horizon_seconds: int = field(default=2_592_000, metadata=_spec(_positive_int))
+    schedule_tolerance_seconds: int = field(default=5, metadata=_spec(_positive_int))
+    # The delay tiers (notifsvc/schedule.py, notifsvc/scheduler.py): a notification due
+    # further ahead than this (keep it below the tier topics' retention) is parked in the
+    # database; the elected parked reader moves the
+    # rows coming near into the tiers once per bucket, holding its election for a lease.
+    schedule_park_after_seconds: int = field(default=518_400, metadata=_spec(_positive_int))
+    schedule_bucket_seconds: int = field(default=600, metadata=_spec(_positive_int))
+    schedule_lease_seconds: int = field(default=1_200, metadata=_spec(_positive_int))
     #: The settings of each channel (:attr:`notifsvc.channels.base.Channel.Config`) that
     #: differ from their defaults; read them with :meth:`section`.
     sections: frozenset[Section] = field(default=frozenset(), metadata={"sections": True})
@@ -514,10 +530,11 @@ def variables(cls: type[Any]) -> list[tuple[str, Field[Any]]]:
 
 
 def registered_sections() -> tuple[type[Section], ...]:
-    """The sections of the registered channels (imported here, late: channels import this)."""
-    from notifsvc.channels import REGISTRY  # noqa: PLC0415 - channels import this module
+    """The sections of the registered channels and their other providers (imported here,
+    late: channels import this)."""
+    from notifsvc.channels import sections  # noqa: PLC0415 - channels import this module
 
-    return tuple(cls.Config for cls in REGISTRY.values())
+    return sections()
 
 
 def _all_variables(sections: Iterable[type[Section]]) -> list[tuple[str, Field[Any]]]:

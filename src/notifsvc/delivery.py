@@ -15,7 +15,12 @@
 - A permanent error, or ``NOTIFSVC_MAX_ATTEMPTS`` attempts in all, fails the notification;
   so does any unexpected exception raised by the channel (a bug there must not stop the
   stage).
-Sends share one rate limiter (``NOTIFSVC_SEND_RATE`` per second, 0 for none).
+- A notification whose ``expires_at`` has passed is never sent: checked before the pass and
+  again right before every send (after any wait for a slot, a pause, a backoff or the rate
+  limiter), it ends :attr:`~notifsvc.model.State.EXPIRED` with the attempts it took.
+Sends share one rate limiter (``NOTIFSVC_SEND_RATE`` per second, 0 for none): the rate of
+the whole cluster, of which this replica spends the share :meth:`DeliveryPolicy.set_share`
+gives it.
 
 Every answer of a pass, throttled ones included, is an :class:`~notifsvc.attempts.Attempt`
 on the :class:`Delivery` (``log``), timed by the policy's clock; see
@@ -30,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from notifsvc import metrics
@@ -40,7 +46,7 @@ from notifsvc.channels.base import Receipt
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, Replayed
 from notifsvc.model import Notification, Reason, State
-from notifsvc.ratelimit import make_limiter
+from notifsvc.ratelimit import SharedLimiter
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,8 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """What became of one notification: SENT, FAILED, or FORWARDED (retry lane, later)."""
+    """What became of one notification: SENT, FAILED, FORWARDED (retry lane, later), or
+    EXPIRED (its ``expires_at`` passed before it was sent: it never will be)."""
 
     notification: Notification
     state: State
@@ -78,6 +85,15 @@ class Delivery:
 
     def outcome(self) -> Outcome:
         return Outcome(self.notification.uuid, self.state, self.attempts, self.error)
+
+    @classmethod
+    def expired(cls, n: Notification, *, attempts: int = 0, total: int = 0) -> Delivery:
+        """``n`` not sent because its ``expires_at`` passed, after ``attempts`` attempts in
+        this pass (``total`` in all)."""
+        assert n.expires_at is not None, "only a notification with expires_at expires"
+        when = datetime.fromtimestamp(n.expires_at, UTC).isoformat(timespec="seconds")
+        why = f"{State.EXPIRED.value}: its expires_at ({when}) passed before it was sent"
+        return cls(n, State.EXPIRED, attempts, total, why)
 
     def with_log(self, log: tuple[Attempt, ...]) -> Delivery:
         """This delivery with its attempts (what ``dataclasses.replace`` does, at under half of
@@ -113,7 +129,8 @@ class Tried:
     error_class: str | None = None  # the error's class, or what the policy made one of
 
     def entry(self, n: Notification, provider: str, number: int, seq: int = 0) -> Attempt:
-        """The attempt row; ``seq`` > 0 for a throttled answer (see :mod:`notifsvc.attempts`)."""
+        """The attempt row; ``seq`` > 0 for a throttled answer (see :mod:`notifsvc.attempts`).
+        Its provider is the one that answered (:mod:`notifsvc.providers`), else ``provider``."""
         error = self.error
         if error is None:
             outcome = AttemptOutcome.SENT
@@ -122,6 +139,7 @@ class Tried:
         else:
             outcome = AttemptOutcome.TRANSIENT if error.retriable else AttemptOutcome.PERMANENT
         receipt = self.receipt or Receipt()
+        answered = receipt.provider if error is None else error.provider
         return Attempt(
             n.uuid,
             number,
@@ -129,7 +147,7 @@ class Tried:
             outcome,
             self.started,
             self.finished,
-            provider,
+            answered or provider,
             status=error.status if error is not None else receipt.status,
             message_id=receipt.message_id if error is None else None,
             error_class=self.error_class,
@@ -255,7 +273,8 @@ class DeliveryPolicy:
         self.channel = channel
         self.throttle = throttle or Throttle()
         self._clock = clock  # wall clock: a notification's age counts from its accepted_at
-        self._limiter = make_limiter(settings.send_rate)
+        # NOTIFSVC_SEND_RATE is the whole cluster's: this replica spends its share of it
+        self._limiter = SharedLimiter(settings.send_rate)
         self._deadlines = Deadlines(settings.send_timeout_ms / 1000)
         # the metric children of this channel, looked up once rather than per send
         self._end_to_end = metrics.END_TO_END.labels(channel.name)
@@ -266,6 +285,18 @@ class DeliveryPolicy:
         """Seconds before the retry lane takes ``d`` up again, after ``passes`` earlier ones."""
         delay = self.settings.retry_delay_ms / 1000 * (1 << min(passes, 16))
         return min(MAX_RETRY_DELAY, max(delay, d.retry_after))
+
+    def set_share(self, fraction: float, *, idle: float | None = None) -> None:
+        """Send at ``fraction`` of ``NOTIFSVC_SEND_RATE`` from now on: this replica's share
+        of the cluster-wide rate (the notificator recomputes it on every rebalance). With
+        ``fraction`` 0, sends already in flight go on at ``idle`` of the rate (see
+        :class:`~notifsvc.ratelimit.SharedLimiter`)."""
+        self._limiter.set_share(fraction, idle=idle)
+
+    @property
+    def share(self) -> float:
+        """This replica's current share of ``NOTIFSVC_SEND_RATE``."""
+        return self._limiter.share
 
     def worst_case_seconds(self) -> float:
         """The longest one pass over a notification can take (bounds a graceful drain)."""
@@ -283,7 +314,11 @@ class DeliveryPolicy:
     ) -> Delivery:
         """One pass over ``n``, whose attempts so far are ``prior``. After an operator's
         requeue (``replayed``), the attempts made before it do not count against
-        ``NOTIFSVC_MAX_ATTEMPTS`` and the throttling budget counts from the requeue."""
+        ``NOTIFSVC_MAX_ATTEMPTS`` and the throttling budget counts from the requeue. A
+        notification whose ``expires_at`` has passed is not sent (:meth:`Delivery.expired`),
+        neither now nor between the attempts of the pass."""
+        if n.expires_at is not None and n.expired(self._clock()):
+            return Delivery.expired(n, total=prior)
         problems = self.channel.validate(n)
         if problems:
             reason = "; ".join(f"{p.field}: {p.message}" for p in problems)
@@ -300,8 +335,11 @@ class DeliveryPolicy:
         prior = run.prior
         attempts = throttles = 0
         while True:
-            async with slots:
-                tried = await self._attempt(n, attempts + throttles)
+            try:
+                async with slots:
+                    tried = await self._attempt(n, attempts + throttles)
+            except _ExpiredBeforeSend:  # while it waited for a slot, a pause, a backoff
+                return Delivery.expired(n, attempts=attempts, total=prior + attempts)
             exc = tried.error
             number = prior + attempts + 1  # of this attempt, or of the one a throttle holds back
             if exc is None:
@@ -330,7 +368,7 @@ class DeliveryPolicy:
         pause = exc.retry_after
         if pause is None:
             pause = min(MAX_INLINE_PAUSE, DEFAULT_PAUSE * 2 ** (throttles - 1))
-        age = self._clock() - (n.accepted_at if run.since is None else run.since)
+        age = self._clock() - (n.due_at if run.since is None else run.since)
         if age + pause > self.settings.throttle_budget_seconds:
             why = f"{THROTTLED}: the provider kept throttling for {age:.0f}s ({exc})"
             return self._failed(n, attempts, prior, why)
@@ -372,8 +410,10 @@ class DeliveryPolicy:
         """One send; every failure comes back as a :class:`DeliveryError` in the result."""
         if self.throttle.remaining():  # no coroutine per send while no pause is in force
             await self.throttle.wait()
-        if self._limiter is not None:
+        if self._limiter.rate:
             await self._limiter.acquire()
+        if n.expires_at is not None and n.expired(self._clock()):
+            raise _ExpiredBeforeSend  # the last moment before the send to check it
         if earlier:
             self._retries.inc()
         started, wall = time.monotonic(), self._clock()
@@ -396,6 +436,10 @@ class DeliveryPolicy:
             elapsed = time.monotonic() - started
             self._provider_seconds.observe(elapsed)
         return Tried(wall, self._clock(), receipt, error, _error_class(error))
+
+
+class _ExpiredBeforeSend(Exception):
+    """Raised by :meth:`DeliveryPolicy._attempt` instead of sending an expired notification."""
 
 
 def _error_class(error: DeliveryError | None) -> str | None:

@@ -97,16 +97,29 @@ class Example:
     required: bool
 
 
+def provider_classes(registry: Registry) -> list[tuple[type[AnyChannel], bool]]:
+    """Each channel's class, then the other providers of that channel
+    (:data:`notifsvc.channels.ALTERNATIVES`), with whether it is such an alternative."""
+    out: list[tuple[type[AnyChannel], bool]] = []
+    for name, cls in registry.items():
+        out.append((cls, False))
+        out += [(alt, True) for alt in channels.ALTERNATIVES.values() if alt.name == name]
+    return out
+
+
 def examples(registry: Registry, *, secret: bool | None = None) -> list[Example]:
-    """The example of every channel setting (``secret``: only secrets, or only the others)."""
+    """The example of every channel setting (``secret``: only secrets, or only the others).
+    An alternative provider's settings are all commented out and none is required: it runs
+    only when its channel's ``*_PROVIDERS`` lists it."""
     out = []
-    for cls in registry.values():
+    for cls, alternative in provider_classes(registry):
         needed, works = required(cls.Config), placeholders_work(cls.Config)
         for name, f in config.variables(cls.Config):
             if secret is None or f.metadata["secret"] == secret:
                 value = PLACEHOLDER if name in needed else _text(f.default)
                 active = works if name in needed else value != ""
-                out.append(Example(name, value, active, name in needed))
+                needs = name in needed and not alternative
+                out.append(Example(name, value, active and not alternative, needs))
     return out
 
 
@@ -192,7 +205,8 @@ def _compose_notificators(registry: Registry, hand: str) -> list[str]:
 
 
 def _settings_table(registry: Registry, _hand: str) -> list[str]:
-    return config.sections_table([cls.Config for cls in registry.values()]).splitlines()
+    sections = [cls.Config for cls, _ in provider_classes(registry)]
+    return config.sections_table(sections).splitlines()
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,27 @@
 """Status-callback events: what the notificator tells a client about its notification.
 
 A notification carrying a ``callback_url`` gets one event per failed attempt
-(``notification.attempt_failed``) and one for its end (``notification.sent`` or
-``notification.failed``). The notificator produces them to the callbacks topic in the same
-step that records the outcome, before its offsets are committed, so an event is never lost
-(it may come twice, with the same ``id``); the dispatcher (``notifsvc callbacks``) delivers
-them, signed by the Standard Webhooks spec (:mod:`notifsvc.signing`).
+(``notification.attempt_failed``) and one for its end (``notification.sent``,
+``notification.failed``, or ``notification.expired`` when its ``expires_at`` passed before
+it was sent: told by whichever stage found it expired, through :func:`expired_event`). The
+notificator produces them to the callbacks topic in the same step that records the outcome,
+before its offsets are committed, so an event is never lost (it may come twice, with the
+same ``id``); the dispatcher (``notifsvc callbacks``) delivers them, signed by the Standard
+Webhooks spec (:mod:`notifsvc.signing`).
 
 ``state_version`` only increases for one notification: ``2n`` for the failure of attempt
-``n``, ``2n + 1`` for the end after ``n`` attempts, so a receiver drops a stale event (an
-``attempt_failed`` arriving after ``sent``) by comparing versions. ``id`` is stable per
-event: ``evt_<uuid hex>_<version>``, the ``webhook-id`` the receiver de-duplicates by.
+``n``, ``2n + 1`` for the end after ``n`` attempts (``2n + 2`` for ``expired``, so that it
+stays above the ``failed`` end of a failed notification an operator requeued), so a
+receiver drops a stale event (an ``attempt_failed`` arriving after ``sent``) by comparing
+versions. ``id`` is stable per event: ``evt_<uuid hex>_<version>``, the ``webhook-id`` the
+receiver de-duplicates by.
 """
 
 from __future__ import annotations
 
 import time
 import uuid as uuid_mod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,7 +29,10 @@ from typing import Any
 
 import orjson
 
+from notifsvc import topics
 from notifsvc.attempts import Attempt, AttemptOutcome
+from notifsvc.config import Settings
+from notifsvc.deadletter import Message
 from notifsvc.delivery import Delivery
 from notifsvc.model import Notification, State, reason_of
 
@@ -33,6 +41,8 @@ class EventType(StrEnum):
     SENT = "notification.sent"
     FAILED = "notification.failed"
     ATTEMPT_FAILED = "notification.attempt_failed"
+    #: Its ``expires_at`` passed before it was sent: it never will be.
+    EXPIRED = "notification.expired"
 
 
 class InvalidEvent(ValueError):
@@ -102,12 +112,12 @@ def iso(seconds: float) -> str:
 
 def events_for(delivery: Delivery, *, max_attempts: int) -> list[Event]:
     """The events one pass over a notification causes: one per failed counted attempt that
-    is not its end, then ``sent`` or ``failed`` when it ended (none while it waits in the
-    retry lane but for its failed attempts)."""
+    is not its end, then ``sent``, ``failed`` or ``expired`` when it ended (none while it
+    waits in the retry lane but for its failed attempts)."""
     n = delivery.notification
     if n.callback_url is None:
         return []
-    ended = delivery.state in (State.SENT, State.FAILED)
+    ended = delivery.state in _ENDS
     failures = [a for a in delivery.log if a.counted and a.outcome is not AttemptOutcome.SENT]
     if ended and delivery.state is State.FAILED and failures:
         failures = failures[:-1]  # the last failure is told by notification.failed
@@ -115,6 +125,35 @@ def events_for(delivery: Delivery, *, max_attempts: int) -> list[Event]:
     if ended:
         events.append(_end(delivery))
     return events
+
+
+#: The states a pass may end a notification in.
+_ENDS = frozenset({State.SENT, State.FAILED, State.EXPIRED})
+
+
+def expired_event(n: Notification, *, attempts: int = 0, at: float | None = None) -> Event | None:
+    """The ``notification.expired`` event of ``n``, which a stage moved to ``expired`` after
+    ``attempts`` attempts (at ``at``, unix seconds; default now); None without a
+    ``callback_url``. For the stages that expire rows themselves (the router, the scheduler,
+    the reconciler, replays): produce it before the state is written, as the notificator
+    does, so that it is never lost (it may come twice, with the same id)."""
+    if n.callback_url is None:
+        return None
+    version = 2 * attempts + 2
+    data = _base(n, version, State.EXPIRED.value) | {
+        "attempts": attempts,
+        "at": iso(time.time() if at is None else at),
+        "reason": State.EXPIRED.value,
+        "expires_at": iso(n.expires_at) if n.expires_at is not None else None,
+    }
+    return Event(event_id(n.uuid, version), EventType.EXPIRED, _url(n), n.client, data)
+
+
+def messages(settings: Settings, events: Iterable[Event | None]) -> list[Message]:
+    """``events`` (None for a notification without a callback URL: none) as messages for
+    the callbacks topic."""
+    topic = topics.callbacks(settings)
+    return [(topic, e.encode(), e.key, ()) for e in events if e is not None]
 
 
 def _base(n: Notification, version: int, state: str) -> dict[str, Any]:
@@ -143,6 +182,10 @@ def _attempt_failed(n: Notification, a: Attempt, max_attempts: int) -> Event:
 
 def _end(d: Delivery) -> Event:
     n = d.notification
+    if d.state is State.EXPIRED:  # found expired now, after its attempts if any
+        event = expired_event(n, attempts=d.total)
+        assert event is not None
+        return event
     version = 2 * d.total + 1
     finished = max((a.finished_at for a in d.log), default=time.time())
     data = _base(n, version, d.state.value) | {"attempts": d.total, "at": iso(finished)}

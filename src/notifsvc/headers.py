@@ -17,6 +17,9 @@ ATTEMPTS = "notifsvc-attempts"
 PASSES = "notifsvc-passes"
 #: Unix seconds before which a retry-lane message must not be taken up.
 NOT_BEFORE = "notifsvc-not-before"
+#: Unix seconds when a delay tier's consumer takes a scheduled message up again (hops it
+#: to a shorter tier or releases it when due; notifsvc/schedule.py).
+HOP_AT = "notifsvc-hop-at"
 #: Attempts recorded before an operator's replay: the attempt budget counts from here, the
 #: attempt numbers go on from ``ATTEMPTS``.
 REPLAYED_FROM = "notifsvc-replayed-from"

@@ -423,6 +423,19 @@ def _settle_all(reports: list[_Report]) -> None:
 RevokeHandler = Callable[[list[TopicPartition]], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """A member's assignment after a change, and how many partitions each of its topics
+    has (from the metadata at that moment; empty when the broker did not answer)."""
+
+    assignment: frozenset[TopicPartition]
+    partitions: Mapping[str, int]
+
+
+#: Told of each change of a member's assignment (on the consumer's thread).
+RebalanceHandler = Callable[[Rebalance], None]
+
+
 class Consumer:
     """A consumer-group member that reads batches and commits explicit offsets."""
 
@@ -459,6 +472,11 @@ class Consumer:
         self._consumer: confluent_kafka.Consumer | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{client_id}")
         self.assignment: set[TopicPartition] = set()
+        #: Called on the consumer's thread after every assignment, revocation or loss,
+        #: with a copy of the assignment (``assignment`` changes on that thread).
+        self.on_rebalance: RebalanceHandler | None = None
+        self._rebalanced = False  # set in librdkafka's callbacks, told after the poll
+        self._counts: dict[str, int] = {}  # partitions per topic, as last read
         # Bumped each time a partition is assigned: records read under an earlier assignment
         # (e.g. from the log of a broker that has since lost it) are never committed.
         self._epochs: dict[TopicPartition, int] = {}
@@ -490,6 +508,7 @@ class Consumer:
         # and a partition paused before it was lost does not come back paused for good.
         _set_pause(consumer, partitions, paused=self._paused)
         log.info(ASSIGNED_LOG, sorted(added))
+        self._rebalanced = True
 
     def _revoked(
         self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
@@ -500,6 +519,37 @@ class Consumer:
         log.info(REVOKED_LOG, sorted(gone))
         if self._on_revoke is not None:
             self._on_revoke(gone)
+        self._rebalanced = True
+
+    def _tell_rebalance(self, consumer: confluent_kafka.Consumer | None) -> None:
+        """Tell :attr:`on_rebalance` of the assignment changed by the last poll. Called
+        after ``consume`` returned, never from librdkafka's rebalance callback: a metadata
+        request from inside that callback aborts the process (confluent-kafka's
+        ``CallState_get`` assertion, seen under a rebalance in the chaos run). Without a
+        ``consumer`` (it was closed), the counts last read are told."""
+        self._rebalanced = False
+        if self.on_rebalance is None:
+            return
+        try:  # a topic that grew rebalances the group: its new count is read now
+            if consumer is not None:
+                self._counts = _partition_counts(consumer, self._topics, timeout=2.0)
+        except KafkaError as exc:
+            log.warning("partition counts unknown after a rebalance: %s", exc)
+            self._counts = {}
+        counts = dict(self._counts)
+        try:
+            self.on_rebalance(Rebalance(frozenset(self.assignment), counts))
+        except Exception:  # never raise from a rebalance callback
+            log.exception("rebalance handler failed")
+
+    async def partition_counts(self) -> dict[str, int]:
+        """How many partitions each subscribed topic has (from the cluster's metadata);
+        :class:`KafkaError` when the broker does not answer."""
+        return await self._call(self._partition_counts)
+
+    def _partition_counts(self) -> dict[str, int]:
+        assert self._consumer is not None, "consumer is not started"
+        return _partition_counts(self._consumer, self._topics, timeout=5.0)
 
     async def consume(self, max_messages: int, wait: float) -> list[Record]:
         """Up to ``max_messages`` records, returning when full or after ``wait`` seconds."""
@@ -515,6 +565,8 @@ class Consumer:
                 log.log(level, "consumer error: %s", err.str())
                 continue
             records.append(_record(msg, self._epochs))
+        if self._rebalanced:
+            self._tell_rebalance(self._consumer)
         return records
 
     def owns(self, record: Record) -> bool:
@@ -580,6 +632,23 @@ class Consumer:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.close()
+        if self._rebalanced:  # closing revoked the assignment
+            self._tell_rebalance(None)
+
+
+def _partition_counts(
+    consumer: confluent_kafka.Consumer, topics: Iterable[str], *, timeout: float
+) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for topic in topics:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except confluent_kafka.KafkaException as exc:
+            raise classify(exc.args[0]) from exc
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise KafkaStageError(f"no partitions known for topic {topic}")
+        out[topic] = len(meta.partitions)
+    return out
 
 
 def _set_pause(

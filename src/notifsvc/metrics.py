@@ -51,6 +51,16 @@ SENDS = Counter(
 PROVIDER_SECONDS = Histogram(
     "notifsvc_provider_seconds", "Latency of one provider call", ["channel"], buckets=_LATENCY
 )
+BREAKER_STATE = Gauge(
+    "notifsvc_breaker_state",
+    "Circuit breaker of each provider of a channel: 0 closed, 1 half-open, 2 open",
+    ["channel", "provider"],
+)
+FAILOVERS = Counter(
+    "notifsvc_failovers_total",
+    "Sends passed on to the next provider because this one provably did not take them",
+    ["channel", "provider"],
+)
 RETRIES = Counter("notifsvc_retries_total", "Provider calls retried", ["channel"])
 DLQ = Counter("notifsvc_dlq_total", "Messages sent to the dead-letter topic", ["stage"])
 END_TO_END = Histogram(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid as uuid_mod
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,7 +25,7 @@ class State(StrEnum):
     received | forwarded -> canceled (an operator's DELETE); failed -> forwarded (a retry or
     replay); sending -> forwarded (a transient failure: the row waits in the retry lane);
     received -> scheduled -> forwarded (a ``send_at`` in the future, now due); any unfinished
-    state -> expired (its ``expires_at`` passed before it was sent)."""
+    state -> expired (its ``expires_at`` passed before it was sent); scheduled -> canceled."""
 
     RECEIVED = "received"
     #: Waiting for its ``send_at`` in a delay tier (or, far ahead, in the database).
@@ -99,6 +101,12 @@ class Notification:
     #: Unix seconds after which it must never be sent (None: never expires).
     expires_at: float | None = None
 
+    @property
+    def due_at(self) -> float:
+        """When its delivery began: its ``send_at`` when it was scheduled, else its
+        acceptance (budgets of age count from here, not from the wait for ``send_at``)."""
+        return max(self.accepted_at, self.send_at or 0.0)
+
     def expired(self, now: float) -> bool:
         """Whether it may no longer be sent at ``now`` (unix seconds)."""
         return self.expires_at is not None and now >= self.expires_at
@@ -134,6 +142,8 @@ class Notification:
         for part in (self.channel, self.to, self.txt, self.subject or "", self.priority.value):
             digest.update(part.encode())
             digest.update(b"\x00")
+        if self.send_at is not None:  # (a notification without one keeps its old digest)
+            digest.update(f"send_at={self.send_at!r}".encode())
         return digest.digest()
 
     @classmethod
@@ -157,7 +167,9 @@ class FieldSpec:
     description: str
     enum: tuple[str, ...] | None = None
     format: str | None = None
-    example: str | None = None
+    example: str | int | None = None
+    #: Its JSON type: ``string`` (``format`` says which, e.g. ``date-time``) or ``integer``.
+    kind: str = "string"
 
 
 REQUEST_FIELDS = (
@@ -193,12 +205,39 @@ REQUEST_FIELDS = (
         "an http(s) URL on a host of NOTIFSVC_CALLBACK_ALLOWED_HOSTS.",
         format="uri",
     ),
+    FieldSpec(
+        "send_at",
+        False,
+        "When to send it: an RFC 3339 time with an offset, at most "
+        "NOTIFSVC_SCHEDULE_HORIZON_SECONDS ahead, not more than "
+        "NOTIFSVC_SCHEDULE_TOLERANCE_SECONDS in the past (default: now).",
+        format="date-time",
+    ),
+    FieldSpec(
+        "expires_at",
+        False,
+        "After when it must never be sent (RFC 3339, with an offset): later than send_at "
+        "and than now; not together with ttl_seconds.",
+        format="date-time",
+    ),
+    FieldSpec(
+        "ttl_seconds",
+        False,
+        "Seconds after send_at (or after acceptance) when it must never be sent; "
+        "not together with expires_at.",
+        kind="integer",
+        example=300,
+    ),
 )
 FIELDS = tuple(f.name for f in REQUEST_FIELDS)
 _REQUIRED = tuple(f.name for f in REQUEST_FIELDS if f.required)
+#: The fields a request writes as JSON strings of text (not times, not numbers).
+_TEXTS = tuple(f.name for f in REQUEST_FIELDS if f.kind == "string" and f.format != "date-time")
 _INTERNAL = ("accepted_at", "client")
-#: Times a topic message carries as unix seconds (a request writes them otherwise).
+#: Times a topic message carries as unix seconds (a request writes them as RFC 3339).
 _WIRE_TIMES = ("send_at", "expires_at")
+#: A request's ``ttl_seconds`` at most (ten years); a topic message carries ``expires_at``.
+MAX_TTL_SECONDS = 315_360_000
 
 
 #: Latest ``accepted_at`` taken from a topic (2100-01-01): later is not a clock reading.
@@ -218,7 +257,7 @@ def _accepted_at(data: Any) -> float:
 
 
 #: What :meth:`Notification.encode` writes, as :func:`_decode_plain` reads it back.
-_WIRE = frozenset(FIELDS + _INTERNAL + _WIRE_TIMES)
+_WIRE = frozenset(FIELDS + _INTERNAL) - {"ttl_seconds"}
 _BY_VALUE = {p.value: p for p in Priority}
 #: The string fields: the required ones first, then the optional ones.
 _STRINGS = ("uuid", "destination", "to", "txt", "subject", "callback_url")
@@ -239,7 +278,9 @@ def _decode_plain(data: Any) -> Notification | None:
         return None
     level, at = data.get("priority"), data.get("accepted_at")
     priority = _BY_VALUE.get(level) if isinstance(level, str) else None
-    if priority is None or type(at) is not float or not 0 <= at <= MAX_ACCEPTED_AT:
+    send_at, expires_at = data.get("send_at"), data.get("expires_at")
+    times = _plain_time(send_at) and _plain_time(expires_at)
+    if priority is None or not times or type(at) is not float or not 0 <= at <= MAX_ACCEPTED_AT:
         return None
     raw, name, to, txt, subject, callback = strings
     try:
@@ -247,9 +288,6 @@ def _decode_plain(data: Any) -> Notification | None:
     except ValueError:
         return None
     channel = name.strip().lower()
-    send_at, expires_at = data.get("send_at"), data.get("expires_at")
-    if not (_plain_time(send_at) and _plain_time(expires_at)):
-        return None
     client = _client(data)
     return Notification(
         uid, channel, to, txt, subject, priority, at, callback, client, send_at, expires_at
@@ -266,39 +304,50 @@ def _wire_time(data: dict[str, Any], name: str, errors: list[FieldError]) -> flo
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if 0 <= value <= MAX_ACCEPTED_AT:
-            return float(value)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0 <= value <= MAX_ACCEPTED_AT:
+        return float(value)
     errors.append(FieldError(name, f"must be unix seconds between 0 and {MAX_ACCEPTED_AT:.0f}"))
     return None
 
 
-def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
+def parse(data: Any, *, accepted_at: float | None = None, now: float | None = None) -> Notification:
     """Validate a decoded JSON object as a notification (channel rules are checked elsewhere).
 
     Every failing field is reported, not just the first. ``accepted_at`` is given for messages
-    read back from a topic (where that internal field is allowed); clients may not set it.
+    read back from a topic (where that internal field is allowed, and the times are unix
+    seconds); clients may not set it. A request is accepted at ``now`` (unix seconds, default
+    the clock): ``ttl_seconds`` counts from it when there is no ``send_at``, and ``expires_at``
+    must be later. (How far ahead or back ``send_at`` may be is the receiver's setting:
+    :class:`notifsvc.api.validation.Validator` judges it.)
     """
     if not isinstance(data, dict):
         raise InvalidNotification([FieldError("", "expected a JSON object")])
     wire = accepted_at is not None
-    allowed = FIELDS + _INTERNAL + _WIRE_TIMES if wire else FIELDS
+    allowed = _WIRE if wire else FIELDS
+    strings = _TEXTS if wire else _TEXTS + _WIRE_TIMES
     errors: list[FieldError] = []
     errors += [FieldError(k, "is required") for k in _REQUIRED if data.get(k) is None]
     errors += [
         FieldError(k, "must be a string")
-        for k in FIELDS
+        for k in strings
         if data.get(k) is not None and not isinstance(data[k], str)
     ]
     errors += [FieldError(str(k), "is not a known field") for k in data if k not in allowed]
     errors += [
         FieldError(k, "must not contain the NUL character (U+0000)")
-        for k in FIELDS
+        for k in _TEXTS
         if isinstance(data.get(k), str) and "\x00" in data[k]
     ]
     bad = {e.field for e in errors}
-    send_at = _wire_time(data, "send_at", errors) if wire else None
-    expires_at = _wire_time(data, "expires_at", errors) if wire else None
+    at = accepted_at if accepted_at is not None else time.time() if now is None else now
+    if wire:
+        send_at, expires_at = (
+            _wire_time(data, "send_at", errors),
+            _wire_time(data, "expires_at", errors),
+        )
+    else:
+        send_at, expires_at = _request_times(data, at, errors)
     uid = _parse_uuid(data["uuid"], errors) if "uuid" not in bad else None
     priority = _parse_priority(data.get("priority"), errors) if "priority" not in bad else None
     if errors:
@@ -311,12 +360,93 @@ def parse(data: Any, *, accepted_at: float | None = None) -> Notification:
         txt=data["txt"],
         subject=data.get("subject"),
         priority=priority,
-        accepted_at=time.time() if accepted_at is None else accepted_at,
+        accepted_at=at,
         callback_url=data.get("callback_url"),
         client=_client(data) if wire else None,
         send_at=send_at,
         expires_at=expires_at,
     )
+
+
+#: Bounds of the times a filter may name: a time beyond them is taken as the bound (and
+#: stays clear of the values asyncpg maps to PostgreSQL's ``infinity``).
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+_TIME_MESSAGE = "must be an RFC 3339 time with an offset, e.g. 2026-01-31T09:30:00Z"
+
+
+def parse_time(raw: str) -> datetime | None:
+    """An RFC 3339 ``date-time`` (offset required) in UTC, or None when ``raw`` is not one.
+    A leap second reads as the next second; times beyond :data:`EARLIEST` and
+    :data:`LATEST` (year 0, or an offset past the ends of the calendar) read as those."""
+    m = _RFC3339.fullmatch(raw)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    fraction = int((m.group(7) or "0")[:6].ljust(6, "0"))
+    try:  # year 0 exists in RFC 3339, not in Python: check its day in leap year 2000
+        local = datetime(year or 2000, month, day, hour, minute, min(second, 59), fraction)
+    except ValueError:
+        return None
+    sign, oh, om = m.group(9), int(m.group(10) or 0), int(m.group(11) or 0)
+    if second > 60 or oh > 23 or om > 59:
+        return None
+    if year == 0:
+        return EARLIEST
+    offset = timedelta(hours=oh, minutes=om) * (-1 if sign == "-" else 1)
+    try:
+        at = local.replace(tzinfo=UTC) - offset + timedelta(seconds=second - min(second, 59))
+    except OverflowError:
+        return EARLIEST if year == 1 else LATEST
+    return min(max(at, EARLIEST), LATEST)
+
+
+def _request_time(data: dict[str, Any], name: str, errors: list[FieldError]) -> float | None:
+    """``send_at`` or ``expires_at`` of a request (RFC 3339) as unix seconds, or None."""
+    raw = data.get(name)
+    if not isinstance(raw, str):  # absent, or reported as not a string
+        return None
+    at = parse_time(raw)
+    if at is None:
+        errors.append(FieldError(name, f"{_TIME_MESSAGE} (got {raw[:64]!r})"))
+        return None
+    seconds = at.timestamp()
+    if not 0 <= seconds <= MAX_ACCEPTED_AT:
+        errors.append(FieldError(name, "must be between 1970-01-01 and 2100-01-01"))
+        return None
+    return seconds
+
+
+def _request_times(
+    data: dict[str, Any], now: float, errors: list[FieldError]
+) -> tuple[float | None, float | None]:
+    """A request's ``send_at`` and ``expires_at`` (from itself or from ``ttl_seconds``):
+    an expiry must come after the send and after ``now``, else it could never be sent."""
+    send_at = _request_time(data, "send_at", errors)
+    expires_at = _request_time(data, "expires_at", errors)
+    ttl = data.get("ttl_seconds")
+    if ttl is not None:
+        if type(ttl) is not int or not 1 <= ttl <= MAX_TTL_SECONDS:
+            why = f"must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"
+            errors.append(FieldError("ttl_seconds", why))
+        elif data.get("expires_at") is not None:
+            why = "must not be given together with expires_at (give one of them)"
+            errors.append(FieldError("ttl_seconds", why))
+        elif send_at is not None or data.get("send_at") is None:
+            expires_at = (now if send_at is None else send_at) + ttl
+            if expires_at > MAX_ACCEPTED_AT:
+                errors.append(FieldError("ttl_seconds", "ends after 2100-01-01"))
+                expires_at = None
+    given = "expires_at" if data.get("expires_at") is not None else "ttl_seconds"
+    if expires_at is not None and send_at is not None and expires_at <= send_at:
+        errors.append(FieldError(given, "must end later than send_at"))
+    elif expires_at is not None and expires_at <= now:
+        errors.append(FieldError(given, "must end later than now (it would never be sent)"))
+    return send_at, expires_at
 
 
 def _client(data: dict[str, Any]) -> str | None:

@@ -8,10 +8,13 @@ sent or failed, deliver the rest concurrently under the channel's
 the end, write the finished deliveries: first their next hop (dead-letter topic or retry
 lane) and their status-callback events (:mod:`notifsvc.events`), then their outcomes and
 every attempt they took (the attempt history) in one statement; only then are offsets
-committed. So a slow
-provider never holds finished outcomes back, a rebalance re-sends only what was in flight,
-and a row is never ``failed`` without its dead-letter record. Outcomes survive a retried
-batch, so a database outage after a send does not send again.
+committed. So a slow provider never holds finished outcomes back, a rebalance re-sends only
+what was in flight, and a row is never ``failed`` without its dead-letter record. Outcomes
+survive a retried batch, so a database outage after a send does not send again.
+
+A notification whose ``expires_at`` has passed is never sent: the policy ends it
+``expired`` (no next hop; its ``notification.expired`` event), and the retry lane, before
+it waits for a batch to be due, records those that will have expired by then at once.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 import uuid as uuid_mod
 from typing import NamedTuple
 
-from notifsvc import batching, deadletter, headers, metrics, preflight, topics, tracing
+from notifsvc import batching, deadletter, events, headers, metrics, preflight, topics, tracing
 from notifsvc.batching import BatchLoop
 from notifsvc.channels import AnyChannel
 from notifsvc.config import Settings
@@ -33,13 +36,16 @@ from notifsvc.db.store import Outcome, Replayed, Store, StoreRefused
 from notifsvc.deadletter import Message, dead_letter
 from notifsvc.delivery import MAX_RETRY_DELAY, Delivery, DeliveryPolicy
 from notifsvc.events import events_for
-from notifsvc.kafka import Consumer, Headers, Producer, Record
+from notifsvc.kafka import Consumer, Headers, KafkaError, Producer, Rebalance, Record
 from notifsvc.model import FieldError, InvalidNotification, Notification, State
+from notifsvc.ratelimit import partition_share
 
 log = logging.getLogger(__name__)
 
 #: Seconds between writes of the outcomes finished so far in a batch.
 FLUSH_EVERY = 1.0
+#: The outcomes that go on somewhere: the retry lane (postponed) or the dead-letter topic.
+_HOPS = frozenset({State.FORWARDED, State.FAILED})
 
 
 class Incoming(NamedTuple):
@@ -67,12 +73,19 @@ class Notificator:
         self._done: dict[str, dict[uuid_mod.UUID, Delivery]] = {}  # survives a batch retry
         self._written: dict[str, set[uuid_mod.UUID]] = {}  # outcomes already recorded
         self.stage = f"notificator[{channel.name}]"
+        # This replica's share of NOTIFSVC_SEND_RATE: its partitions of the lanes' topics
+        # over all of theirs, per lane (updated on the loop's thread at every rebalance).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._owned: dict[str, int] = {}
+        self._partitions: dict[str, int] = {}
+        self._idle = 0.0
         for lane in topics.LANES:
             self._add_lane(lane)
         self._stopping = asyncio.Event()
         self.sent = 0
         self.failed = 0
         self.retried = 0
+        self.expired = 0
 
     def _add_lane(self, lane: str) -> None:
         self.consumers[lane], self.loops[lane] = batching.lane(
@@ -87,6 +100,51 @@ class Notificator:
         self._slots[lane] = asyncio.Semaphore(max(1, self.settings.send_concurrency // share))
         self._done[lane] = {}
         self._written[lane] = set()
+        self._owned[lane] = 0
+        self._partitions[lane] = self.settings.topic_partitions  # until the metadata says
+        self.consumers[lane].on_rebalance = functools.partial(self._on_rebalance, lane)
+
+    def _on_rebalance(self, lane: str, change: Rebalance) -> None:
+        """On the lane consumer's thread: hand the change over to the event loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._rebalanced, lane, change)
+
+    def _rebalanced(self, lane: str, change: Rebalance) -> None:
+        """Recompute this replica's share of the send rate after ``lane`` rebalanced."""
+        self._owned[lane] = len(change.assignment)
+        topic = topics.channel(self.settings, self.channel.name, lane)
+        self._partitions[lane] = change.partitions.get(topic, self._partitions[lane])
+        self._apply_share()
+
+    def _apply_share(self) -> None:
+        share, idle = partition_share(self._owned, self._partitions)
+        if (share, idle) == (self.policy.share, self._idle):
+            return
+        self.policy.set_share(share, idle=idle)
+        self._idle = idle
+        owned, total = sum(self._owned.values()), sum(self._partitions.values())
+        rate = self.settings.send_rate
+        log.info(
+            "%s: send share %.4f (%d of %d partitions): %s",
+            self.stage,
+            share,
+            owned,
+            total,
+            f"{rate * share:g} of {rate:g} sends/s" if rate else "no send rate set",
+        )
+
+    async def _count_partitions(self) -> None:
+        """Read the lanes' partition counts (the share's denominator) before any arrive."""
+        for lane, consumer in self.consumers.items():
+            topic = topics.channel(self.settings, self.channel.name, lane)
+            try:
+                counts = await consumer.partition_counts()
+            except KafkaError as exc:  # a rebalance brings the count along later
+                log.warning("%s: partitions of %s unknown yet: %s", self.stage, topic, exc)
+                continue
+            self._partitions[lane] = counts.get(topic, self._partitions[lane])
+        self._apply_share()
 
     async def start(self) -> None:
         self.tracing.start()
@@ -96,7 +154,9 @@ class Notificator:
         names += [topics.channel(self.settings, self.channel.name, lane) for lane in topics.LANES]
         await preflight.check(self.settings, self.store, names)
         await self.producer.start()
+        self._loop = asyncio.get_running_loop()
         await asyncio.gather(*(c.start() for c in self.consumers.values()))
+        await self._count_partitions()  # nothing assigned yet: the share starts at 0
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.consumers.values()))
@@ -132,10 +192,13 @@ class Notificator:
         return unique, poison
 
     async def handle(self, lane: str, records: list[Record]) -> None:
-        if lane == "retry":
-            await self._until_due(records)
         unique, poison = self._decode(records)
         await self.producer.send_all(poison)
+        if lane == "retry":
+            due = max(_due(r) for r in records)
+            unique = await self._drop_expiring(lane, unique, due)
+            if unique:  # nothing left to wait for when all of them expired
+                await batching.wait_until_due(due - time.time(), self._stopping)
         finished = await self.store.claim(list(unique))
         todo = [v for u, v in unique.items() if u not in finished]
         tasks = [asyncio.ensure_future(self._deliver(lane, incoming)) for incoming in todo]
@@ -160,7 +223,7 @@ class Notificator:
         fresh = [d for d in deliveries if d.notification.uuid not in self._written[lane]]
         if not fresh:
             return
-        hops = [self._next_hop(d, unique[d.notification.uuid]) for d in fresh if not d.sent]
+        hops = [self._next_hop(d, unique[d.notification.uuid]) for d in fresh if d.state in _HOPS]
         await self.producer.send_all(hops + self._events(fresh))
         attempts = [a for d in fresh for a in d.log]
         await self.store.record([d.outcome() for d in fresh], attempts=attempts)
@@ -181,9 +244,27 @@ class Notificator:
         except StoreRefused as exc:
             log.error("%s: cannot mark %s failed: %s", self.stage, uid, exc)
 
-    async def _until_due(self, records: list[Record]) -> None:
-        due = max(_due(r) for r in records)
-        await batching.wait_until_due(due - time.time(), self._stopping)
+    async def _drop_expiring(
+        self, lane: str, unique: dict[uuid_mod.UUID, Incoming], due: float
+    ) -> dict[uuid_mod.UUID, Incoming]:
+        """Before the retry lane waits until ``due``: the notifications expired by then are
+        claimed and recorded ``expired`` at once (their event too), not held for the wait
+        and not sent after it; the others are returned."""
+        until = max(due, time.time())
+        doomed = {u: i for u, i in unique.items() if i.notification.expired(until)}
+        if not doomed:
+            return unique
+        finished = await self.store.claim(list(doomed))
+        expired = [
+            self._done[lane].setdefault(u, Delivery.expired(i.notification, total=i.prior))
+            for u, i in doomed.items()
+            if u not in finished
+        ]
+        await self._write(lane, expired, doomed)
+        for uid in doomed:
+            self._done[lane].pop(uid, None)
+            self._written[lane].discard(uid)
+        return {u: i for u, i in unique.items() if u not in doomed}
 
     async def _deliver(self, lane: str, incoming: Incoming) -> Delivery:
         """One pass over a notification; the same answer again if its batch is retried."""
@@ -247,12 +328,10 @@ class Notificator:
         """The status-callback events of these deliveries, for the callbacks topic: produced
         with the next hops, before the outcomes are recorded, so none is lost (a retried
         flush may produce one twice, with the same id)."""
-        topic, limit = topics.callbacks(self.settings), self.settings.max_attempts
-        return [
-            (topic, e.encode(), e.key, ())
-            for d in deliveries
-            for e in events_for(d, max_attempts=limit)
-        ]
+        limit = self.settings.max_attempts
+        return events.messages(
+            self.settings, (e for d in deliveries for e in events_for(d, max_attempts=limit))
+        )
 
     def _account(self, deliveries: list[Delivery]) -> None:
         name = self.channel.name
@@ -260,7 +339,9 @@ class Notificator:
         self.sent += counts[State.SENT]
         self.failed += counts[State.FAILED]
         self.retried += counts[State.FORWARDED]
+        self.expired += counts[State.EXPIRED]
         metrics.SENDS.labels(name, "sent").inc(counts[State.SENT])
+        metrics.SENDS.labels(name, "expired").inc(counts[State.EXPIRED])
         metrics.SENDS.labels(name, "failed").inc(counts[State.FAILED])
         metrics.SENDS.labels(name, "postponed").inc(counts[State.FORWARDED])
         metrics.DLQ.labels(self.stage).inc(counts[State.FAILED])

@@ -28,14 +28,14 @@ NOTIFICATION = {"$ref": "#/components/schemas/Notification"}
 BATCH_RESULT = {"$ref": "#/components/schemas/BatchResult"}
 
 
-def _examples(validator: Validator) -> dict[str, str]:
+def _examples(validator: Validator) -> dict[str, Any]:
     """An example per field that every enabled channel accepts in any combination."""
     examples = {s.name: s.example for s in REQUEST_FIELDS if s.example is not None}
     if validator.channels:
         examples["destination"] = sorted(validator.channels)[0]
     else:
         examples.pop("destination", None)
-    if any(c.validate_recipient(examples.get("to", "")) for c in validator.channels.values()):
+    if any(c.validate_recipient(str(examples.get("to", ""))) for c in validator.channels.values()):
         examples.pop("to", None)
     if validator.callback_hosts:
         host = sorted(validator.callback_hosts)[0]
@@ -61,6 +61,9 @@ def notification_schema(validator: Validator) -> dict[str, Any]:
     limits = ", ".join(f"{n}: {c.max_body_chars}" for n, c in sorted(validator.channels.items()))
     properties["destination"]["description"] += f" Enabled: {enabled}."
     properties["txt"]["description"] += f" Limits (characters): {limits or 'none'}."
+    properties["send_at"]["description"] += (
+        f" Here: at most {validator.horizon:g} s ahead, at most {validator.tolerance:g} s back."
+    )
     branches = [
         {
             "title": name,
@@ -73,6 +76,11 @@ def notification_schema(validator: Validator) -> dict[str, Any]:
         "required": [s.name for s in REQUEST_FIELDS if s.required],
         "properties": properties,
         "additionalProperties": False,
+        # expires_at or ttl_seconds, not both (null is absent)
+        "not": {
+            "required": ["expires_at", "ttl_seconds"],
+            "properties": {"expires_at": {"type": "string"}, "ttl_seconds": {"type": "integer"}},
+        },
     }
     if branches:
         schema["anyOf"] = branches
@@ -147,14 +155,16 @@ def _state() -> dict[str, Any]:
     text = {"type": ["string", "null"]}
     when = {"type": ["string", "null"], "format": "date-time"}
     count = {"type": "integer", "minimum": 0}
-    times = ("forwarded_at", "sent_at", "failed_at", "canceled_at")
+    times = ("forwarded_at", "sent_at", "failed_at", "canceled_at", "expired_at")
     properties: dict[str, Any] = {
         "uuid": {"type": "string", "format": "uuid"},
         "channel": {"type": "string"},
         "state": {
             "enum": [s.value for s in State],
             "description": "received -> forwarded -> sending -> sent | failed; received or "
-            "forwarded -> canceled; failed -> forwarded (retried).",
+            "forwarded -> canceled; failed -> forwarded (retried); received -> scheduled "
+            "(send_at ahead) -> forwarded when due, or -> canceled; any unfinished state -> "
+            "expired (its expires_at passed before it was sent: never sent).",
         },
         "reason": {
             "enum": [*(r.value for r in Reason), None],
@@ -169,6 +179,8 @@ def _state() -> dict[str, Any]:
         "subject": text,
         "txt": {"type": "string"},
         "callback_url": text,
+        "send_at": when | {"description": "When it is to be sent (null: at once)."},
+        "expires_at": when | {"description": "After when it is never sent (null: never)."},
         "accepted_at": {"type": "string", "format": "date-time"},
         "received_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},

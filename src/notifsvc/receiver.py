@@ -45,7 +45,12 @@ _PAGES = (
 
 def create_app(settings: Settings) -> web.Application:
     """The receiver's application; its producer and store start with the app."""
-    gate = Gate(settings.api_keys, rate_per_second=settings.rate_limit_per_key)
+    gate = Gate(
+        settings.api_keys,
+        rate_per_second=settings.rate_limit_per_key,
+        replicas=settings.receiver_replicas,
+        workers=settings.receiver_workers,
+    )
     middlewares = [observe, authenticate] if gate.enabled else [observe]
     largest = max(settings.max_body_bytes, settings.max_batch_bytes)
     app = web.Application(middlewares=middlewares, client_max_size=largest)

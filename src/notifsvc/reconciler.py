@@ -18,7 +18,9 @@ failed, so a re-drive of a row whose first message did arrive delivers nothing t
 older than ``NOTIFSVC_REDRIVE_EXPIRE_SECONDS`` since it was accepted is not re-driven: it
 goes to the dead-letter topic and fails with reason ``expired_unfinished`` (next hop first,
 outcome second, as in the notificator), so that no row stays unfinished for ever and the
-retention TTL, which only deletes finished rows, eventually removes it.
+retention TTL, which only deletes finished rows, eventually removes it. A row past its own
+``expires_at`` is neither: it moves to ``expired`` (its ``notification.expired`` callback
+event first), as everywhere else a notification is found expired.
 
 It is a duty of the router, sliced by the router's consumer group: a row's slice is
 md5(uuid) modulo the partition count of ``outstanding-notifications``, and each replica
@@ -52,11 +54,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from notifsvc import batching, deadletter, errors, headers, kafka, metrics, topics
+from notifsvc import batching, deadletter, errors, events, headers, kafka, metrics, schedule, topics
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, StalledRow, Store
 from notifsvc.deadletter import Message
 from notifsvc.delivery import MAX_RETRY_DELAY
+from notifsvc.events import expired_event
 from notifsvc.kafka import Producer
 from notifsvc.model import Reason, State
 from notifsvc.ratelimit import burst, make_limiter
@@ -134,6 +137,8 @@ class Reconciler:
         self.page = min(settings.batch_size, int(burst(rate))) if rate else settings.batch_size
         self.redriven = 0
         self.expired = 0
+        #: Rows found past their own ``expires_at`` and moved to ``expired``.
+        self.lapsed = 0
         _warn_about(settings)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -180,8 +185,15 @@ class Reconciler:
         return done
 
     async def _redrive(self, rows: list[StalledRow]) -> int:
-        """Forward ``rows`` again (or dead-letter the expired ones), then record it."""
+        """Forward ``rows`` again (or dead-letter the expired ones), then record it; those
+        past their own ``expires_at`` become ``expired`` instead (:meth:`_lapse`)."""
         now = self._clock()
+        lapsed = [r for r in rows if r.notification.expired(now)]
+        done = await self._lapse(lapsed, now) if lapsed else 0
+        rows = [r for r in rows if not r.notification.expired(now)]
+        later = [r for r in rows if _due_later(r, now)]
+        done += await self._place(later, now) if later else 0
+        rows = [r for r in rows if not _due_later(r, now)]
         limit = self.settings.redrive_expire_seconds
         expired = [r for r in rows if now - _started(r) > limit]
         live = [r for r in rows if now - _started(r) <= limit]
@@ -197,7 +209,33 @@ class Reconciler:
         self._account(live, expired, now)
         if outage is not None:
             raise outage  # the rest of the pass would fail alike
-        return len(live) + len(expired)
+        return done + len(live) + len(expired)
+
+    async def _lapse(self, rows: list[StalledRow], now: float) -> int:
+        """Rows past their ``expires_at``: never re-driven, but moved to ``expired``, their
+        ``notification.expired`` events produced first (so none is lost; a pass that fails
+        in between produces one again, with the same id); the number moved."""
+        told = (expired_event(r.notification, attempts=r.attempts, at=now) for r in rows)
+        await self.producer.send_all(events.messages(self.settings, told))
+        why = "its expires_at passed while it was stalled"
+        moved = await self.store.expire([r.notification.uuid for r in rows], why)
+        self.lapsed += len(moved)
+        for r in rows:
+            if r.notification.uuid in moved:
+                log.info("%s: %s expired (%s)", STAGE, r.notification.uuid, why)
+        return len(moved)
+
+    async def _place(self, rows: list[StalledRow], now: float) -> int:
+        """Rows the router inserted but did not place, due later: to their delay tier (or
+        parked), then ``scheduled``, as the router does; never to the lane early."""
+        hops = [(r, schedule.first_hop(self.settings, r.notification, (), now)) for r in rows]
+        messages = [m for _, m in hops if m is not None]
+        sent, outage = await self._send(messages, [r.notification.uuid for r, m in hops if m])
+        placed = [r.notification.uuid for r, m in hops if m is None or r.notification.uuid in sent]
+        await self.store.mark_scheduled(placed)
+        if outage is not None:
+            raise outage
+        return len(placed)
 
     async def _send(
         self, messages: list[Message], uuids: list[uuid_mod.UUID]
@@ -206,6 +244,8 @@ class Reconciler:
         acknowledged, and the outage that kept any other from it. A message refused for
         good is left out without holding back the others; its row, like those an outage
         kept back, is claimed again one ``REDRIVE_AFTER`` later."""
+        if not messages:
+            return set(), None
         futures = [self.producer.send(t, v, key=k, headers=h) for t, v, k, h in messages]
         done, pending = await asyncio.wait(futures, timeout=REPORTS_WITHIN)
         for future in pending:
@@ -268,9 +308,16 @@ class Reconciler:
             log.warning("%s: %s failed: %s", STAGE, r.notification.uuid, _reason(r, now))
 
 
+def _due_later(row: StalledRow, now: float) -> bool:
+    """A row still ``received`` whose ``send_at`` is ahead: it waits for its time."""
+    send_at = row.notification.send_at
+    return row.state is State.RECEIVED and send_at is not None and send_at > now
+
+
 def _started(row: StalledRow) -> float:
-    """When the row's current run began: its acceptance, or an operator's requeue."""
-    return row.replayed.at if row.replayed is not None else row.notification.accepted_at
+    """When the row's current run began: its acceptance (its ``send_at`` when scheduled),
+    or an operator's requeue."""
+    return row.replayed.at if row.replayed is not None else row.notification.due_at
 
 
 def _reason(row: StalledRow, now: float) -> str:

@@ -20,7 +20,11 @@ replica (one job at a time each), so that it survives the process working on it:
   broker acknowledged them, the cursor and the counts move in one update conditional on
   the lease. ``matched`` counts the rows pages selected, ``requeued`` those this job flipped,
   ``skipped`` the others (no longer failed: sent meanwhile, retried alone, or taken by
-  another job).
+  another job; or expired).
+- **Expired.** A failed row whose ``expires_at`` has passed (by the database's clock) is
+  never requeued: the same conditional update moves it to ``expired`` instead, and its
+  ``notification.expired`` callback event is produced with the page's messages. One that
+  expires after its requeue is dropped by the notificator.
 - **Never twice.** The flip is conditional, so two jobs (or a job and a single retry)
   never both requeue a row, and a job requeues a row once; a message produced twice (the
   re-sent page) is sent once, because the notificator claims a row before sending it.
@@ -47,11 +51,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
-from notifsvc import batching, channels, errors, headers, kafka, metrics, topics
+from notifsvc import batching, channels, errors, events, headers, kafka, metrics, topics
 from notifsvc.config import Settings
 from notifsvc.db.replays import TOP, Cursor, Job, ReplayFilter, ReplayStore, Requeued
 from notifsvc.db.store import StoreUnavailable
 from notifsvc.deadletter import Message
+from notifsvc.events import expired_event
 from notifsvc.kafka import Producer
 from notifsvc.model import FieldError, Reason, State
 from notifsvc.ratelimit import make_limiter
@@ -241,6 +246,7 @@ class ReplayRunner:
         self.page_size = page_size(settings)
         self.lease = timedelta(seconds=settings.replay_lease_seconds)
         self.requeued = 0
+        self.expired = 0
 
     async def start(self) -> None:
         """Open the store's pool and check the schema (a missing table stops the stage; a
@@ -313,8 +319,11 @@ class ReplayRunner:
         is no longer this runner's (the page's work is then the new owner's to redo)."""
         rows = await self.store.page(job, after, self.page_size)
         flipped = await self.store.requeue(job.id, [r.uuid for r in rows])
-        await self._produce(job, flipped)
+        expired = [f for f in flipped if f.expired]
+        flipped = [f for f in flipped if not f.expired]
+        await self._produce(job, flipped, expired)
         mine = {r.uuid for r in rows if r.mine} | {f.notification.uuid for f in flipped}
+        mine -= {f.notification.uuid for f in expired}
         step = Step(
             rows[-1].cursor if rows else after, len(rows), len(mine), len(rows) < self.page_size
         )
@@ -329,17 +338,28 @@ class ReplayRunner:
         if not held:
             return None
         self.requeued += len(flipped)
+        self.expired += len(expired)
         for channel, count in Counter(f.notification.channel for f in flipped).items():
             metrics.REQUEUED.labels(channel, "replay").inc(count)
-        log.debug("replay %s: page of %d, %d requeued now", job.id, len(rows), len(flipped))
+        log.debug(
+            "replay %s: page of %d, %d requeued now, %d expired",
+            job.id,
+            len(rows),
+            len(flipped),
+            len(expired),
+        )
         return step
 
-    async def _produce(self, job: Job, flipped: list[Requeued]) -> None:
-        """Send the flipped rows to their low lanes and wait for every acknowledgement.
-        An outage raises (the page is done again later); a message refused for good is
+    async def _produce(self, job: Job, flipped: list[Requeued], expired: list[Requeued]) -> None:
+        """Send the flipped rows to their low lanes, and the ``notification.expired`` events
+        of the expired ones, and wait for every acknowledgement. An outage raises (the page
+        is done again later, and returns these rows again); a message refused for good is
         logged and its row left ``forwarded``, for the reconciler to drive again."""
+        told = (expired_event(r.notification, attempts=r.attempts) for r in expired)
         try:
-            await self.producer.send_all([self._message(r) for r in flipped])
+            await self.producer.send_all(
+                [self._message(r) for r in flipped] + events.messages(self.settings, told)
+            )
         except kafka.KafkaRecordError as exc:
             log.error("replay %s: messages refused, left to the reconciler: %s", job.id, exc)
 

@@ -1,14 +1,20 @@
 """The router: the idempotency boundary between client retries and delivery.
 
 Per batch: one multi-row insert (new UUIDs come back), one look-up of the UUIDs that
-already existed, forward the new rows and the stored rows still in state ``received``
-(a crash between insert and forward left them there), wait for every delivery report,
-mark them forwarded in one statement, and only then commit the batch's offsets.
+already existed, place the new rows and the stored rows still in state ``received``
+(a crash between insert and placement left them there), wait for every delivery report,
+mark them placed in one statement per kind, and only then commit the batch's offsets.
 A re-post of a UUID with a different payload keeps the first and counts a conflict.
+
+Placement (:func:`place`): a notification whose ``expires_at`` passed is never forwarded
+(``expired``, with its ``notification.expired`` event); one whose ``send_at`` is ahead
+goes to its delay tier, or stays parked in the database (:func:`notifsvc.schedule.first_hop`),
+and becomes ``scheduled``; any other is forwarded to its channel's lane.
 
 Beside the batch loop run its duties: the :class:`~notifsvc.reconciler.Reconciler`, which
 forwards again the rows of this replica's partitions (slices) that stopped moving, and the
-:class:`~notifsvc.replays.ReplayRunner`, which works on the operators' replay jobs.
+:class:`~notifsvc.replays.ReplayRunner`, which works on the operators' replay jobs, and the
+:class:`~notifsvc.scheduler.Scheduler`, whose delay tiers hold scheduled notifications until due.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import uuid as uuid_mod
 from collections import Counter
 from dataclasses import dataclass, field
 
-from notifsvc import channels, metrics, preflight, topics, tracing
+from notifsvc import channels, events, metrics, preflight, schedule, topics, tracing
 from notifsvc.batching import BatchLoop
 from notifsvc.config import Settings
 from notifsvc.db.replays import ReplayStore
@@ -30,6 +36,7 @@ from notifsvc.kafka import Consumer, Producer, Record
 from notifsvc.model import FieldError, InvalidNotification, Notification, State
 from notifsvc.reconciler import Reconciler
 from notifsvc.replays import ReplayRunner
+from notifsvc.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,29 @@ class Plan:
     conflicts: Counter[uuid_mod.UUID] = field(default_factory=Counter)
     duplicates: int = 0
     trace: dict[uuid_mod.UUID, tracing.Headers] = field(default_factory=dict)  # tracing on
+
+
+@dataclass
+class Placement:
+    """Where the notifications of a batch go (see :func:`place`)."""
+
+    due: list[Notification] = field(default_factory=list)  # to their lanes now
+    later: list[Notification] = field(default_factory=list)  # to a delay tier, or parked
+    expired: list[Notification] = field(default_factory=list)  # never sent
+
+
+def place(notifications: list[Notification], now: float) -> Placement:
+    """Expired first (an expired one is dropped even if it was also due later), then due
+    later, else due now; ``now`` is this process's clock (unix seconds)."""
+    out = Placement()
+    for n in notifications:
+        if n.expired(now):
+            out.expired.append(n)
+        elif n.send_at is not None and n.send_at > now:
+            out.later.append(n)
+        else:
+            out.due.append(n)
+    return out
 
 
 class Router:
@@ -75,6 +105,7 @@ class Router:
         self.reconciler = Reconciler(settings, self.store, self.producer, owns=self.owns_slice)
         replays = ReplayStore(settings.database, max_connections=2)
         self.replays = ReplayRunner(settings, replays, self.producer)
+        self.scheduler = Scheduler(settings, self.producer)
 
     async def start(self) -> None:
         self.tracing.start()
@@ -84,8 +115,10 @@ class Router:
         await self.replays.start()
         await self.producer.start()
         await self.consumer.start()
+        await self.scheduler.start()
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
         await self.consumer.stop()
         await self.producer.stop()
         await self.replays.stop()
@@ -101,7 +134,9 @@ class Router:
             asyncio.create_task(self.replays.run(stopping), name="replays"),
         }
         try:
-            await self.loop.run(stopping)
+            async with asyncio.TaskGroup() as group:  # the scheduler's tiers fail the stage too
+                group.create_task(self.loop.run(stopping))
+                group.create_task(self.scheduler.run(stopping))
         finally:
             await asyncio.wait(duties, timeout=RECONCILER_STOP_SECONDS if stopping.is_set() else 0)
             for duty in duties:
@@ -143,15 +178,30 @@ class Router:
         plan = self.plan(records)
         inserted = await self.store.insert(list(plan.unique.values()))
         existing = await self.store.lookup([u for u in plan.unique if u not in inserted])
-        forward = [plan.unique[u] for u in inserted] + self._unforwarded(plan, existing)
-        with self._route_spans(plan, forward, inserted, started) as spans:
+        now = time.time()
+        placed = place([plan.unique[u] for u in inserted] + self._unforwarded(plan, existing), now)
+        forward = placed.due
+        with self._route_spans(plan, forward + placed.later, inserted, started) as spans:
             await self.producer.send_all(
                 [(self._lane_topic(n), n.encode(), n.key, spans.headers(n.uuid)) for n in forward]
+                + self._first_hops(placed.later, spans, now)
+                + events.messages(self.settings, (events.expired_event(n) for n in placed.expired))
                 + plan.poison
             )
             await self.store.mark_forwarded([n.uuid for n in forward])
+            await self.store.mark_scheduled([n.uuid for n in placed.later])
+            await self.store.expire([n.uuid for n in placed.expired])
         await self.store.add_conflicts(dict(plan.conflicts))
         self._account(plan, forward, duplicates=plan.duplicates + len(existing))
+        if placed.later or placed.expired:
+            log.debug("router: %d scheduled, %d expired", len(placed.later), len(placed.expired))
+
+    def _first_hops(
+        self, later: list[Notification], spans: tracing.Spans, now: float
+    ) -> list[Message]:
+        """The delay-tier messages of the notifications due later (none for a parked one)."""
+        hops = (schedule.first_hop(self.settings, n, spans.headers(n.uuid), now) for n in later)
+        return [m for m in hops if m is not None]
 
     def _route_spans(
         self, plan: Plan, forward: list[Notification], inserted: set[uuid_mod.UUID], started: int

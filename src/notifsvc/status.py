@@ -6,15 +6,25 @@ channel over the last minute, the sizes of the DLQ and of the callbacks' DLQ, an
 the reconciler's view: rows unfinished and unmoved for longer than
 ``NOTIFSVC_REDRIVE_AFTER_SECONDS`` (its next work), and rows it re-drove or expired in the
 last hour (both read through partial indexes, never a scan of the table).
+
+Circuit breakers live in the notificator processes, so they are read where those publish
+them: the ``notifsvc_breaker_state`` gauge of each ``/metrics`` URL given (the worst state
+any replica reports, per channel and provider). Without URLs, the ports ``notifsvc dev``
+uses are tried (``NOTIFSVC_METRICS_PORT`` and the ports above it, on this machine).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import aiohttp
+
 from notifsvc import channels, errors, kafka, topics
+from notifsvc.breaker import State as BreakerState
 from notifsvc.config import Settings
 from notifsvc.db.store import Store, StoreMisconfigured
 from notifsvc.kafka import KafkaError, PartitionLag
@@ -35,6 +45,50 @@ class Snapshot:
     redriven: dict[str, int] = field(default_factory=dict)  # in the last hour (expired too)
     expired: dict[str, int] = field(default_factory=dict)  # failed expired_unfinished, last hour
     stalled_after: int = 0  # NOTIFSVC_REDRIVE_AFTER_SECONDS
+    breakers: dict[tuple[str, str], BreakerState] = field(default_factory=dict)  # worst replica's
+
+
+_BREAKER = re.compile(
+    r'^notifsvc_breaker_state\{channel="([^"]*)",provider="([^"]*)"\}\s+([0-9.]+)$', re.M
+)
+#: How long one ``/metrics`` URL may take to answer.
+METRICS_TIMEOUT = 2.0
+
+
+def breaker_states(text: str) -> dict[tuple[str, str], BreakerState]:
+    """The breaker states in a Prometheus exposition (one process's ``/metrics``)."""
+    out = {}
+    for channel, provider, value in _BREAKER.findall(text):
+        try:
+            out[(channel, provider)] = BreakerState(int(float(value)))
+        except ValueError:
+            continue
+    return out
+
+
+def metrics_urls(settings: Settings) -> list[str]:
+    """Where ``notifsvc dev`` serves the stages' ``/metrics`` (none without a port)."""
+    if not settings.metrics_port:
+        return []
+    count = len(channels.REGISTRY) + 2  # the router, each notificator, the dispatcher
+    return [f"http://127.0.0.1:{settings.metrics_port + i}/metrics" for i in range(count)]
+
+
+async def read_breakers(urls: Sequence[str], snap: Snapshot, *, explicit: bool) -> None:
+    """The worst state of each provider's breaker over ``urls`` into ``snap``; an
+    ``explicit`` URL that does not answer is a problem, a guessed one is skipped."""
+    timeout = aiohttp.ClientTimeout(total=METRICS_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for url in urls:
+            try:
+                async with session.get(url) as resp:
+                    text = await resp.text()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if explicit:
+                    snap.problems.append(f"metrics: {url}: {exc or type(exc).__name__}")
+                continue
+            for key, state in breaker_states(text).items():
+                snap.breakers[key] = max(state, snap.breakers.get(key, BreakerState.CLOSED))
 
 
 def _groups(settings: Settings) -> list[tuple[str, str]]:
@@ -88,9 +142,15 @@ async def _read_reconciler(store: Store, settings: Settings, snap: Snapshot) -> 
         snap.problems.append(f"database: {exc} (has `notifsvc migrate` run?)")
 
 
-async def collect(settings: Settings) -> Snapshot:
+async def collect(settings: Settings, metrics: Sequence[str] = ()) -> Snapshot:
+    """Everything :func:`render` shows; ``metrics``: the notificators' ``/metrics`` URLs."""
     snap = Snapshot()
-    await asyncio.gather(asyncio.to_thread(read_kafka, settings, snap), _read_db(settings, snap))
+    urls = list(metrics) or metrics_urls(settings)
+    await asyncio.gather(
+        asyncio.to_thread(read_kafka, settings, snap),
+        _read_db(settings, snap),
+        read_breakers(urls, snap, explicit=bool(metrics)),
+    )
     return snap
 
 
@@ -111,6 +171,7 @@ def render(snap: Snapshot) -> str:
     lines += ["", f"dead letters (notifications.dlq): {_size(snap.dlq)}"]
     lines.append(f"dead callbacks ({topics.CALLBACKS}.dlq): {_size(snap.callbacks_dlq)}")
     lines += ["", *_render_reconciler(snap)]
+    lines += ["", *_render_breakers(snap)]
     lines += [f"! {problem}" for problem in snap.problems]
     return "\n".join(lines)
 
@@ -134,10 +195,21 @@ def _render_reconciler(snap: Snapshot) -> list[str]:
     return lines
 
 
-async def show(settings: Settings, *, watch: float = 0.0) -> int:
-    """Print the status once, or every ``watch`` seconds until interrupted."""
+def _render_breakers(snap: Snapshot) -> list[str]:
+    head = "circuit breakers (worst replica)"
+    if not snap.breakers:
+        return [f"{head}: none seen (no notificator /metrics answered)"]
+    lines = [f"{head}", f"  {'channel':<10}{'provider':<14}state"]
+    for (channel, provider), state in sorted(snap.breakers.items()):
+        lines.append(f"  {channel:<10}{provider:<14}{state.label}")
+    return lines
+
+
+async def show(settings: Settings, *, watch: float = 0.0, metrics: Sequence[str] = ()) -> int:
+    """Print the status once, or every ``watch`` seconds until interrupted; ``metrics``:
+    the notificators' ``/metrics`` URLs (for the circuit breakers)."""
     while True:
-        snap = await collect(settings)
+        snap = await collect(settings, metrics)
         text = render(snap)
         print(("\x1b[2J\x1b[H" if watch else "") + text, flush=True)
         if not watch:

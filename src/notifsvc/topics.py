@@ -45,11 +45,23 @@ def callbacks_dlq(settings: Settings) -> str:
     return settings.topic(f"{CALLBACKS}.dlq")
 
 
+#: The delay tiers scheduled notifications wait in (notifsvc/schedule.py), shortest first:
+#: ``notifications.delay.<tier>``, each read by the scheduler (a duty of the router).
+DELAY_TIERS = ("1s", "10s", "1m", "10m", "1h", "1d")
+
+
+def delay(settings: Settings, tier: str) -> str:
+    if tier not in DELAY_TIERS:
+        raise ValueError(f"unknown delay tier {tier!r}")
+    return settings.topic(f"notifications.delay.{tier}")
+
+
 def all_topics(settings: Settings, channels: list[str]) -> list[str]:
     """Every topic the pipeline uses with these channels."""
     lanes = [channel(settings, c, lane) for c in channels for lane in LANES]
     callback = [callbacks(settings, lane) for lane in CALLBACK_LANES] + [callbacks_dlq(settings)]
-    return [outstanding(settings), dlq(settings), *lanes, *callback]
+    tiers = [delay(settings, tier) for tier in DELAY_TIERS]
+    return [outstanding(settings), dlq(settings), *lanes, *callback, *tiers]
 
 
 #: Client and consumer-group name of the router (the group is prefixed like the topics).
@@ -72,6 +84,18 @@ def notificator_group(settings: Settings, channel_name: str, lane: str) -> str:
         raise ValueError(f"unknown lane {lane!r}")
     suffix = "" if lane == "normal" else f"-{lane}"
     return settings.topic(notificator_name(channel_name) + suffix)
+
+
+#: Client name of the scheduler (the delay tiers' consumers, in the router process).
+SCHEDULER = "notifsvc-scheduler"
+
+
+def scheduler_group(settings: Settings, tier: str) -> str:
+    """The consumer group of one delay tier (one group per tier, so that a long wait in
+    one never holds up another)."""
+    if tier not in DELAY_TIERS:
+        raise ValueError(f"unknown delay tier {tier!r}")
+    return settings.topic(f"{SCHEDULER}-{tier}")
 
 
 #: Client name of the status-callback dispatcher (``notifsvc callbacks``).

@@ -183,6 +183,19 @@ def test_expiration_is_the_ttl_after_acceptance_else_after_now() -> None:
     assert ch.request(note(), "t").headers["apns-expiration"] == "2000003600"
 
 
+def test_expiration_is_the_notifications_own_expires_at_capped_by_the_ttl() -> None:
+    expiring = note(accepted_at=2_000_000_000.0, expires_at=2_000_000_300.9)
+    assert channel(ttl_seconds=0).request(expiring, "t").headers["apns-expiration"] == (
+        "2000000300"
+    )
+    assert channel(ttl_seconds=3600).request(expiring, "t").headers["apns-expiration"] == (
+        "2000000300"
+    )
+    assert channel(ttl_seconds=60).request(expiring, "t").headers["apns-expiration"] == (
+        "2000000060"
+    )
+
+
 def test_a_trailing_slash_on_the_api_url_is_ignored() -> None:
     ch = channel(api_url="https://api.sandbox.push.apple.com/")
     assert ch.request(note(), "t").url == f"https://api.sandbox.push.apple.com/3/device/{TOKEN}"

@@ -249,6 +249,23 @@ def test_message_maps_our_priority(priority: Priority, android: str, apns: str) 
     }
 
 
+def test_a_notification_with_expires_at_carries_the_time_left_for_every_platform() -> None:
+    n = dataclasses.replace(note(), expires_at=1_800_000_042.7)
+    message = message_of(n, now=1_800_000_000.0)
+    assert message["android"] == {"priority": "NORMAL", "ttl": "42s"}
+    assert message["apns"]["headers"] == {"apns-priority": "5", "apns-expiration": "1800000042"}
+    assert message["webpush"] == {"headers": {"TTL": "42"}}
+    late = message_of(n, now=1_800_000_100.0)  # never negative: now or never
+    assert late["android"]["ttl"] == "0s" and late["webpush"]["headers"]["TTL"] == "0"
+
+
+def test_the_channel_counts_the_time_left_on_its_wall_clock() -> None:
+    n = dataclasses.replace(note(), expires_at=1_800_000_100.0)
+    channel = FcmChannel(SETTINGS, wall=lambda: 1_800_000_000.0)
+    body = orjson.loads(channel.build_request(n, "ya29.secret").body)
+    assert body["message"]["android"]["ttl"] == "100s"
+
+
 @pytest.mark.parametrize("subject", [None, ""])
 def test_no_subject_no_title(subject: str | None) -> None:
     assert message_of(note("disk full", subject=subject))["notification"] == {"body": "disk full"}

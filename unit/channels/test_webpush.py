@@ -680,3 +680,17 @@ def test_any_recipient_gets_field_errors_on_to_or_can_be_encrypted_to(to: str) -
     else:
         body = channel.request(note(to)).body
         assert HEADER_BYTES + RECORD_OVERHEAD < len(body) <= MAX_BODY_BYTES
+
+
+@pytest.mark.parametrize(
+    ("setting", "expires_in", "ttl"),
+    [(600, 42.9, "42"), (600, 4_000.0, "600"), (0, 4_000.0, "4000"), (600, -3.0, "0")],
+)
+def test_the_ttl_is_the_time_left_until_expires_at_capped_by_the_setting(
+    setting: int, expires_in: float, ttl: str
+) -> None:
+    clock = Clock()
+    channel = WebPushChannel(SETTINGS.configure(WebPushSettings, ttl_seconds=setting), clock=clock)
+    request = channel.request(note(expires_at=clock.now + expires_in))
+    assert dict(request.headers)["TTL"] == ttl
+    assert dict(channel.request(note()).headers)["TTL"] == str(setting)

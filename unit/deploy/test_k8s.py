@@ -310,6 +310,9 @@ def test_topics_match_the_pipeline_and_the_settings(overlay: str) -> None:
         assert spec["replicas"] == settings.topic_replication == 3, name
         assert spec["config"]["min.insync.replicas"] == 2, name
         assert spec["replicas"] <= pool["spec"]["replicas"], name
+    for tier in topics.DELAY_TIERS:  # what the tiers hold must outlive its wait in them
+        retention = kafka_topics[topics.delay(settings, tier)]["config"]["retention.ms"]
+        assert retention > settings.schedule_park_after_seconds * 1000, tier
     for topic in of_kind(docs, "KafkaTopic") + of_kind(docs, "KafkaNodePool"):
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
 

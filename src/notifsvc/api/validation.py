@@ -23,6 +23,7 @@ import functools
 import re
 import time
 import uuid as uuid_mod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from notifsvc import channels
 from notifsvc.channels.webhook import MAX_URL_CHARS, WebhookChannel, url_problem
 from notifsvc.config import Settings
 from notifsvc.model import (
+    MAX_TTL_SECONDS,
     REQUEST_FIELDS,
     FieldError,
     InvalidNotification,
@@ -43,8 +45,14 @@ UUID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-
 #: No string may hold NUL: PostgreSQL refuses it in text (:func:`~notifsvc.model.parse` too).
 NO_NUL = "^[^\\u0000]*$"
 _UUID_MESSAGE = "must be a UUID, e.g. 0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
-#: The fields a request may have for :meth:`Validator._fast` (a callback URL takes the full path).
-_FAST_FIELDS = frozenset(f.name for f in REQUEST_FIELDS) - {"callback_url"}
+#: The fields a request may have for :meth:`Validator._fast` (a callback URL and the times of
+#: a scheduled send take the full path).
+_FAST_FIELDS = frozenset(f.name for f in REQUEST_FIELDS) - {
+    "callback_url",
+    "send_at",
+    "expires_at",
+    "ttl_seconds",
+}
 _PRIORITIES = {p.value: p for p in Priority}
 _NUL_MESSAGE = "must not contain the NUL character (U+0000)"
 
@@ -79,6 +87,10 @@ class Rule:
     max_length: int | None = None
     format: str | None = None
     nullable: bool = False
+    #: ``string``, or ``integer`` (checked by :func:`~notifsvc.model.parse`; ``accepts``
+    #: and the bounds below are for strings).
+    kind: str = "string"
+    maximum: int | None = None
 
     def accepts(self, value: str) -> bool:
         if len(value) < self.min_length:
@@ -89,7 +101,9 @@ class Rule:
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of the field (``null`` allowed for an optional one)."""
-        out: dict[str, Any] = {"type": ["string", "null"] if self.nullable else "string"}
+        out: dict[str, Any] = {"type": [self.kind, "null"] if self.nullable else self.kind}
+        if self.kind == "integer":
+            return out | {"minimum": 1, "maximum": self.maximum}
         if self.format is not None:
             out["format"] = self.format
         if len(self.patterns) == 1:
@@ -112,6 +126,10 @@ def _field_rules() -> dict[str, Rule]:
         elif spec.enum:
             message = f"must be one of {', '.join(spec.enum)}"
             rule = Rule(message, (anycase(spec.enum),), nullable=not spec.required)
+        elif spec.format == "date-time":  # parse() says what is wrong with one
+            rule = Rule(_NUL_MESSAGE, format="date-time", nullable=True)
+        elif spec.kind == "integer":  # ttl_seconds
+            rule = Rule("", kind="integer", nullable=True, maximum=MAX_TTL_SECONDS)
         rules[spec.name] = rule
     # Channel.validate: every channel refuses an empty body.
     rules["txt"] = Rule("must not be empty", (NO_NUL,), min_length=1)
@@ -169,8 +187,18 @@ class Validator:
         enabled: dict[str, channels.AnyChannel],
         disabled: dict[str, str],
         callback_hosts: frozenset[str] = frozenset(),
+        *,
+        horizon: float = 2_592_000.0,
+        tolerance: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``horizon``: seconds ahead a ``send_at`` may be; ``tolerance``: seconds in the
+        past it may be (and then means now); ``clock``: unix seconds, a request's
+        ``accepted_at``."""
         self.channels = enabled
+        self.horizon = horizon
+        self.tolerance = tolerance
+        self._clock = clock
         self.disabled = disabled
         self.callback_hosts = callback_hosts
         self.rules = _field_rules()
@@ -191,7 +219,13 @@ class Validator:
     @classmethod
     def from_settings(cls, settings: Settings) -> Validator:
         hosts = settings.callback_allowed_hosts
-        return cls(channels.enabled(settings), channels.disabled(settings), hosts)
+        return cls(
+            channels.enabled(settings),
+            channels.disabled(settings),
+            hosts,
+            horizon=settings.schedule_horizon_seconds,
+            tolerance=settings.schedule_tolerance_seconds,
+        )
 
     def parse_uuid(self, raw: str) -> uuid_mod.UUID | None:
         """``raw`` as a UUID when it has the form the ``uuid`` field needs, else None."""
@@ -225,13 +259,13 @@ class Validator:
         if channel is None or priority is None or not self._uuid.search(raw):
             return None
         uid = uuid_mod.UUID(raw)
-        n = Notification(uid, name.lower(), to, txt, subject, priority, accepted_at=time.time())
+        n = Notification(uid, name.lower(), to, txt, subject, priority, accepted_at=self._clock())
         return None if channel.validate(n) else n
 
     def _validate(self, data: object) -> Notification:
         """The three layers, every failing field reported."""
         try:
-            notification: Notification | None = parse(data)
+            notification: Notification | None = parse(data, now=self._clock())
             errors: list[FieldError] = []
         except InvalidNotification as exc:
             notification, errors = None, list(exc.errors)
@@ -243,9 +277,27 @@ class Validator:
         callback = notification.callback_url if notification is not None else None
         if callback is not None and "callback_url" not in {e.field for e in errors}:
             errors += self._callback_errors(callback)
+        if notification is not None and notification.send_at is not None:
+            errors += self._send_at_errors(notification)
         if errors or notification is None:
             raise InvalidNotification(errors)
         return notification
+
+    def _send_at_errors(self, n: Notification) -> list[FieldError]:
+        """A ``send_at`` within the horizon, and not in the past beyond the tolerance (a
+        client's clock a little behind ours: sent at once)."""
+        assert n.send_at is not None
+        ahead = n.send_at - n.accepted_at
+        if ahead < -self.tolerance:
+            why = f"is in the past (more than {self.tolerance:g} s before now)"
+            return [FieldError("send_at", why)]
+        if ahead > self.horizon:
+            why = (
+                f"is more than {self.horizon:g} s ahead "
+                "(NOTIFSVC_SCHEDULE_HORIZON_SECONDS of this service)"
+            )
+            return [FieldError("send_at", why)]
+        return []
 
     def _callback_errors(self, url: str) -> list[FieldError]:
         """A status-callback URL obeys the webhook channel's rules, on its own hosts."""

@@ -4,10 +4,12 @@
 one connection multiplexing the sends) with the headers ``authorization: bearer <JWT>``,
 ``apns-topic`` (the app's bundle id), ``apns-push-type: alert``, ``apns-priority`` (10 for
 high and normal, 5 for low), ``apns-expiration`` (0, or ``NOTIFSVC_APNS_TTL_SECONDS`` after
-the notification was accepted) and ``apns-id`` (the notification's UUID, so that a repeated
-send is recognisable), and the body ``{"aps": {"alert": {"title": subject, "body": txt}}}``
-(no title without a subject), at most 4,096 bytes. ``to`` is a device token: 64 hexadecimal
-characters today, accepted up to 200 (whole bytes) since Apple says the length may change.
+the notification was accepted; for a notification with ``expires_at``, that time, or the
+setting's if sooner, so APNs never delivers it late) and ``apns-id`` (the notification's
+UUID, so that a repeated send is recognisable), and the body
+``{"aps": {"alert": {"title": subject, "body": txt}}}`` (no title without a subject), at
+most 4,096 bytes. ``to`` is a device token: 64 hexadecimal characters today, accepted up to
+200 (whole bytes) since Apple says the length may change.
 
 The provider token is an ES256 JWT signed with the team's ``.p8`` key (header ``alg``,
 ``kid``; claims ``iss`` = team id, ``iat``). Apple refuses tokens older than an hour and
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import ssl
 import time
@@ -144,7 +147,10 @@ class ApnsSettings(Section, prefix="apns"):
         None, as_readable_file, doc="CA bundle to trust instead of the system's"
     )
     ttl_seconds: int = setting(
-        0, _seconds, doc="how long APNs retries an offline device (0: now or never)"
+        0,
+        _seconds,
+        doc="how long APNs retries an offline device (0: now or never; a notification with "
+        "`expires_at` until then, at most this long when above 0)",
     )
 
     def disabled_reason(self) -> str | None:
@@ -319,10 +325,15 @@ class ApnsChannel(Channel[ApnsSettings]):
         return Request(url, payload(notification), headers, "apns", secrets=(token,))
 
     def _expiration(self, notification: Notification) -> int:
+        """Unix seconds after which APNs stops trying (0: now or never). A notification's
+        own ``expires_at`` is the client's wish; a positive setting caps it."""
         ttl = self.config.ttl_seconds
-        if ttl == 0:
-            return 0
-        return int((notification.accepted_at or self.clock()) + ttl)
+        expires_at = notification.expires_at
+        capped = int((notification.accepted_at or self.clock()) + ttl) if ttl else 0
+        if expires_at is None:
+            return capped
+        wish = math.floor(expires_at)
+        return min(wish, capped) if capped else wish
 
     async def send(self, notification: Notification) -> Receipt:
         client, tokens = self._client, self._tokens

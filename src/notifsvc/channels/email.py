@@ -16,6 +16,13 @@ Rate limits stay :class:`TransientError`, not
 time to wait, and the same codes also mean greylisting, a busy mailbox or a full disk, which
 must spend attempts so that a notification cannot be retried forever.
 
+Failover (:mod:`notifsvc.providers`): ``NOTIFSVC_EMAIL_PROVIDERS`` orders the relays,
+``smtp`` (``NOTIFSVC_EMAIL_*``) and ``smtp_backup`` (``NOTIFSVC_SMTP_BACKUP_*``, the same
+settings). An error proves that a relay did not take the message (``failover``) when the
+connection could not be made (refused, DNS, TLS, greeting) or the relay answered 4xx: an
+SMTP server that has not answered 250 to the end of ``DATA`` has not taken the message. A
+timeout or a dropped connection during ``DATA`` is not one.
+
 A subject is one header line: :data:`SUBJECT_PATTERN` refuses every control character and
 line break (CR, LF, NEL, U+2028, U+2029, VT, FF, the file separators, NUL, ...) already at
 the receiver, where it would otherwise be accepted and then fail for good here.
@@ -38,7 +45,14 @@ from typing import ClassVar
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
 
-from notifsvc.channels.base import Channel, DeliveryError, PermanentError, TransientError
+from notifsvc.channels.base import (
+    Channel,
+    DeliveryError,
+    PermanentError,
+    ProviderChoice,
+    TransientError,
+    provider_list,
+)
 from notifsvc.config import Secret, Section, as_port, one_of, setting
 from notifsvc.model import FieldError, Notification
 
@@ -65,8 +79,8 @@ def message_id(notification: Notification) -> str:
 
 
 @dataclass(frozen=True)
-class EmailSettings(Section, prefix="email"):
-    """The SMTP relay (``tls``: none, starttls or tls) and the sender address."""
+class SmtpRelay(Section):
+    """An SMTP relay (``tls``: none, starttls or tls) and the sender address."""
 
     host: str | None = setting(None, str, doc="SMTP relay; none: the channel is off")
     port: int = setting(587, as_port, doc="SMTP port")
@@ -92,7 +106,24 @@ class EmailSettings(Section, prefix="email"):
         return None
 
 
-def build_message(settings: EmailSettings, notification: Notification) -> EmailMessage:
+@dataclass(frozen=True)
+class EmailSettings(ProviderChoice, SmtpRelay, prefix="email"):
+    """The primary SMTP relay (provider ``smtp``) and the email channel's providers."""
+
+    providers: str = setting(
+        "smtp",
+        provider_list("smtp", "smtp_backup"),
+        doc="email providers in order: `smtp` (`NOTIFSVC_EMAIL_*`), `smtp_backup`",
+    )
+
+
+@dataclass(frozen=True)
+class SmtpBackupSettings(SmtpRelay, prefix="smtp_backup"):
+    """A second SMTP relay (provider ``smtp_backup``), used after ``smtp`` as
+    ``NOTIFSVC_EMAIL_PROVIDERS`` orders them."""
+
+
+def build_message(settings: SmtpRelay, notification: Notification) -> EmailMessage:
     """The message for ``notification``; the same bytes every time it is built."""
     sent = notification.accepted_at or time.time()
     message = EmailMessage()
@@ -112,17 +143,21 @@ def _by_code(code: int, text: str) -> DeliveryError:
     return TransientError(message)
 
 
-def classify(exc: Exception) -> DeliveryError:
-    """The delivery error an aiosmtplib or socket exception means."""
+def classify(exc: Exception, *, connecting: bool = False) -> DeliveryError:
+    """The delivery error an aiosmtplib or socket exception means; ``connecting``: it came
+    while the connection was being made (the message cannot have been taken)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         refused = exc.recipients[0]
-        return _by_code(refused.code, refused.message)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return _by_code(exc.code, exc.message)
-    if isinstance(exc, OSError):  # timeouts, refused and dropped connections, TLS failures
-        return TransientError(f"SMTP connection failed: {exc!r}")
-    # No STARTTLS or AUTH where configured, SMTPUTF8 missing: retrying cannot help.
-    return PermanentError(f"SMTP session failed: {exc}")
+        error = _by_code(refused.code, refused.message)
+    elif isinstance(exc, aiosmtplib.SMTPResponseException):
+        error = _by_code(exc.code, exc.message)
+    elif isinstance(exc, OSError):  # timeouts, refused and dropped connections, TLS failures
+        error = TransientError(f"SMTP connection failed: {exc!r}")
+    else:  # No STARTTLS or AUTH where configured, SMTPUTF8 missing: retrying cannot help.
+        error = PermanentError(f"SMTP session failed: {exc}")
+    replied = isinstance(exc, aiosmtplib.SMTPResponseException)
+    error.failover = error.retriable and (connecting or replied)
+    return error
 
 
 class _Pool:
@@ -170,9 +205,10 @@ class _Pool:
             client.close()
 
 
-class EmailChannel(Channel[EmailSettings]):
+class EmailChannel(Channel[SmtpRelay]):
     name = "email"
-    Config = EmailSettings
+    provider = "smtp"
+    Config: ClassVar[type[SmtpRelay]] = EmailSettings
     fake = "notifsvc.dev.fakes.smtp:FakeSmtp"
     subject_pattern: ClassVar[str] = SUBJECT_PATTERN
     max_subject_chars: ClassVar[int] = MAX_SUBJECT_CHARS
@@ -231,13 +267,24 @@ class EmailChannel(Channel[EmailSettings]):
             message = build_message(self.config, notification)
         except Exception as exc:  # whatever it is, this message can never be sent
             raise PermanentError(f"cannot build the message: {_describe(exc)}") from exc
+        connecting = True
         try:
             async with pool.connection() as client:
+                connecting = False
                 await client.send_message(message)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise classify(exc) from exc
+            raise classify(exc, connecting=connecting) from exc
         except Exception as exc:  # a surprise must not escape a send
             raise PermanentError(f"SMTP send failed unexpectedly: {_describe(exc)}") from exc
+
+
+class SmtpBackupChannel(EmailChannel):
+    """The second relay: the same channel, its own settings (``NOTIFSVC_SMTP_BACKUP_*``)."""
+
+    name = "email"
+    provider = "smtp_backup"
+    Config = SmtpBackupSettings
+    fake = "notifsvc.dev.fakes.smtp:FakeSmtpBackup"
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,7 +11,11 @@
 
 ``title`` is left out without a subject; priority ``high`` is ``HIGH``/``10``, ``normal`` and
 ``low`` are ``NORMAL``/``5``. ``data.uuid`` lets the app drop a repeated push (a send whose
-answer was lost is sent again).
+answer was lost is sent again). A notification with ``expires_at`` tells FCM how long it may
+still be kept for an offline device, for every platform the token may be: ``android.ttl``
+(the whole seconds left, e.g. ``"42s"``; ``"0s"``: now or never), ``apns.headers``
+``apns-expiration`` (``expires_at`` as Unix seconds) and ``webpush.headers`` ``TTL`` (the
+seconds left). Without it FCM keeps a message up to its default of four weeks.
 
 The access token is an OAuth2 token of the service account whose key file
 ``NOTIFSVC_FCM_CREDENTIALS`` holds (or ``NOTIFSVC_FCM_CREDENTIALS_FILE`` names): google-auth
@@ -44,6 +48,7 @@ import dataclasses
 import datetime
 import functools
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -221,15 +226,25 @@ def payload_bytes(notification: Notification) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in parts.items())
 
 
-def message_of(notification: Notification) -> dict[str, Any]:
-    """The ``message`` of a ``messages:send`` request."""
-    return {
+def message_of(notification: Notification, now: float | None = None) -> dict[str, Any]:
+    """The ``message`` of a ``messages:send`` request sent at ``now`` (unix seconds, default
+    the wall clock: only a notification with ``expires_at`` needs it)."""
+    android: dict[str, Any] = {"priority": _ANDROID_PRIORITY[notification.priority]}
+    apns = {"apns-priority": _APNS_PRIORITY[notification.priority]}
+    message = {
         "token": notification.to,
         "notification": notification_of(notification),
         "data": data_of(notification),
-        "android": {"priority": _ANDROID_PRIORITY[notification.priority]},
-        "apns": {"headers": {"apns-priority": _APNS_PRIORITY[notification.priority]}},
+        "android": android,
+        "apns": {"headers": apns},
     }
+    expires_at = notification.expires_at
+    if expires_at is not None:
+        left = max(0, math.floor(expires_at - (time.time() if now is None else now)))
+        android["ttl"] = f"{left}s"
+        apns["apns-expiration"] = str(math.floor(expires_at))
+        message["webpush"] = {"headers": {"TTL": str(left)}}
+    return message
 
 
 # --- answers -------------------------------------------------------------------------------
@@ -460,10 +475,19 @@ class FcmChannel(HttpChannel[FcmSettings]):
     max_body_chars = 4_000
     recipient_pattern: ClassVar[str] = f"^{TOKEN.pattern}$"
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
-        """``clock``: monotonic seconds, by which access tokens expire (tests inject one)."""
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: monotonic seconds, by which access tokens expire; ``wall``: unix
+        seconds, by which a notification's remaining time to live is counted (tests inject
+        both)."""
         super().__init__(settings)
         self._clock = clock
+        self._wall = wall
         self.tokens: AccessTokens | None = None
 
     def validate_recipient(self, to: str) -> list[FieldError]:
@@ -525,7 +549,7 @@ class FcmChannel(HttpChannel[FcmSettings]):
         return f"{self.config.api_url.rstrip('/')}/v1/projects/{project}/messages:send"
 
     def build_request(self, notification: Notification, access_token: str) -> Request:
-        body = orjson.dumps({"message": message_of(notification)})
+        body = orjson.dumps({"message": message_of(notification, self._wall())})
         headers = {
             "Authorization": f"Bearer {access_token}",
             "Content-Type": "application/json; charset=UTF-8",

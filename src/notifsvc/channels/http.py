@@ -6,6 +6,12 @@ the channel classify it. Whatever goes wrong on the way becomes a
 :class:`~notifsvc.channels.base.DeliveryError`: timeouts and connection errors are
 transient, anything unexpected is permanent for the notification, so that no send can
 escape the delivery policy.
+
+Where an error proves that the provider did not take the message, it is marked
+``failover`` (see :class:`~notifsvc.channels.base.DeliveryError`): a connection that was
+never made (refused, DNS, TLS: :class:`aiohttp.ClientConnectorError`, or a connect
+timeout) and an answer 429 or 5xx. A timeout or a dropped connection after the request
+went out is not: the provider may have sent the message.
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ MAX_RETRY_AFTER = 86_400.0
 MAX_ANSWER_BYTES = 64 * 1024
 #: Characters of an answer or exception message quoted in an error.
 DETAIL_CHARS = 200
+#: Failures before any byte of the request went out: another provider may send it.
+NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+def proves_not_taken(status: int) -> bool:
+    """An answer status that says the provider did not take the message (429, 5xx)."""
+    return status == 429 or status >= 500
+
 
 _DELTA_SECONDS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts '²' and '٣'
 _REDACTED = "[redacted]"
@@ -204,13 +218,16 @@ class HttpChannel(Channel[C]):
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
             failure = _failure(request, exc, self.name, "request failed")
-            raise TransientError(failure) from _cause(request, exc)
+            transient = TransientError(failure)
+            transient.failover = isinstance(exc, NOT_SENT)
+            raise transient from _cause(request, exc)
         except Exception as exc:  # noqa: BLE001 - a bug or a surprise: never escape a send
             failure = _failure(request, exc, self.name, "send failed unexpectedly")
             raise PermanentError(failure) from _cause(request, exc)
         if error is not None:
             if error.status is None:  # classified from the body, e.g. Slack's "ok": false
                 error.status = answer.status
+            error.failover = error.failover or (error.retriable and proves_not_taken(answer.status))
             raise error
         return self._receipt(answer)
 

@@ -9,6 +9,9 @@ idempotency key for messages, so a send whose answer was lost may be repeated.
 HTTP 429 is :class:`Throttled` and 5xx answers are :class:`TransientError` (both honouring
 ``Retry-After``); other 4xx answers are :class:`PermanentError` carrying Twilio's error code
 and message.
+
+This class is provider ``twilio``; ``NOTIFSVC_SMS_PROVIDERS`` (default ``twilio``) orders it
+with ``vonage`` (:mod:`notifsvc.channels.vonage`) for failover (:mod:`notifsvc.providers`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from urllib.parse import quote, urlencode
 import orjson
 import phonenumbers
 
-from notifsvc.channels.base import DeliveryError
+from notifsvc.channels.base import DeliveryError, ProviderChoice, provider_list
 from notifsvc.channels.http import (
     Answer,
     HttpChannel,
@@ -32,7 +35,7 @@ from notifsvc.channels.http import (
     classify_status,
     json_field,
 )
-from notifsvc.config import Secret, Section, setting
+from notifsvc.config import Secret, setting
 from notifsvc.model import FieldError, Notification
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -72,8 +75,15 @@ def recipient_problem(to: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class SmsSettings(Section, prefix="sms"):
-    """The Twilio account that sends the messages."""
+class SmsSettings(ProviderChoice, prefix="sms"):
+    """The Twilio account that sends the messages (provider ``twilio``), and the sms
+    channel's providers."""
+
+    providers: str = setting(
+        "twilio",
+        provider_list("twilio", "vonage"),
+        doc="sms providers in order: `twilio` (`NOTIFSVC_SMS_*`), `vonage`",
+    )
 
     api_url: str = setting("https://api.twilio.com", str, doc="Twilio API base URL")
     account_sid: str | None = setting(None, str, doc="Twilio account SID")
@@ -87,6 +97,7 @@ class SmsSettings(Section, prefix="sms"):
 
 class SmsChannel(HttpChannel[SmsSettings]):
     name = "sms"
+    provider = "twilio"
     Config = SmsSettings
     fake = "notifsvc.dev.fakes.twilio:FakeTwilio"
     max_body_chars = 1_600

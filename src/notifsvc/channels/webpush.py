@@ -13,8 +13,10 @@ subdomains); ``keys.p256dh`` is an uncompressed P-256 point on the curve and ``k
 
 A send POSTs the JSON ``{"title": subject, "body": txt, "uuid": ...}``, encrypted for the
 subscription with a fresh key pair, to the endpoint with ``Authorization: vapid t=<JWT>,
-k=<public key>``, ``TTL`` (``NOTIFSVC_WEBPUSH_TTL_SECONDS``), ``Urgency`` (our priority)
-and ``Content-Encoding: aes128gcm``. The encrypted body must fit :data:`MAX_BODY_BYTES`,
+k=<public key>``, ``TTL`` (``NOTIFSVC_WEBPUSH_TTL_SECONDS``; for a notification with
+``expires_at``, the whole seconds left until then, or the setting if fewer and above 0, so a
+push service never delivers it late), ``Urgency`` (our priority) and
+``Content-Encoding: aes128gcm``. The encrypted body must fit :data:`MAX_BODY_BYTES`,
 so :meth:`WebPushChannel.validate` refuses a longer payload. The VAPID JWT (ES256, ``aud``
 the endpoint's origin, ``exp`` :data:`TOKEN_LIFETIME` ahead, ``sub`` the contact of
 ``NOTIFSVC_WEBPUSH_VAPID_SUBJECT``) is cached per origin and signed anew
@@ -35,6 +37,7 @@ import base64
 import binascii
 import ipaddress
 import logging
+import math
 import os
 import re
 import time
@@ -170,7 +173,8 @@ class WebPushSettings(Section, prefix="webpush"):
     ttl_seconds: int = setting(
         DEFAULT_TTL_SECONDS,
         _ttl_setting,
-        doc="how long a push service keeps a message for an offline browser (`TTL`), 0 to 2419200",
+        doc="how long a push service keeps a message for an offline browser (`TTL`), 0 to "
+        "2419200 (a notification with `expires_at`: until then, at most this long above 0)",
     )
     allowed_hosts: frozenset[str] = setting(
         frozenset(),
@@ -517,12 +521,21 @@ class WebPushChannel(HttpChannel[WebPushSettings]):
             "Authorization": f"vapid t={token}, k={self.signer.public_key}",
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
-            "TTL": str(self.config.ttl_seconds),
+            "TTL": str(self._ttl(notification)),
             "Urgency": URGENCY[notification.priority],
         }
         body = encrypt(payload(notification), subscription)
         secrets = (*url_secrets(subscription.endpoint), token)
         return Request(subscription.endpoint, body, headers, label, secrets)
+
+    def _ttl(self, notification: Notification) -> int:
+        """Seconds a push service may keep it: the setting, or the time left until the
+        notification's own ``expires_at`` (capped by a setting above 0)."""
+        ttl = self.config.ttl_seconds
+        if notification.expires_at is None:
+            return ttl
+        left = max(0, math.floor(notification.expires_at - self.clock()))
+        return min(left, ttl) if ttl else left
 
     def classify(self, answer: Answer, request: Request) -> DeliveryError | None:
         error = classify_response(answer, request.label)

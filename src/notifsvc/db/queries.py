@@ -32,17 +32,13 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from notifsvc.model import FieldError, Priority, Reason, State
+from notifsvc.model import FieldError, Priority, Reason, State, parse_time
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 PARAMETERS = ("state", "channel", "priority", "reason", "since", "until", "limit", "cursor")
 #: Longest cursor read (one this API issues is about 150 characters).
 MAX_CURSOR_CHARS = 512
-#: Bounds of the times a filter may name: a time beyond them is taken as the bound (and
-#: stays clear of the values asyncpg maps to PostgreSQL's ``infinity``).
-EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
@@ -50,13 +46,9 @@ MICROSECOND = timedelta(microseconds=1)
 COLUMNS = (
     "uuid, channel, state, attempts, conflicts, last_error, priority, recipient, subject, "
     "body, callback_url, accepted_at, received_at, forwarded_at, sent_at, failed_at, "
-    "canceled_at, updated_at"
+    "canceled_at, updated_at, send_at, expires_at, expired_at"
 )
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
-)
 _CURSOR = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _LIMIT = re.compile(r"[0-9]{1,4}", re.ASCII)
 _SALT = b"notifsvc-cursor-v1\x00"
@@ -197,32 +189,6 @@ def _time(values: dict[str, str], name: str, errors: list[FieldError]) -> dateti
         message = f"must be an RFC 3339 time with an offset, e.g. 2026-01-31T09:30:00Z{hint}"
         errors.append(FieldError(name, f"{message} (got {raw!r})"))
     return at
-
-
-def parse_time(raw: str) -> datetime | None:
-    """An RFC 3339 ``date-time`` (offset required) in UTC, or None when ``raw`` is not one.
-    A leap second reads as the next second; times beyond :data:`EARLIEST` and
-    :data:`LATEST` (year 0, or an offset past the ends of the calendar) read as those."""
-    m = _RFC3339.fullmatch(raw)
-    if m is None:
-        return None
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    fraction = int((m.group(7) or "0")[:6].ljust(6, "0"))
-    try:  # year 0 exists in RFC 3339, not in Python: check its day in leap year 2000
-        local = datetime(year or 2000, month, day, hour, minute, min(second, 59), fraction)
-    except ValueError:
-        return None
-    sign, oh, om = m.group(9), int(m.group(10) or 0), int(m.group(11) or 0)
-    if second > 60 or oh > 23 or om > 59:
-        return None
-    if year == 0:
-        return EARLIEST
-    offset = timedelta(hours=oh, minutes=om) * (-1 if sign == "-" else 1)
-    try:
-        at = local.replace(tzinfo=UTC) - offset + timedelta(seconds=second - min(second, 59))
-    except OverflowError:
-        return EARLIEST if year == 1 else LATEST
-    return min(max(at, EARLIEST), LATEST)
 
 
 def encode_cursor(position: Position, flt: Filter) -> str:

@@ -126,10 +126,13 @@ class PageRow:
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
-    """A row the job flipped to ``forwarded``: what to produce, with its attempts so far."""
+    """A row the job flipped to ``forwarded``: what to produce, with its attempts so far; or,
+    ``expired``, one whose ``expires_at`` had passed, flipped to ``expired`` instead (only
+    its ``notification.expired`` event is to produce)."""
 
     notification: Notification
     attempts: int
+    expired: bool = False
 
 
 _CREATE = """
@@ -185,18 +188,31 @@ WHERE id = $1 AND lease_owner = $2 AND state = 'running'
 RETURNING id
 """
 #: The flip: ``failed -> forwarded`` only if still failed and not requeued by this job
-#: before; and a row this job requeued that is still ``forwarded`` is returned again (its
-#: message may not have been produced). Rows in uuid order, the order writers lock them in.
+#: before, or ``failed -> expired`` (with ``$3`` as its error) for one whose ``expires_at``
+#: passed by the database's clock: it must never be sent; and a row this job requeued that
+#: is still ``forwarded`` (or that it expired) is returned again (its message or event may
+#: not have been produced). Rows in uuid order, the order writers lock them in. The SET
+#: expressions read the row as it was, RETURNING as it is now.
 _REQUEUE = """
 UPDATE notifications
-SET state = 'forwarded', replay_id = $1, forwarded_at = now(), updated_at = now(),
+SET state = CASE WHEN state <> 'failed' THEN state
+                 WHEN expires_at <= now() THEN 'expired' ELSE 'forwarded' END,
+    expired_at = CASE WHEN state = 'failed' AND expires_at <= now() THEN now()
+                      ELSE expired_at END,
+    last_error = CASE WHEN state = 'failed' AND expires_at <= now() THEN $3
+                      ELSE last_error END,
+    forwarded_at = CASE WHEN state = 'expired' OR (state = 'failed' AND expires_at <= now())
+                        THEN forwarded_at ELSE now() END,
+    replay_id = $1, updated_at = now(),
     replayed_from = CASE WHEN state = 'failed' THEN attempts ELSE replayed_from END
 WHERE uuid = ANY($2::uuid[])
   AND ((state = 'failed' AND (replay_id IS NULL OR replay_id <> $1))
-       OR (state = 'forwarded' AND replay_id = $1))
+       OR (state IN ('forwarded', 'expired') AND replay_id = $1))
 RETURNING uuid, channel, recipient, body, subject, priority, accepted_at, callback_url, client,
-          attempts
+          attempts, send_at, expires_at, state = 'expired' AS expired
 """
+#: ``last_error`` of a failed row a replay found expired.
+EXPIRED_ERROR = "expired: its expires_at passed before it was replayed"
 #: $1, $2: the cursor; $3: the job; $4: the limit; then the filter's values.
 _MINE = """
 SELECT uuid, received_at, true AS mine FROM notifications
@@ -279,8 +295,8 @@ class ReplayStore(Store):
         :data:`_REQUEUE`); the rows to produce."""
         if not uuids:
             return []
-        rows = await self._fetch(_REQUEUE, job_id, sorted(uuids))
-        return [Requeued(notification_of(r), r["attempts"]) for r in rows]
+        rows = await self._fetch(_REQUEUE, job_id, sorted(uuids), EXPIRED_ERROR)
+        return [Requeued(notification_of(r), r["attempts"], bool(r["expired"])) for r in rows]
 
     async def advance(
         self,

@@ -137,7 +137,7 @@ class Requeued:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     uuid: uuid_mod.UUID
-    state: State  # SENT or FAILED
+    state: State  # SENT, FAILED, FORWARDED (postponed) or EXPIRED (never to be sent)
     attempts: int
     error: str | None = None
 
@@ -146,37 +146,70 @@ def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else datetime.now(UTC)
 
 
+def _at(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _seconds(r: asyncpg.Record, column: str) -> float | None:
+    """A time column as unix seconds; None when NULL or not read by the statement (a
+    module's own statement that predates the column)."""
+    value = r.get(column)
+    return value.timestamp() if isinstance(value, datetime) else None
+
+
+#: The states :data:`_CANCEL` takes a row out of.
+_CANCELABLE = (State.RECEIVED, State.SCHEDULED, State.FORWARDED)
+
+
 _INSERT = """
 INSERT INTO notifications
     (uuid, channel, recipient, body, subject, priority, fingerprint, accepted_at,
-     callback_url, client)
+     callback_url, client, send_at, expires_at)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[])
+                     $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[],
+                     $11::timestamptz[], $12::timestamptz[])
 ON CONFLICT (uuid) DO NOTHING
 RETURNING uuid
 """
 _LOOKUP = """
 SELECT uuid, channel, recipient, body, subject, priority, fingerprint, state, accepted_at,
-       callback_url, client
+       callback_url, client, send_at, expires_at
 FROM notifications WHERE uuid = ANY($1::uuid[])
 """
 _MARK_FORWARDED = """
 UPDATE notifications SET state = 'forwarded', forwarded_at = now(), updated_at = now()
 WHERE uuid = ANY($1::uuid[]) AND state = 'received'
 """
+#: The router's placement of a notification whose ``send_at`` is ahead (produced to a delay
+#: tier, or left in the database for the scheduler's reader).
+_MARK_SCHEDULED = """
+UPDATE notifications SET state = 'scheduled', updated_at = now()
+WHERE uuid = ANY($1::uuid[]) AND state = 'received'
+"""
+#: Rows whose ``expires_at`` passed before they were sent: never sent afterwards. Only
+#: unfinished ones move (a row sent, failed or canceled meanwhile stays so); the answer is
+#: those that moved, for their caller to announce.
+_EXPIRE = """
+UPDATE notifications
+SET state = 'expired', expired_at = now(), updated_at = now(), last_error = $2
+WHERE uuid = ANY($1::uuid[]) AND state IN ('received', 'scheduled', 'forwarded', 'sending')
+RETURNING uuid
+"""
 _CONFLICTS = """
 UPDATE notifications AS n SET conflicts = n.conflicts + c.n, updated_at = now()
 FROM unnest($1::uuid[], $2::int[]) AS c(uuid, n) WHERE n.uuid = c.uuid
 """
 #: The notificator's claim of a batch (see :meth:`Store.claim`): rows it may send now move
-#: to ``sending`` (a redelivered batch re-claims its own); the answer is the rows that exist
-#: and were not claimed (sent, failed, canceled), judged by the UPDATE alone. (Reading their
+#: to ``sending`` (a redelivered batch re-claims its own; a ``scheduled`` one is taken too:
+#: the scheduler produces a due one to its lane before it marks it forwarded); the answer is
+#: the rows that exist and were not claimed (sent, failed, canceled, expired), judged by the
+#: UPDATE alone. (Reading their
 #: state in the outer SELECT would not do on PostgreSQL: it sees the statement's snapshot,
 #: so a cancel committed while the UPDATE waited for the row's lock would be missed.)
 _CLAIM = """
 WITH claimed AS (
     UPDATE notifications SET state = 'sending', updated_at = now()
-    WHERE uuid = ANY($1::uuid[]) AND state IN ('received', 'forwarded', 'sending')
+    WHERE uuid = ANY($1::uuid[]) AND state IN ('received', 'scheduled', 'forwarded', 'sending')
     RETURNING uuid
 )
 SELECT uuid FROM notifications
@@ -186,7 +219,7 @@ WHERE uuid = ANY($1::uuid[]) AND uuid NOT IN (SELECT uuid FROM claimed)
 #: it out of these states, so of a cancel and a claim racing, one finds the row changed).
 _CANCEL = f"""
 UPDATE notifications SET state = 'canceled', canceled_at = now(), updated_at = now()
-WHERE uuid = $1 AND state IN ('received', 'forwarded')
+WHERE uuid = $1 AND state IN ('received', 'scheduled', 'forwarded')
 RETURNING {queries.COLUMNS}
 """  # noqa: S608 - a constant column list
 #: An operator's retry or replay: failed rows back to ``forwarded``, only if still failed
@@ -201,7 +234,8 @@ RETURNING {queries.COLUMNS}, client
 #: transaction (retried as a whole on 40001, one round trip; CockroachDB retries an implicit
 #: transaction itself): a row already sent or canceled stays so, and an attempt already
 #: written (the same flush run again after an unknown outcome) is kept as it was. With no
-#: attempts the insert is of no rows.
+#: attempts the insert is of no rows. An ``expired`` row stays expired unless the outcome is
+#: ``sent`` (a send that did happen is the truth), so a late postponement never revives it.
 _OUTCOMES = """
 WITH recorded AS (
     INSERT INTO notification_attempts
@@ -219,9 +253,11 @@ WITH recorded AS (
         last_error = o.error,
         sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE n.sent_at END,
         failed_at = CASE WHEN o.state = 'failed' THEN now() ELSE n.failed_at END,
+        expired_at = CASE WHEN o.state = 'expired' THEN now() ELSE n.expired_at END,
         updated_at = now()
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS o(uuid, state, attempts, error)
     WHERE n.uuid = o.uuid AND n.state NOT IN ('sent', 'canceled')
+      AND (n.state <> 'expired' OR o.state = 'sent')
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM recorded) AS attempts, (SELECT count(*) FROM updated) AS outcomes
@@ -264,7 +300,7 @@ WHERE n.uuid = c.uuid AND n.updated_at = c.updated_at
   AND n.state IN ('received', 'forwarded', 'sending')
 RETURNING n.uuid, n.channel, n.recipient, n.body, n.subject, n.priority, n.fingerprint,
           n.state, n.accepted_at, n.attempts, n.redriven, c.updated_at AS stalled_since,
-          n.callback_url, n.client, n.replayed_from, n.forwarded_at
+          n.callback_url, n.client, n.replayed_from, n.forwarded_at, n.send_at, n.expires_at
 """
 
 
@@ -386,6 +422,8 @@ class Store:
                 [_ts(n.accepted_at) for n in chunk],
                 [n.callback_url for n in chunk],
                 [n.client for n in chunk],
+                [_at(n.send_at) for n in chunk],
+                [_at(n.expires_at) for n in chunk],
             )
             new.update(r["uuid"] for r in rows)
         return new
@@ -400,6 +438,22 @@ class Store:
         if uuids:
             await self._fetch(_MARK_FORWARDED, sorted(uuids))
 
+    async def mark_scheduled(self, uuids: Sequence[uuid_mod.UUID]) -> None:
+        """``received`` -> ``scheduled``: the router placed them to wait for their send_at."""
+        if uuids:
+            await self._fetch(_MARK_SCHEDULED, sorted(uuids))
+
+    async def expire(
+        self, uuids: Sequence[uuid_mod.UUID], why: str = "its expires_at passed before it was sent"
+    ) -> set[uuid_mod.UUID]:
+        """Move those of ``uuids`` still unfinished (received, scheduled, forwarded, sending)
+        to ``expired``, with ``last_error`` "expired: ``why``"; returns those it moved (the
+        others were sent, failed, canceled or expired already)."""
+        if not uuids:
+            return set()
+        rows = await self._fetch(_EXPIRE, sorted(uuids), _storable(f"expired: {why}"))
+        return {r["uuid"] for r in rows}
+
     async def add_conflicts(self, counts: dict[uuid_mod.UUID, int]) -> None:
         if counts:
             ordered = sorted(counts)
@@ -407,9 +461,9 @@ class Store:
 
     async def claim(self, uuids: Sequence[uuid_mod.UUID]) -> set[uuid_mod.UUID]:
         """The notificator's claim before sending, in one statement: rows it may send (in
-        received, forwarded or sending) move to ``sending``; returned are those of ``uuids``
-        NOT to send: sent, failed or canceled. A UUID with no row is sent (something wrote
-        to the lane topic directly, as the benchmarks do)."""
+        received, scheduled, forwarded or sending) move to ``sending``; returned are those of
+        ``uuids`` NOT to send: sent, failed, canceled or expired. A UUID with no row is sent
+        (something wrote to the lane topic directly, as the benchmarks do)."""
         if not uuids:
             return set()
         return {r["uuid"] for r in await self._fetch(_CLAIM, sorted(uuids))}
@@ -424,7 +478,7 @@ class Store:
             if rows:
                 return _view(rows[0]), True
             row = await self.get(uuid)
-            if row is None or row["state"] not in (State.RECEIVED, State.FORWARDED):
+            if row is None or row["state"] not in _CANCELABLE:
                 break
         return row, False
 
@@ -453,7 +507,8 @@ class Store:
         self, outcomes: Sequence[Outcome], *, attempts: Sequence[Attempt] = ()
     ) -> None:
         """Write sends' outcomes, and the attempts behind them, in one statement; a row
-        already sent stays sent, an attempt already written is kept as it was."""
+        already sent stays sent (an expired one stays expired but for a send), an attempt
+        already written is kept as it was."""
         if not outcomes and not attempts:
             return
         ordered = sorted(outcomes, key=lambda o: o.uuid)
@@ -641,4 +696,6 @@ def notification_of(r: asyncpg.Record) -> Notification:
         accepted_at=r["accepted_at"].timestamp(),
         callback_url=r["callback_url"],
         client=r["client"],
+        send_at=_seconds(r, "send_at"),
+        expires_at=_seconds(r, "expires_at"),
     )

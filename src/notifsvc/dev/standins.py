@@ -1,7 +1,9 @@
 """Local stand-ins for the providers of ``notifsvc dev``: the test fakes, run for a person.
 
 A channel that cannot run with the settings given (no SMTP server, no provider credentials)
-is pointed at its stand-in: the fake its channel class names (``Channel.fake``). The HTTP
+is pointed at its stand-in: the fake its channel class names (``Channel.fake``). So is each
+provider its channel's ``*_PROVIDERS`` lists (``NOTIFSVC_SMS_PROVIDERS=twilio,vonage``) that
+cannot run: every provider gets a fake of its own, to try failover by hand. The HTTP
 fakes share one server with the outbox page and a webhook sink (any ``POST`` to another
 path); the others (SMTP, the HTTP/2 APNs server) listen on ports of their own. A channel
 with real settings keeps them. The webhook sink takes webhooks whatever the settings;
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import importlib
 import logging
@@ -23,7 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from notifsvc import channels
+from notifsvc import channels, providers
+from notifsvc.channels.base import ProviderChoice
 from notifsvc.channels.webhook import WebhookSettings
 from notifsvc.config import Secret, Section, Settings, variables
 from notifsvc.dev.fakes.base import ProviderFake
@@ -38,24 +42,33 @@ HOST = "127.0.0.1"
 OUTBOX_PORT = 8025
 
 
-def wanted(settings: Settings) -> list[str]:
-    """The channels that get a stand-in: those with a fake that cannot run with
-    ``settings`` and are not left out by ``NOTIFSVC_CHANNELS``."""
+def wanted_providers(settings: Settings) -> dict[str, list[str]]:
+    """Per channel that gets a stand-in, the providers that do: each listed provider (by
+    default the channel's own) with a fake that cannot run with ``settings``, of channels
+    not left out by ``NOTIFSVC_CHANNELS``."""
     listed = settings.channels
-    return [
-        name
-        for name, cls in channels.REGISTRY.items()
-        if cls.fake is not None
-        and name != "webhook"  # the sink of the outbox, always there
-        and cls.disabled_reason(settings) is not None
-        and (listed is None or name in listed)
-    ]
+    out: dict[str, list[str]] = {}
+    for name, cls in channels.REGISTRY.items():
+        if name == "webhook" or (listed is not None and name not in listed):
+            continue  # the webhook sink of the outbox is always there
+        for provider in providers.provider_names(cls, settings):
+            pcls = channels.PROVIDERS.get(provider)
+            if pcls is not None and pcls.fake is not None and pcls.disabled_reason(settings):
+                out.setdefault(name, []).append(provider)
+    return out
+
+
+def wanted(settings: Settings) -> list[str]:
+    """The channels that get a stand-in (for at least one of their providers)."""
+    return list(wanted_providers(settings))
 
 
 def make_fake(name: str, keep: int | None = KEEP) -> ProviderFake:
-    """A new instance of channel ``name``'s fake, remembering the last ``keep`` captures
-    (None: all). Raises ImportError when the fake needs the ``dev`` extra and it is missing."""
-    module, _, cls = (channels.REGISTRY[name].fake or "").partition(":")
+    """A new instance of the fake of channel or provider ``name``, remembering the last
+    ``keep`` captures (None: all). Raises ImportError when the fake needs the ``dev`` extra
+    and it is missing."""
+    owner = channels.REGISTRY.get(name) or channels.PROVIDERS[name]
+    module, _, cls = (owner.fake or "").partition(":")
     fake: ProviderFake = getattr(importlib.import_module(module), cls)(keep=keep)
     return fake
 
@@ -81,9 +94,11 @@ class StandIns:
         """``log_path``: the log channel's file, shown in the outbox too."""
         self.settings = settings
         self.port = port
-        self.channels = wanted(settings)
+        self.wanted = wanted_providers(settings)
+        self.channels = list(self.wanted)
         self.webhook = WebhookSink(keep=KEEP)
-        self.fakes: dict[str, Any] = {}  # channel name -> its running fake
+        self.fakes: dict[str, Any] = {}  # channel name -> its first provider's running fake
+        self.provider_fakes: dict[str, Any] = {}  # provider name -> its running fake
         self.outbox = Outbox(log_path=log_path)
         self.overrides: list[Section] = []
         self._thread: threading.Thread | None = None
@@ -146,22 +161,26 @@ class StandIns:
             await runner.cleanup()
 
     def _make_fakes(self) -> None:
-        for name in list(self.channels):
-            try:
-                self.fakes[name] = make_fake(name)
-            except ImportError as exc:
-                log.warning("no %s stand-in: %s (pip install 'notifsvc[dev]')", name, exc)
-                self.channels.remove(name)
-        self.outbox.sources = [*self.fakes.values(), self.webhook]
+        for name, names in self.wanted.items():
+            for provider in names:
+                try:
+                    fake = make_fake(provider)
+                except ImportError as exc:
+                    log.warning("no %s stand-in: %s (pip install 'notifsvc[dev]')", provider, exc)
+                    continue
+                self.provider_fakes[provider] = fake
+                self.fakes.setdefault(name, fake)
+        self.channels = [name for name in self.channels if name in self.fakes]
+        self.outbox.sources = [*self.provider_fakes.values(), self.webhook]
 
     def _http(self) -> list[HttpFake]:
         """The fakes served by the outbox's server, the webhook sink last (it takes every
         ``POST`` the others do not)."""
-        fakes = [f for f in self.fakes.values() if isinstance(f, HttpFake)]
+        fakes = [f for f in self.provider_fakes.values() if isinstance(f, HttpFake)]
         return [*fakes, self.webhook]
 
     def _others(self) -> list[Any]:
-        return [f for f in self.fakes.values() if not isinstance(f, HttpFake)]
+        return [f for f in self.provider_fakes.values() if not isinstance(f, HttpFake)]
 
     async def _serve(self) -> web.AppRunner:
         """One HTTP server: the outbox, the HTTP fakes, then the webhook sink."""
@@ -190,7 +209,7 @@ class StandIns:
             await fake.start()
 
     def _point_channels(self) -> None:
-        self.overrides = [fake.config() for fake in self.fakes.values()]
+        self.overrides = [self._config(fake) for fake in self.provider_fakes.values()]
         webhook = self.settings.section(WebhookSettings)
         if not webhook.allowed_hosts:
             hosts = frozenset({HOST, "localhost"})
@@ -201,6 +220,16 @@ class StandIns:
                 self.url,
                 HOST,
             )
+
+    def _config(self, fake: Any) -> Section:
+        """The fake's settings, keeping the channel's own choice of providers (a fake knows
+        only where it listens)."""
+        section: Section = fake.config()
+        if not isinstance(section, ProviderChoice):
+            return section
+        own = self.settings.section(type(section))
+        kept = {f.name: getattr(own, f.name) for f in dataclasses.fields(ProviderChoice)}
+        return dataclasses.replace(section, **kept)
 
     def apply(self, settings: Settings) -> Settings:
         """``settings`` pointed at the stand-ins."""

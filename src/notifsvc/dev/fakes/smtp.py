@@ -17,7 +17,7 @@ from email.message import EmailMessage
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from notifsvc.channels.email import EmailSettings
+from notifsvc.channels.email import EmailSettings, SmtpBackupSettings
 from notifsvc.config import Secret
 from notifsvc.dev.fakes.base import Service
 from notifsvc.dev.fakes.captured import Delivery
@@ -151,6 +151,22 @@ class FakeSmtp(Service):
         mail = Mail(envelope.mail_from or "", tuple(envelope.rcpt_tos), login, message)
         remember(self.messages, mail, self.keep)
         return "250 2.0.0 OK: queued"
+
+
+class FakeSmtpBackup(FakeSmtp):
+    """The same fake, pointing the second relay (``smtp_backup``) at itself."""
+
+    def config(self) -> SmtpBackupSettings:  # type: ignore[override]
+        """The ``smtp_backup`` provider's settings that point it at this fake."""
+        c = super().config()
+        return SmtpBackupSettings(
+            host=c.host,
+            port=c.port,
+            from_=c.from_,
+            tls=c.tls,
+            username=c.username,
+            password=c.password,
+        )
 
 
 def _delivery(at: float, rcpt_tos: tuple[str, ...], message: EmailMessage) -> Delivery:
