@@ -14,9 +14,11 @@ from typing import TypeVar
 import asyncpg
 import orjson
 
+from notifsvc import topics
 from notifsvc.config import Settings
 from notifsvc.dev.infra import stage_env as stage_env  # noqa: PLC0414 - tests use it
-from notifsvc.kafka import Consumer, Record
+from notifsvc.kafka import Consumer, Producer, Record
+from notifsvc.model import Notification
 from notifsvc.service import Stage
 
 T = TypeVar("T")
@@ -58,6 +60,17 @@ def deliveries(path: Path) -> Counter[str]:
     if not path.exists():
         return Counter()
     return Counter(orjson.loads(line)["uuid"] for line in path.read_bytes().splitlines() if line)
+
+
+async def feed(settings: Settings, notifications: list[Notification]) -> None:
+    """Put ``notifications`` on the router's topic, as the receiver does."""
+    producer = Producer(settings, client_id="test-feeder")
+    await producer.start()
+    try:
+        topic = topics.outstanding(settings)
+        await producer.send_all([(topic, n.encode(), n.key, ()) for n in notifications])
+    finally:
+        await producer.stop()
 
 
 async def read_topic(

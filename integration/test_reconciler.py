@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 
-from integration.helpers import connection, deliveries, eventually, read_topic, running
+from integration.helpers import connection, deliveries, eventually, feed, read_topic, running
 from notifsvc import deadletter, kafka, topics
 from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.config import Settings
@@ -96,16 +96,6 @@ async def replica(
 
     try:
         yield Reconciler(settings, store, producer, owns=owns, slices=four)
-    finally:
-        await producer.stop()
-
-
-async def feed(settings: Settings, notifications: list[Notification]) -> None:
-    producer = Producer(settings, client_id="test-feeder")
-    await producer.start()
-    try:
-        topic = topics.outstanding(settings)
-        await producer.send_all([(topic, n.encode(), n.key, ()) for n in notifications])
     finally:
         await producer.stop()
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from integration.helpers import connection, eventually, notification, read_topic, running
+from integration.helpers import connection, eventually, feed, notification, read_topic, running
 from notifsvc import schedule, topics
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
@@ -39,16 +39,6 @@ def make(*, send_at: float | None = None, expires_at: float | None = None) -> No
     """A log notification with these times (unix seconds)."""
     n = parse({"uuid": str(uuid.uuid4()), "destination": "log", "to": "ops", "txt": "hi"})
     return dataclasses.replace(n, send_at=send_at, expires_at=expires_at)
-
-
-async def feed(settings: Settings, notifications: list[Notification]) -> None:
-    producer = Producer(settings, client_id="test-feeder")
-    await producer.start()
-    try:
-        topic = topics.outstanding(settings)
-        await producer.send_all([(topic, n.encode(), n.key, ()) for n in notifications])
-    finally:
-        await producer.stop()
 
 
 async def state_of(store: Store, n: Notification) -> str | None:

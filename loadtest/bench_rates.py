@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from loadtest import harness
@@ -245,11 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offer", type=float, default=300.0, help="posts per second offered")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    path = harness.RESULTS / "bench-rates.json"
-    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print()
-    print(text(result))
-    print(f"\nresults: {path.relative_to(harness.ROOT)}")
+    harness.report("bench-rates", result, text(result))
     return 0
 
 

@@ -36,7 +36,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import orjson
 from aiohttp import web
 
 from loadtest import harness, stats
@@ -325,11 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink-delay-ms", type=float, default=10.0, help="provider latency")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    path = harness.RESULTS / "bench-replay.json"
-    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print()
-    print(text(result))
-    print(f"\nresults: {path.relative_to(harness.ROOT)}")
+    harness.report("bench-replay", result, text(result))
     return 0
 
 

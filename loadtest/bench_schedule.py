@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import orjson
 
 from loadtest import harness, stats
 from loadtest.bench_replay import Sink, _eventually, _stages, _warm_up
@@ -120,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink-delay-ms", type=float, default=10.0, help="provider latency")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    path = harness.RESULTS / "bench-schedule.json"
-    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print()
-    print(text(result))
-    print(f"\nresults: {path.relative_to(harness.ROOT)}")
+    harness.report("bench-schedule", result, text(result))
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import psutil
 
 from notifsvc.config import Settings
@@ -176,6 +177,16 @@ def scratch_dir(name: str) -> Path:
     """A fresh folder under ``loadtest/results/`` (gitignored) for one run's files."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=RESULTS))
+
+
+def report(name: str, result: dict[str, Any], text: str) -> None:
+    """Keep a benchmark's ``result`` as ``loadtest/results/<name>.json`` and print ``text``
+    (its summary) and where the figures are."""
+    path = RESULTS / f"{name}.json"
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print()
+    print(text)
+    print(f"\nresults: {path.relative_to(ROOT)}")
 
 
 def own_cpu_seconds() -> float:

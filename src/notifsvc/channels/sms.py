@@ -95,18 +95,24 @@ class SmsSettings(ProviderChoice, prefix="sms"):
         return missing or base_url_problem(self.env_name("api_url"), self.api_url)
 
 
-class SmsChannel(HttpChannel[SmsSettings]):
-    name = "sms"
-    provider = "twilio"
-    Config = SmsSettings
-    fake = "notifsvc.dev.fakes.twilio:FakeTwilio"
-    max_body_chars = 1_600
+class SmsRules:
+    """What every SMS provider accepts: an E.164 recipient, at most 1,600 characters (put
+    before the provider's channel class in its bases)."""
+
+    max_body_chars: ClassVar[int] = 1_600
     #: A necessary condition on ``to``, published in the OpenAPI document.
     recipient_pattern: ClassVar[str] = f"^{E164.pattern}$"
 
     def validate_recipient(self, to: str) -> list[FieldError]:
         problem = recipient_problem(to)
         return [] if problem is None else [FieldError("to", problem)]
+
+
+class SmsChannel(SmsRules, HttpChannel[SmsSettings]):
+    name = "sms"
+    provider = "twilio"
+    Config = SmsSettings
+    fake = "notifsvc.dev.fakes.twilio:FakeTwilio"
 
     def _url(self) -> str:
         sid = quote(self.config.account_sid or "", safe="")

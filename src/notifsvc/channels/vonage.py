@@ -18,7 +18,7 @@ every HTTP provider (:func:`~notifsvc.channels.http.classify_status`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -32,9 +32,9 @@ from notifsvc.channels.http import (
     base_url_problem,
     classify_status,
 )
-from notifsvc.channels.sms import E164, recipient_problem
+from notifsvc.channels.sms import SmsRules
 from notifsvc.config import Secret, Section, setting
-from notifsvc.model import FieldError, Notification
+from notifsvc.model import Notification
 
 #: Vonage status codes after which another provider may send the message.
 THROTTLED = "1"
@@ -89,17 +89,11 @@ def classify_parts(parts: list[dict[str, Any]] | None) -> DeliveryError | None:
     return None
 
 
-class VonageChannel(HttpChannel[VonageSettings]):
+class VonageChannel(SmsRules, HttpChannel[VonageSettings]):
     name = "sms"
     provider = "vonage"
     Config = VonageSettings
     fake = "notifsvc.dev.fakes.vonage:FakeVonage"
-    max_body_chars = 1_600
-    recipient_pattern: ClassVar[str] = f"^{E164.pattern}$"
-
-    def validate_recipient(self, to: str) -> list[FieldError]:
-        problem = recipient_problem(to)
-        return [] if problem is None else [FieldError("to", problem)]
 
     def request(self, notification: Notification) -> Request:
         c = self.config
