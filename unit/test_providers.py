@@ -238,7 +238,8 @@ def test_listed_providers_are_used_in_their_order() -> None:
     settings = Settings().with_sections(VONAGE, replace(TWILIO, providers="vonage,twilio"))
     sms = channels.enabled(settings)["sms"]
     assert isinstance(sms, Failover)
-    assert [type(p) for p in sms.providers] == [VonageChannel, SmsChannel]
+    expected: list[type[channels.AnyChannel]] = [VonageChannel, SmsChannel]
+    assert [type(p) for p in sms.providers] == expected
 
 
 def test_a_listed_provider_alone_needs_only_its_own_settings() -> None:
