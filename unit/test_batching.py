@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from notifsvc import errors
+from notifsvc import batching, errors
 from notifsvc.batching import BatchLoop, Postponed
+from notifsvc.config import Settings
 from notifsvc.db.store import StoreMisconfigured, StoreRefused, StoreUnavailable
 from notifsvc.kafka import Consumer, KafkaRecordError, Record, TopicPartition
 
@@ -37,7 +39,7 @@ class Log:
     def owns(self, record: Record) -> bool:
         return (record.topic, record.partition) in self.assignment
 
-    async def consume(self, max_messages: int, wait: float) -> list[Record]:
+    async def consume(self, max_messages: int, wait: float, *, idle: float = 0.0) -> list[Record]:
         await asyncio.sleep(0)
         if self.paused:
             self.polls_while_paused += 1
@@ -269,3 +271,27 @@ async def test_a_record_that_fails_for_good_only_once_is_not_dead_lettered() -> 
     loop = loop_on(log, handler, poisoned)
     await run_until(loop, lambda: log.committed().get(("t", 0)) == 4)
     assert poisoned == [] and sorted(v or b"" for v in handled) == values(4)
+
+
+def test_a_deferred_lane_fetches_seldom_and_the_others_as_configured() -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_fetch_wait_ms=50)
+
+    def fetch_wait(deferred: bool, settings: Settings = settings) -> int:
+        consumer, _ = batching.lane(
+            settings,
+            group="g",
+            topic="t",
+            handler=noop,
+            on_poison=noop,
+            name="n",
+            deferred=deferred,
+        )
+        return consumer.fetch_wait_ms
+
+    assert fetch_wait(False) == 50
+    assert fetch_wait(True) == batching.DEFERRED_FETCH_WAIT_MS
+    assert fetch_wait(True, replace(settings, kafka_fetch_wait_ms=2000)) == 2000  # never shorter
+
+
+async def noop(*_: object) -> None:
+    return None

@@ -28,6 +28,8 @@ from notifsvc.model import FieldError, Notification, State
 ACCEPTED = 1_000_000.0
 #: A scripted step: never answer (the policy's send timeout ends it).
 HANG = object()
+#: A scripted step: the channel's own timeout of NOTIFSVC_SEND_TIMEOUT_MS ends it.
+OWN_TIMEOUT = object()
 Step = BaseException | Receipt | object | None
 
 
@@ -50,6 +52,9 @@ class Scripted(AnyChannel):
         step = self.script.pop(0) if self.script else None
         if step is HANG:
             await asyncio.Event().wait()
+        if step is OWN_TIMEOUT:
+            await asyncio.sleep(self.settings.send_timeout_ms / 1000)
+            step = TransientError("scripted: provider timed out")
         if isinstance(step, BaseException):
             raise step
         return step if isinstance(step, Receipt) else None
@@ -253,6 +258,13 @@ async def test_a_timeout_is_a_transient_attempt_of_class_timeout_error() -> None
     assert done.log[0].error_class == "TimeoutError"
     assert done.log[0].error == "scripted send timed out"
     assert_consistent(done, prior=0)
+
+
+async def test_the_channels_own_timeout_of_the_same_length_fires_before_the_policys() -> None:
+    channel = Scripted(Settings(send_timeout_ms=20), OWN_TIMEOUT, None)
+    done = await deliver(logged(channel))
+    assert done.state is State.SENT
+    assert done.log[0].error == "scripted: provider timed out"  # classified by the channel
 
 
 async def test_an_unexpected_exception_is_a_permanent_attempt_of_its_class() -> None:

@@ -5,6 +5,7 @@ against their fakes in ``integration/channels/test_failover.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, replace
 
@@ -41,6 +42,10 @@ class Clock:
         return self.now
 
 
+class Hang(TransientError):
+    """In a script: the provider takes the request and never answers."""
+
+
 def refused(name: str) -> TransientError:
     error = TransientError(f"{name}: connection refused")
     error.failover = True
@@ -64,7 +69,10 @@ def provider(name: str, *answers: DeliveryError) -> Channel[NoSettings]:
 
         async def send(self, notification: Notification) -> Receipt | None:
             if script.answers:
-                raise script.answers.pop(0)
+                answer = script.answers.pop(0)
+                if isinstance(answer, Hang):
+                    await asyncio.Event().wait()
+                raise answer
             script.sent.append(notification.uuid)
             return Receipt(f"{name}-{len(script.sent)}", 200)
 
@@ -120,6 +128,32 @@ async def test_a_timeout_after_sending_sticks_to_the_provider() -> None:
     assert sent(second) == []
     other = await channel.send(note())  # only that notification was sticky
     assert other is not None and other.provider == "twilio"
+
+
+async def cut_off(channel: Failover, n: Notification) -> None:
+    """Send ``n`` under a deadline shorter than the provider's answer (the policy's)."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await channel.send(n)
+
+
+async def test_a_send_cut_off_by_the_deadline_sticks_to_the_provider() -> None:
+    channel = failover(
+        provider("twilio", Hang("hung"), refused("twilio")), second := provider("vonage")
+    )
+    await cut_off(channel, n := note())
+    with pytest.raises(TransientError, match="refused"):  # the hung request may have landed
+        await channel.send(n)
+    receipt = await channel.send(n)
+    assert receipt is not None and receipt.provider == "twilio"
+    assert sent(second) == []
+
+
+async def test_sends_cut_off_by_the_deadline_count_against_the_provider() -> None:
+    channel = failover(provider("twilio", *[Hang("hung")] * 4), provider("vonage"))
+    for _ in range(4):  # the breaker's minimum of calls
+        await cut_off(channel, note())
+    assert channel.states()["twilio"] is State.OPEN
 
 
 async def test_a_permanent_error_is_never_failed_over() -> None:

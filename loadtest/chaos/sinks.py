@@ -34,11 +34,15 @@ TURNS = ("500", "429", "hang", "ok")
 
 
 class CutOff(Protocol):
-    """A sink that takes ``delay`` seconds per request and counts the requests whose sender
-    died meanwhile (``aborted``): what a kill mid-send is noticed by."""
+    """A sink that takes ``delay`` seconds per request, knows how many it is working on
+    (``in_flight``: a kill now lands mid-send) and counts the requests whose sender died
+    meanwhile (``aborted``)."""
 
     @property
     def delay(self) -> float: ...
+
+    @property
+    def in_flight(self) -> int: ...
 
     @property
     def aborted(self) -> int: ...
@@ -55,6 +59,7 @@ class Sink:
     delivered: Counter[str] = field(default_factory=Counter)
     first: dict[str, float] = field(default_factory=dict)  # uuid -> time of its first delivery
     aborted: int = 0
+    in_flight: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     _tries: Counter[str] = field(default_factory=Counter)
     _runner: web.AppRunner | None = None
@@ -87,7 +92,11 @@ class Sink:
             return web.Response(status=500, text="chaos: internal error")
         if turn == "429":
             return web.Response(status=429, text="chaos: slow down", headers={"Retry-After": "1"})
-        await asyncio.sleep(self.hang if turn == "hang" else self.delay)
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.hang if turn == "hang" else self.delay)
+        finally:
+            self.in_flight -= 1
         if request.transport is None or request.transport.is_closing():
             self.aborted += 1
             return web.Response(status=503)

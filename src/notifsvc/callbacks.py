@@ -252,6 +252,7 @@ class Dispatcher:
             # Offsets move once a batch is settled, and a crash re-sends its unsettled part:
             # batches of twice the concurrency keep that (and the duplicates) small.
             batch_size=min(self.settings.batch_size, 2 * self.settings.callback_concurrency),
+            deferred=lane == "retry",
         )
         self._done[lane] = {}
 

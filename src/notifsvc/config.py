@@ -349,6 +349,7 @@ class Settings:
     topic_replication: int = field(default=1, metadata=_spec(_positive_int))
     kafka_session_timeout_ms: int = field(default=10_000, metadata=_spec(_positive_int))
     kafka_max_poll_interval_ms: int = field(default=300_000, metadata=_spec(_positive_int))
+    kafka_fetch_wait_ms: int = field(default=500, metadata=_spec(_positive_int))
     kafka_security_protocol: str = field(
         default="PLAINTEXT", metadata=_spec(_choice(*KAFKA_PROTOCOLS))
     )

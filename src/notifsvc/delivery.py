@@ -182,6 +182,14 @@ class Throttle:
             await self._sleep(left)
 
 
+def outer_deadline(send_timeout: float) -> float:
+    """The policy's bound on a send: a little past ``NOTIFSVC_SEND_TIMEOUT_MS``, so that a
+    channel's own timeout (with the same value) fires first even on a loaded event loop and
+    the channel classifies it (naming its provider); this one only bounds a channel that
+    has none."""
+    return send_timeout + min(1.0, send_timeout / 2)
+
+
 class Deadlines:
     """``asyncio.timeout(seconds)`` for every send of a policy, sharing one timer.
 
@@ -275,7 +283,7 @@ class DeliveryPolicy:
         self._clock = clock  # wall clock: a notification's age counts from its accepted_at
         # NOTIFSVC_SEND_RATE is the whole cluster's: this replica spends its share of it
         self._limiter = SharedLimiter(settings.send_rate)
-        self._deadlines = Deadlines(settings.send_timeout_ms / 1000)
+        self._deadlines = Deadlines(outer_deadline(settings.send_timeout_ms / 1000))
         # the metric children of this channel, looked up once rather than per send
         self._end_to_end = metrics.END_TO_END.labels(channel.name)
         self._provider_seconds = metrics.PROVIDER_SECONDS.labels(channel.name)

@@ -447,9 +447,12 @@ class Consumer:
         topics: Sequence[str],
         client_id: str,
         on_revoke: RevokeHandler | None = None,
+        fetch_wait_ms: int | None = None,
     ) -> None:
         """``settings`` may be a bare connection; the group-liveness timeouts are then the
-        defaults of :class:`~notifsvc.config.Settings`."""
+        defaults of :class:`~notifsvc.config.Settings`. ``fetch_wait_ms`` overrides
+        ``NOTIFSVC_KAFKA_FETCH_WAIT_MS`` for a consumer that never needs its records sooner
+        (one idle fetch per that many milliseconds, per broker)."""
         liveness = settings if isinstance(settings, Settings) else Settings()
         session_ms = liveness.kafka_session_timeout_ms
         max_poll_ms = liveness.kafka_max_poll_interval_ms
@@ -462,9 +465,9 @@ class Consumer:
             "session.timeout.ms": session_ms,
             "heartbeat.interval.ms": max(100, session_ms // 5),
             "max.poll.interval.ms": max_poll_ms,
-            # Brokers without real long polling (Tansu) hold a fetch this long even when data
-            # arrives meanwhile; librdkafka's default of 500 ms would be paid at every hop.
-            "fetch.wait.max.ms": 50,
+            # Kafka answers a fetch as soon as data arrives; brokers without real long polling
+            # (Tansu) hold it this long anyway, so the dev infrastructure asks for 50 ms.
+            "fetch.wait.max.ms": fetch_wait_ms or liveness.kafka_fetch_wait_ms,
         }
         self._topics = list(topics)
         self.group_id = group_id
@@ -481,6 +484,11 @@ class Consumer:
         # (e.g. from the log of a broker that has since lost it) are never committed.
         self._epochs: dict[TopicPartition, int] = {}
         self._paused = False
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """The longest the broker holds an idle fetch of this consumer."""
+        return int(self._config["fetch.wait.max.ms"])
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -551,14 +559,21 @@ class Consumer:
         assert self._consumer is not None, "consumer is not started"
         return _partition_counts(self._consumer, self._topics, timeout=5.0)
 
-    async def consume(self, max_messages: int, wait: float) -> list[Record]:
-        """Up to ``max_messages`` records, returning when full or after ``wait`` seconds."""
-        return await self._call(self._consume, max_messages, wait)
+    async def consume(self, max_messages: int, wait: float, *, idle: float = 0.0) -> list[Record]:
+        """Up to ``max_messages`` records, returning when full or after ``wait`` seconds.
 
-    def _consume(self, max_messages: int, timeout: float) -> list[Record]:
+        With ``idle``, first waits up to that long for one record (returning nothing if none
+        came), so that an idle consumer polls seldom while the first record still returns
+        at once."""
+        return await self._call(self._consume, max_messages, wait, idle)
+
+    def _consume(self, max_messages: int, timeout: float, idle: float = 0.0) -> list[Record]:
         assert self._consumer is not None, "consumer is not started"
+        got = self._consumer.consume(1, idle) if idle > 0 else []
+        if (got or idle <= 0) and len(got) < max_messages:
+            got += self._consumer.consume(max_messages - len(got), timeout)
         records = []
-        for msg in self._consumer.consume(max_messages, timeout):
+        for msg in got:
             err = msg.error()
             if err is not None:
                 level = logging.ERROR if err.fatal() else logging.WARNING

@@ -95,6 +95,7 @@ class Notificator:
             handler=functools.partial(self.handle, lane),
             on_poison=self.isolate,
             name=f"notificator[{self.channel.name}:{lane}]",
+            deferred=lane == "retry",
         )
         share = 4 if lane == "low" else 1
         self._slots[lane] = asyncio.Semaphore(max(1, self.settings.send_concurrency // share))

@@ -27,6 +27,7 @@ by what its own calls saw.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -146,6 +147,11 @@ class Failover(Channel[Any]):
         breaker = self.breakers[provider.provider]
         try:
             receipt = await provider.send(n)
+        except asyncio.CancelledError:
+            # Cut off by the policy's send deadline (or a stop) while the provider had it.
+            breaker.record(False)
+            self._stick(n.uuid, provider)
+            raise
         except DeliveryError as exc:
             exc.provider = provider.provider
             breaker.record(not counts_against(exc))

@@ -100,6 +100,7 @@ class Scheduler:
                 handler=functools.partial(self.handle, tier),
                 on_poison=functools.partial(self.isolate, tier),
                 name=f"scheduler[{tier.name}]",
+                deferred=True,
             )
         self.reader = ParkedReader(settings, self.store, producer, clock=clock)
         self._stopping = asyncio.Event()

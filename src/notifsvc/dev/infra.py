@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import asyncpg
 
@@ -108,6 +108,8 @@ class Infra(ABC):
 
     #: The database to connect to for ``CREATE DATABASE``.
     admin_database: ClassVar[str] = "postgres"
+    #: Settings every lane of this broker needs (as :func:`env_values` names them).
+    broker_values: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -148,7 +150,8 @@ class Infra(ABC):
             config.env_name("http_port"): str(free_port()),
             LogSettings.env_name("path"): str(folder / LOG_FILE),
         }
-        lane = Lane(name, config.load(env | env_values(values)), folder, database)
+        settings = config.load(env | env_values({**self.broker_values, **values}))
+        lane = Lane(name, settings, folder, database)
         await prepare(lane.settings)
         return lane
 
@@ -168,6 +171,9 @@ class LocalInfra(Infra):
     stops them last. The database folder is deleted on stop unless ``keep``, and by a later
     run if this one was killed (:func:`remove_leftovers`).
     """
+
+    #: Tansu holds every fetch for its full wait even when data arrives meanwhile.
+    broker_values: ClassVar[Mapping[str, Any]] = {"kafka_fetch_wait_ms": 50}
 
     def __init__(
         self, state_dir: Path, *, keep: bool = False, own_process_group: bool = False
@@ -191,11 +197,12 @@ class LocalInfra(Infra):
         return {
             config.env_name("kafka_bootstrap"): self.bootstrap,
             config.env_name("database_url"): self.dsn(),
-        }
+        } | env_values(self.broker_values)
 
     def point(self, settings: Settings) -> Settings:
         """``settings`` pointed at the broker and the ``notifsvc`` database."""
-        return replace(settings, kafka_bootstrap=self.bootstrap, database_url=Secret(self.dsn()))
+        pointed = replace(settings, kafka_bootstrap=self.bootstrap, database_url=Secret(self.dsn()))
+        return replace(pointed, **self.broker_values)
 
     @property
     def pids(self) -> list[int]:
