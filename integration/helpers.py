@@ -14,10 +14,11 @@ from typing import TypeVar
 import asyncpg
 import orjson
 
+from loadtest import harness
 from notifsvc import topics
 from notifsvc.config import Settings
 from notifsvc.dev.infra import stage_env as stage_env  # noqa: PLC0414 - tests use it
-from notifsvc.kafka import Consumer, Producer, Record
+from notifsvc.kafka import Consumer, Record
 from notifsvc.model import Notification
 from notifsvc.service import Stage
 
@@ -64,13 +65,7 @@ def deliveries(path: Path) -> Counter[str]:
 
 async def feed(settings: Settings, notifications: list[Notification]) -> None:
     """Put ``notifications`` on the router's topic, as the receiver does."""
-    producer = Producer(settings, client_id="test-feeder")
-    await producer.start()
-    try:
-        topic = topics.outstanding(settings)
-        await producer.send_all([(topic, n.encode(), n.key, ()) for n in notifications])
-    finally:
-        await producer.stop()
+    await harness.preload(settings, topics.outstanding(settings), notifications)
 
 
 async def read_topic(

@@ -18,6 +18,9 @@ from notifsvc import deadletter, headers, kafka, topics
 from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Settings
+from notifsvc.db.callbacks import CallbackStore
+from notifsvc.db.replays import ReplayStore
+from notifsvc.db.schedule import ScheduleStore
 from notifsvc.db.store import Outcome, Store, StoreMisconfigured
 from notifsvc.dev.fakes.webhook import WebhookSink
 from notifsvc.kafka import Headers, Producer, Record
@@ -236,6 +239,26 @@ async def test_a_stage_refuses_to_start_without_its_topics_or_schema(
     with pytest.raises(StoreMisconfigured, match="migrate"):
         await notificator.start()
     await notificator.stop()
+
+
+@pytest.mark.parametrize("kind", [Store, ScheduleStore, ReplayStore, CallbackStore])
+async def test_every_store_refuses_a_database_never_migrated(
+    settings: Settings, kind: type[Store]
+) -> None:
+    import asyncpg  # noqa: PLC0415
+
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    store = kind(settings.dsn, max_connections=1)
+    await store.start()
+    try:
+        with pytest.raises(StoreMisconfigured, match="has `notifsvc migrate` run"):
+            await store.check_schema()
+    finally:
+        await store.stop()
 
 
 async def test_an_outcome_whose_error_quotes_a_nul_is_stored(store: Store) -> None:

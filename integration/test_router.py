@@ -8,7 +8,7 @@ from collections import Counter
 
 import orjson
 
-from integration.helpers import eventually, read_topic, running
+from integration.helpers import eventually, feed, read_topic, running
 from notifsvc import deadletter, topics
 from notifsvc.config import Secret, Settings
 from notifsvc.db.migrate import migrate
@@ -31,10 +31,6 @@ async def produce(settings: Settings, values: list[bytes], keys: list[bytes | No
         await producer.send_all([(topic, v, k, ()) for v, k in zip(values, keys, strict=True)])
     finally:
         await producer.stop()
-
-
-async def feed(settings: Settings, notifications: list[Notification]) -> None:
-    await produce(settings, [n.encode() for n in notifications], [n.key for n in notifications])
 
 
 def forwarded_counts(records: list[Record]) -> Counter[str]:

@@ -12,6 +12,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -84,12 +85,13 @@ async def test_due_sends_are_released_once_and_never_early(
     producer = Producer(settings, client_id="test-scheduler")
     await producer.start()
     try:
-        async with running(Scheduler(settings, producer)):
+        async with running(scheduler := Scheduler(settings, producer)):
             await eventually(
                 lambda: _done(settings, {"forwarded": 40, "expired": 1, "canceled": 1}), within=60
             )
     finally:
         await producer.stop()
+    assert (scheduler.released, scheduler.expired) == (40, 1)
     seen = await _lane(settings, 40)
     assert set(seen) == {n.uuid for n in batch}
     assert max(seen.values()) == 1
@@ -154,6 +156,8 @@ async def test_parked_reader_moves_rows_coming_near_once_per_bucket(settings: Se
             assert await other.tick() == 0, "the lease is a's"
             assert await reader.tick() == 1, "moved rows are no longer parked (overdue stays)"
             await reader.run(asyncio.Event())
+            lease = timedelta(seconds=settings.schedule_lease_seconds)
+            assert await store.claim_reader("b", lease), "a stopped reader gives its lease up"
         finally:
             await producer.stop()
     finally:

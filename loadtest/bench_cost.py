@@ -206,15 +206,8 @@ def balanced(lane: Lane, logs: dict[str, Path]) -> bool:
     return True
 
 
-async def _until(check: Any, what: str, within: float) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise harness.Deadline(f"{what}: not within {within:.0f}s")
-        await asyncio.sleep(0.25)
+async def _until(check: Any, what: str, within: float) -> float:
+    return await harness.eventually(check, within, what, every=0.25)
 
 
 def _stages(lane: Lane, scale: int, workdir: Path) -> dict[str, Any]:

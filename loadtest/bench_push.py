@@ -65,7 +65,7 @@ async def _run(
     try:
         row = await wait_sent(settings.dsn, proc, count, budget=60 + count / 50)
     finally:
-        harness.stop_process(proc)
+        await harness.stop_processes([proc])
     return {
         "channel": name,
         "count": count,

@@ -23,17 +23,17 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from loadtest import harness
 from loadtest.bench_notificator import store_forwarded
 from notifsvc import topics
-from notifsvc.dev.infra import Lane, LocalInfra
+from notifsvc.dev.fakes.webhook import WebhookSink
+from notifsvc.dev.infra import Lane
 
 #: Seconds skipped at the start of a window (a full bucket is spent in them).
 SETTLE = 2.0
@@ -41,34 +41,9 @@ _SHARE = re.compile(rb"send share ([0-9.]+) \(")
 _KEY = "bench-key"
 
 
-class Sink:
-    """A webhook provider answering 200 at once, noting when each request arrived."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[float] = []
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.arrivals.append(time.monotonic())
-        return web.json_response({"ok": True})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    def between(self, start: float, end: float) -> int:
-        return sum(start <= t < end for t in self.arrivals)
+def _between(sink: WebhookSink, start: float, end: float) -> int:
+    """Requests that arrived at ``sink`` in [start, end) (monotonic seconds)."""
+    return sum(start <= seen.at < end for seen in sink.seen)
 
 
 def last_share(path: Path) -> float | None:
@@ -76,33 +51,23 @@ def last_share(path: Path) -> float | None:
     return float(found[-1]) if found else None
 
 
-async def _until(check: Callable[[], bool], budget: float, what: str) -> float:
-    """Poll ``check`` every 50 ms; when it held (monotonic seconds)."""
-    deadline = time.monotonic() + budget
-    while not check():
-        if time.monotonic() > deadline:
-            raise harness.Deadline(f"{what} not within {budget:.0f}s")
-        await asyncio.sleep(0.05)
-    return time.monotonic()
-
-
-async def _window(sink: Sink, seconds: float) -> dict[str, float]:
+async def _window(sink: WebhookSink, seconds: float) -> dict[str, float]:
     """Arrivals over ``seconds`` after :data:`SETTLE`: their rate and busiest second."""
     await asyncio.sleep(SETTLE)
     start = time.monotonic()
     await asyncio.sleep(seconds)
-    per_second = [sink.between(start + i, start + i + 1) for i in range(int(seconds))]
-    count = sink.between(start, start + seconds)
+    per_second = [_between(sink, start + i, start + i + 1) for i in range(int(seconds))]
+    count = _between(sink, start, start + seconds)
     return {"count": count, "per_s": count / seconds, "busiest_s": max(per_second, default=0)}
 
 
 async def send_rate(
-    lane: Lane, sink: Sink, args: argparse.Namespace, workdir: Path
+    lane: Lane, sink: WebhookSink, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
     """Part 1 (see the module's docstring)."""
     settings = lane.settings
     count = int(args.rate * (2 * args.seconds + 4 * SETTLE + 40))
-    batch = list(harness.notifications(count, "webhook", f"http://127.0.0.1:{sink.port}/hook"))
+    batch = list(harness.notifications(count, "webhook", sink.hook_url()))
     await store_forwarded(settings.dsn, batch)
     await harness.preload(settings, topics.channel(settings, "webhook"), batch)
     env = harness.stage_env(settings, log_format="text", log_level="INFO")
@@ -116,24 +81,25 @@ async def send_rate(
             held = all(s is not None and 0 < s < 1 for s in shares)
             return held and abs(sum(s or 0 for s in shares) - 1) < 1e-3
 
-        await _until(split, 120, "both notificators holding a share")
+        await harness.eventually(split, 120, "both notificators holding a share", every=0.05)
         shares = [last_share(p) for p in logs]
         print(f"  two notificators, shares {shares}; measuring {args.seconds:g}s", flush=True)
         both = await _window(sink, args.seconds)
         killed = time.monotonic()
         procs[1].send_signal(signal.SIGKILL)
-        alone = await _until(lambda: last_share(logs[0]) == 1, 120, "the survivor's share of 1")
-        gap = {"seconds": alone - killed, "per_s": sink.between(killed, alone) / (alone - killed)}
+        alone = await harness.eventually(
+            lambda: last_share(logs[0]) == 1, 120, "the survivor's share of 1", every=0.05
+        )
+        gap = {"seconds": alone - killed, "per_s": _between(sink, killed, alone) / (alone - killed)}
         print(f"  killed one; the survivor took it all after {gap['seconds']:.1f}s", flush=True)
         survivor = await _window(sink, args.seconds)
     finally:
-        for proc in procs:
-            harness.stop_process(proc)
+        await harness.stop_processes(procs)
     return {"shares": shares, "both": both, "rebalance": gap, "survivor": survivor}
 
 
 async def key_limit(
-    lane: Lane, sink: Sink, args: argparse.Namespace, workdir: Path
+    lane: Lane, sink: WebhookSink, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
     """Part 2 (see the module's docstring)."""
     env = harness.stage_env(
@@ -152,8 +118,7 @@ async def key_limit(
             await harness.wait_http(f"{lane.base_url}/healthz", proc)
         statuses = await _offer(lane.base_url, sink, args.offer, args.seconds)
     finally:
-        for proc in procs:
-            harness.stop_process(proc)
+        await harness.stop_processes(procs)
     steady = [s for t, s in statuses if t >= SETTLE]
     span = args.seconds - SETTLE
     return {
@@ -164,13 +129,15 @@ async def key_limit(
     }
 
 
-async def _offer(base_url: str, sink: Sink, rate: float, seconds: float) -> list[tuple[float, int]]:
+async def _offer(
+    base_url: str, sink: WebhookSink, rate: float, seconds: float
+) -> list[tuple[float, int]]:
     """Post at ``rate`` per second for ``seconds``, each over a new connection (so that the
     kernel spreads them over both processes); (time since the start, status) of each."""
     out: list[tuple[float, int]] = []
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
     headers = {"Authorization": f"Bearer {_KEY}"}
-    to = f"http://127.0.0.1:{sink.port}/hook"
+    to = sink.hook_url()
     async with aiohttp.ClientSession(base_url, connector=connector, headers=headers) as session:
         began = time.monotonic()
 
@@ -191,27 +158,12 @@ async def _offer(base_url: str, sink: Sink, rate: float, seconds: float) -> list
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = harness.scratch_dir("bench-rates")
-    infra = LocalInfra(workdir / "infra", own_process_group=True)
-    sink = Sink()
-    await asyncio.to_thread(infra.start)
-    await sink.start()
-    try:
-        lane = await infra.lane(
-            "rates",
-            workdir / "lane",
-            channels="webhook",
-            webhook_allowed_hosts="127.0.0.1",
-            send_rate=args.rate,
-            kafka_session_timeout_ms=6000,
-            log_level="WARNING",
-        )
+    sink = WebhookSink()
+    lane_values = {"send_rate": args.rate, "kafka_session_timeout_ms": 6000}
+    async with harness.webhook_lane("rates", sink, **lane_values) as (lane, workdir):
         sends = await send_rate(lane, sink, args, workdir)
         keys = await key_limit(lane, sink, args, workdir)
         return {"config": vars(args), "send_rate": sends, "key_limit": keys}
-    finally:
-        await sink.stop()
-        await asyncio.to_thread(infra.stop)
 
 
 def text(result: dict[str, Any]) -> str:

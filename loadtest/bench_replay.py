@@ -31,15 +31,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
 from loadtest import harness, stats
-from notifsvc.dev.infra import Lane, LocalInfra
+from loadtest.harness import Sink
+from notifsvc.dev.infra import Lane
 
 #: Text of the seeded failed rows and of each phase's fresh ones (told apart by it).
 REPLAYED, ALONE, BESIDE = "replayed", "fresh alone", "fresh beside a replay"
@@ -53,42 +52,6 @@ SELECT gen_random_uuid(), 'webhook', $1, $2, 'normal', '\\x00', 'failed', 1,
 FROM generate_series(1, $3) AS i
 """
 _ACCEPTED = "SELECT uuid, body, extract(epoch FROM accepted_at) AS at FROM notifications"
-
-
-@dataclass
-class Sink:
-    """A webhook provider: answers 200 after ``delay`` seconds, noting each arrival."""
-
-    delay: float
-    arrivals: dict[str, float] = field(default_factory=dict)  # uuid -> first arrival
-    requests: int = 0
-    port: int = 0
-    _runner: web.AppRunner | None = None
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.requests += 1
-        self.arrivals.setdefault(request.headers.get("Idempotency-Key", ""), time.time())
-        if self.delay > 0:
-            await asyncio.sleep(self.delay)  # the provider's own latency
-        return web.json_response({"ok": True})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
 
 
 @dataclass
@@ -128,27 +91,6 @@ async def _fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], budget: float, what: str) -> None:
-    deadline = time.monotonic() + budget
-    while not await check():
-        if time.monotonic() > deadline:
-            raise harness.Deadline(f"{what} not within {budget:.0f}s")
-        await asyncio.sleep(0.2)
-
-
-def _stages(lane: Lane, workdir: Path) -> list[Any]:
-    env = harness.stage_env(lane.settings)
-    commands = {
-        "receiver": ["receiver"],
-        "router": ["router"],
-        "notificator": ["notificator", "--channel", "webhook"],
-    }
-    return [
-        harness.start_process(["-m", "notifsvc", *args], env, workdir / f"{name}.log")
-        for name, args in commands.items()
-    ]
-
-
 async def measure(lane: Lane, sink: Sink, args: argparse.Namespace) -> dict[str, Any]:
     """The three steps on a running pipeline (see the module's docstring)."""
     dsn = lane.settings.dsn
@@ -175,10 +117,10 @@ async def measure(lane: Lane, sink: Sink, args: argparse.Namespace) -> dict[str,
     accepted = await _accepted(dsn)
     fresh = {t: [u for u, (text, _) in accepted.items() if text == t] for t in (ALONE, BESIDE)}
 
-    async def fresh_delivered() -> bool:
+    def fresh_delivered() -> bool:
         return all(u in sink.arrivals for us in fresh.values() for u in us)
 
-    await _eventually(fresh_delivered, 60, "every fresh notification delivered")
+    await harness.eventually(fresh_delivered, 60, "every fresh notification delivered")
     return _result(
         args, sink, job, replayed=replayed, replayed_at=replayed_at, accepted=accepted, fresh=fresh
     )
@@ -204,7 +146,7 @@ async def _finished(session: aiohttp.ClientSession, job_id: str) -> dict[str, An
             job = await resp.json()
         return bool(job["state"] == "done")
 
-    await _eventually(done, 30, f"replay {job_id} done")
+    await harness.eventually(done, 30, f"replay {job_id} done")
     return job
 
 
@@ -250,45 +192,13 @@ def _result(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = harness.scratch_dir("bench-replay")
-    infra = LocalInfra(workdir / "infra", own_process_group=True)
     sink = Sink(args.sink_delay_ms / 1000)
-    await asyncio.to_thread(infra.start)
-    await sink.start()
-    try:
-        lane = await infra.lane(
-            "replay",
-            workdir / "lane",
-            channels="webhook",
-            webhook_allowed_hosts="127.0.0.1",
-            replay_rate=args.replay_rate,
-            send_rate=args.send_rate,
-            log_level="WARNING",
-        )
-        procs = _stages(lane, workdir)
-        try:
-            await harness.wait_http(f"{lane.base_url}/healthz", procs[0])
-            await _warm_up(lane, sink)
-            return await measure(lane, sink, args) | {"workdir": str(workdir)}
-        finally:
-            for proc in procs:
-                harness.stop_process(proc)
-    finally:
-        await sink.stop()
-        await asyncio.to_thread(infra.stop)
-
-
-async def _warm_up(lane: Lane, sink: Sink) -> None:
-    """One notification through the whole pipeline: every stage owns its partitions."""
-    async with aiohttp.ClientSession(lane.base_url) as session:
-        body = {"uuid": str(uuid.uuid4()), "destination": "webhook", "to": sink.url, "txt": "warm"}
-        async with session.post("/notification", json=body) as resp:
-            assert resp.status == 202, await resp.text()
-
-    async def arrived() -> bool:
-        return str(body["uuid"]) in sink.arrivals
-
-    await _eventually(arrived, 120, "the warm-up notification delivered")
+    lane_values = {"replay_rate": args.replay_rate, "send_rate": args.send_rate}
+    async with (
+        harness.webhook_lane("replay", sink, **lane_values) as (lane, workdir),
+        harness.pipeline(lane, workdir, sink),
+    ):
+        return await measure(lane, sink, args) | {"workdir": str(workdir)}
 
 
 def text(result: dict[str, Any]) -> str:

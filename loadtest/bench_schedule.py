@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 
 from loadtest import harness, stats
-from loadtest.bench_replay import Sink, _eventually, _stages, _warm_up
-from notifsvc.dev.infra import Lane, LocalInfra
+from loadtest.harness import Sink
+from notifsvc.dev.infra import Lane
 
 
 async def _post_all(lane: Lane, sink: Sink, args: argparse.Namespace) -> dict[str, float]:
@@ -55,10 +55,10 @@ async def measure(lane: Lane, sink: Sink, args: argparse.Namespace) -> dict[str,
     dues = await _post_all(lane, sink, args)
     print(f"  {len(dues):,} scheduled over {args.spread:g}s; waiting for them")
 
-    async def all_arrived() -> bool:
+    def all_arrived() -> bool:
         return dues.keys() <= sink.arrivals.keys()
 
-    await _eventually(all_arrived, args.lead + args.spread + 120, "every scheduled send")
+    await harness.eventually(all_arrived, args.lead + args.spread + 120, "every scheduled send")
     late = [sink.arrivals[u] - due for u, due in dues.items()]
     summary = stats.latency([max(0.0, x) * 1000 for x in late])
     return {
@@ -71,30 +71,12 @@ async def measure(lane: Lane, sink: Sink, args: argparse.Namespace) -> dict[str,
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = harness.scratch_dir("bench-schedule")
-    infra = LocalInfra(workdir / "infra", own_process_group=True)
     sink = Sink(args.sink_delay_ms / 1000)
-    await asyncio.to_thread(infra.start)
-    await sink.start()
-    try:
-        lane = await infra.lane(
-            "schedule",
-            workdir / "lane",
-            channels="webhook",
-            webhook_allowed_hosts="127.0.0.1",
-            log_level="WARNING",
-        )
-        procs = _stages(lane, workdir)
-        try:
-            await harness.wait_http(f"{lane.base_url}/healthz", procs[0])
-            await _warm_up(lane, sink)
-            return await measure(lane, sink, args) | {"workdir": str(workdir)}
-        finally:
-            for proc in procs:
-                harness.stop_process(proc)
-    finally:
-        await sink.stop()
-        await asyncio.to_thread(infra.stop)
+    async with (
+        harness.webhook_lane("schedule", sink) as (lane, workdir),
+        harness.pipeline(lane, workdir, sink),
+    ):
+        return await measure(lane, sink, args) | {"workdir": str(workdir)}
 
 
 def text(result: dict[str, Any]) -> str:

@@ -1,12 +1,14 @@
 """What every benchmark needs: the local broker and database (:mod:`notifsvc.dev.infra`),
-stage processes, preloading, database counts and a per-second RSS/CPU sampler. Everything
-listens on 127.0.0.1.
+stage processes, preloading, database counts, polling until something holds, a per-second
+RSS/CPU sampler, and for the webhook benchmarks a lane, a provider sink and the pipeline.
+Everything listens on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -14,7 +16,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,12 @@ from typing import Any
 import asyncpg
 import orjson
 import psutil
+from aiohttp import ClientSession, web
 
 from notifsvc.config import Settings
 from notifsvc.dev import infra
+from notifsvc.dev.fakes.base import Service
+from notifsvc.dev.infra import Lane, LocalInfra
 from notifsvc.dev.infra import clean_environ as clean_environ  # noqa: PLC0414 - for locust_run
 from notifsvc.kafka import Producer
 from notifsvc.model import Notification
@@ -39,6 +44,23 @@ PYTHON = sys.executable
 
 class Deadline(Exception):
     """Something expected did not happen in time."""
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], within: float, what: str, *, every: float = 0.2
+) -> float:
+    """Poll ``check`` (plain or async) every ``every`` seconds until it holds; when it did
+    (monotonic seconds). :class:`Deadline` naming ``what`` if not within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        held = check()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise Deadline(f"{what}: not within {within:g}s")
+        await asyncio.sleep(every)
 
 
 def stage_env(settings: Settings | None = None, **values: object) -> dict[str, str]:
@@ -95,6 +117,14 @@ def start_process(args: list[str], env: Mapping[str, str], log_path: Path) -> An
 
 def stop_process(proc: Any) -> None:
     stop(proc, timeout=30.0)
+
+
+async def stop_processes(procs: Iterable[Any]) -> None:
+    """:func:`stop_process` each, off the event loop: a stage finishes the batch under way
+    when stopped, and a sink or fake served by this loop must still answer its sends
+    (stopped on the loop, a notificator waited for an answer until killed after 30 s)."""
+    for proc in procs:
+        await asyncio.to_thread(stop_process, proc)
 
 
 async def wait_http(url: str, proc: Any, within: float = 30.0) -> None:
@@ -220,3 +250,102 @@ class CpuSampler(Sampling):
         """Mean share of all cores used by processes not of this run, in percent."""
         others = [machine - own for _, machine, own in self.samples]
         return sum(others) / len(others) if others else float("nan")
+
+
+@dataclass
+class Sink(Service):
+    """A webhook provider: answers 200 after ``delay`` seconds, noting each arrival (wall
+    time, by ``Idempotency-Key``) and counting requests (so duplicates show)."""
+
+    delay: float
+    arrivals: dict[str, float] = field(default_factory=dict)  # uuid -> first arrival
+    requests: int = 0
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.requests += 1
+        self.arrivals.setdefault(request.headers.get("Idempotency-Key", ""), time.time())
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)  # the provider's own latency
+        return web.json_response({"ok": True})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@contextlib.asynccontextmanager
+async def webhook_lane(
+    name: str, sink: Service, **values: object
+) -> AsyncIterator[tuple[Lane, Path]]:
+    """A scratch folder (``bench-<name>-*``), a local broker and database with one lane
+    ``name`` on them whose webhook channel may post to 127.0.0.1 (at log level WARNING unless
+    ``values`` say otherwise; ``values`` are further settings), and ``sink`` running: yields
+    the lane and the folder, and stops it all at the end."""
+    workdir = scratch_dir(f"bench-{name}")
+    local = LocalInfra(workdir / "infra", own_process_group=True)
+    webhook: dict[str, object] = {
+        "channels": "webhook",
+        "webhook_allowed_hosts": "127.0.0.1",
+        "log_level": "WARNING",
+    }
+    await asyncio.to_thread(local.start)
+    try:
+        await sink.start()
+        try:
+            lane = await local.lane(name, workdir / "lane", **(webhook | values))
+            yield lane, workdir
+        finally:
+            await sink.stop()
+    finally:
+        await asyncio.to_thread(local.stop)
+
+
+#: The stage processes of :func:`pipeline` (name: ``notifsvc`` arguments).
+_STAGES = {
+    "receiver": ["receiver"],
+    "router": ["router"],
+    "notificator": ["notificator", "--channel", "webhook"],
+}
+
+
+@contextlib.asynccontextmanager
+async def pipeline(lane: Lane, workdir: Path, sink: Sink) -> AsyncIterator[list[Any]]:
+    """The receiver, the router and the webhook notificator of ``lane`` as their own
+    processes (default settings; logs ``workdir/<stage>.log``), yielded once the receiver
+    answers and one notification went through to ``sink``; stopped at the end."""
+    env = stage_env(lane.settings)
+    procs: list[Any] = []
+    try:
+        for name, args in _STAGES.items():
+            procs.append(start_process(["-m", "notifsvc", *args], env, workdir / f"{name}.log"))
+        await wait_http(f"{lane.base_url}/healthz", procs[0])
+        await warm_up(lane, sink)
+        yield procs
+    finally:
+        await stop_processes(procs)
+
+
+async def warm_up(lane: Lane, sink: Sink) -> None:
+    """One notification through the whole pipeline: every stage owns its partitions."""
+    uid = str(uuid.uuid4())
+    async with ClientSession(lane.base_url) as session:
+        body = {"uuid": uid, "destination": "webhook", "to": sink.url, "txt": "warm"}
+        async with session.post("/notification", json=body) as resp:
+            assert resp.status == 202, await resp.text()
+    await eventually(lambda: uid in sink.arrivals, 120, "the warm-up notification delivered")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 
 import orjson
@@ -197,6 +198,14 @@ def test_a_bad_time_is_refused_by_its_field(
     assert list(errors) == [field] and message in errors[field]
 
 
+def test_a_whole_ttl_written_as_a_float_is_the_same_ttl() -> None:
+    """JSON Schema's integer includes 60.0 (as JSON parsers may write it)."""
+    assert parse(BODY | {"ttl_seconds": 60.0}, now=NOW) == parse(
+        BODY | {"ttl_seconds": 60}, now=NOW
+    )
+    assert parse(BODY | {"ttl_seconds": 60}, now=NOW).expires_at == NOW + 60
+
+
 def test_a_topic_message_carries_no_ttl_seconds() -> None:
     body = BODY | {"accepted_at": NOW, "ttl_seconds": 60}
     with pytest.raises(InvalidNotification, match="ttl_seconds: is not a known field"):
@@ -241,3 +250,9 @@ def test_odd_times_give_a_notification_or_invalid_notification(
     assert Notification.decode(n.encode()) == n  # whatever parse takes, a topic carries
     if n.expires_at is not None:
         assert n.expires_at > max(NOW, n.send_at or NOW)
+
+
+def test_seconds_left_are_whole_never_negative_and_none_without_expiry() -> None:
+    n = Notification(uuid.uuid4(), "log", "ops", "hi", expires_at=1000.0)
+    assert [n.seconds_left(t) for t in (0.5, 999.2, 1000.0, 5000.0)] == [999, 0, 0, 0]
+    assert dataclasses.replace(n, expires_at=None).seconds_left(0.0) is None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from notifsvc import channels, config, metrics
+from notifsvc import channels, config, metrics, providers
 from notifsvc.attempts import AttemptOutcome
 from notifsvc.breaker import State
 from notifsvc.channels.base import (
@@ -154,6 +154,22 @@ async def test_sends_cut_off_by_the_deadline_count_against_the_provider() -> Non
     for _ in range(4):  # the breaker's minimum of calls
         await cut_off(channel, note())
     assert channel.states()["twilio"] is State.OPEN
+
+
+async def test_only_the_latest_sticky_notifications_are_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(providers, "STICKY_MAX", 2)
+    first = provider("twilio", *[TransientError("timed out")] * 3, refused("twilio"))
+    channel = failover(first, second := provider("vonage"))
+    oldest, *latest = [note() for _ in range(3)]
+    for n in (oldest, *latest):
+        with pytest.raises(TransientError):
+            await channel.send(n)
+    assert set(channel._sticky) == {n.uuid for n in latest}
+    receipt = await channel.send(oldest)  # forgotten: a refusal fails it over again
+    assert receipt is not None and receipt.provider == "vonage"
+    assert sent(second) == [oldest.uuid]
 
 
 async def test_a_permanent_error_is_never_failed_over() -> None:

@@ -32,10 +32,8 @@ from notifsvc.db.replays import (
 )
 from notifsvc.db.store import StoreUnavailable
 from notifsvc.kafka import Headers, KafkaError, KafkaRecordError, KafkaUnavailable, Producer
-from notifsvc.model import Notification, Priority, Reason
+from notifsvc.model import EARLIEST, LATEST, Notification, Priority, Reason
 from notifsvc.replays import (
-    EARLIEST,
-    LATEST,
     InvalidReplay,
     ReplayRunner,
     page_size,

@@ -35,14 +35,17 @@ TURNS = ("500", "429", "hang", "ok")
 
 class CutOff(Protocol):
     """A sink that takes ``delay`` seconds per request, knows how many it is working on
-    (``in_flight``: a kill now lands mid-send) and counts the requests whose sender died
-    meanwhile (``aborted``)."""
+    (``in_flight``: a kill now lands mid-send; ``busy`` is set while any) and counts the
+    requests whose sender died meanwhile (``aborted``)."""
 
     @property
     def delay(self) -> float: ...
 
     @property
     def in_flight(self) -> int: ...
+
+    @property
+    def busy(self) -> asyncio.Event: ...
 
     @property
     def aborted(self) -> int: ...
@@ -58,8 +61,9 @@ class Sink:
     port: int = field(default_factory=free_port)
     delivered: Counter[str] = field(default_factory=Counter)
     first: dict[str, float] = field(default_factory=dict)  # uuid -> time of its first delivery
-    aborted: int = 0
-    in_flight: int = 0
+    aborted: int = 0  # requests whose sender died while the sink worked on them
+    in_flight: int = 0  # requests being worked on now
+    busy: asyncio.Event = field(default_factory=asyncio.Event)  # set while in_flight > 0
     answers: Counter[str] = field(default_factory=Counter)
     _tries: Counter[str] = field(default_factory=Counter)
     _runner: web.AppRunner | None = None
@@ -93,10 +97,13 @@ class Sink:
         if turn == "429":
             return web.Response(status=429, text="chaos: slow down", headers={"Retry-After": "1"})
         self.in_flight += 1
+        self.busy.set()
         try:
             await asyncio.sleep(self.hang if turn == "hang" else self.delay)
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self.busy.clear()
         if request.transport is None or request.transport.is_closing():
             self.aborted += 1
             return web.Response(status=503)

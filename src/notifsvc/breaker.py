@@ -52,21 +52,6 @@ class Policy:
     cooldown: float = 15.0
     probe_share: float = 0.1
 
-    def problems(self) -> list[str]:
-        """What makes this policy unusable, for a start-up error."""
-        out = []
-        if not 0.0 < self.failure_rate <= 1.0:
-            out.append(f"failure rate must be in (0, 1], got {self.failure_rate}")
-        if not (math.isfinite(self.window) and self.window >= 1.0):
-            out.append(f"window must be at least 1 second, got {self.window}")
-        if self.min_calls < 1:
-            out.append(f"minimum calls must be at least 1, got {self.min_calls}")
-        if not (math.isfinite(self.cooldown) and self.cooldown > 0.0):
-            out.append(f"cool-down must be a positive number of seconds, got {self.cooldown}")
-        if not 0.0 < self.probe_share <= 1.0:
-            out.append(f"probe share must be in (0, 1], got {self.probe_share}")
-        return out
-
 
 class Breaker:
     """The breaker of one provider (``name``, for logs and metrics)."""

@@ -134,7 +134,7 @@ def _notificator(args: argparse.Namespace, settings: Settings) -> int:
         print(f"notifsvc notificator: channel {name} is disabled: {reason}", file=sys.stderr)
         return 2
     metrics.serve(settings.metrics_port)
-    channel = channels.enabled(settings)[name]
+    channel = channels.build(name, settings)
     serve(lambda stopping: run_stage(Notificator(settings, channel), stopping))
     return 0
 

@@ -103,7 +103,7 @@ def provider_classes(registry: Registry) -> list[tuple[type[AnyChannel], bool]]:
     out: list[tuple[type[AnyChannel], bool]] = []
     for name, cls in registry.items():
         out.append((cls, False))
-        out += [(alt, True) for alt in channels.ALTERNATIVES.values() if alt.name == name]
+        out += [(alt, True) for alt in channels.alternatives_of(name)]
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 import uuid as uuid_mod
@@ -110,6 +111,11 @@ class Notification:
     def expired(self, now: float) -> bool:
         """Whether it may no longer be sent at ``now`` (unix seconds)."""
         return self.expires_at is not None and now >= self.expires_at
+
+    def seconds_left(self, now: float) -> int | None:
+        """Whole seconds from ``now`` until ``expires_at`` (0 once past; None: no expiry),
+        for a push service's time to live."""
+        return None if self.expires_at is None else max(0, math.floor(self.expires_at - now))
 
     def encode(self) -> bytes:
         """The value written to Kafka: compact JSON, the same shape on every topic."""
@@ -421,6 +427,15 @@ def _request_time(data: dict[str, Any], name: str, errors: list[FieldError]) -> 
     return seconds
 
 
+def _whole(value: object) -> int | None:
+    """``value`` as a whole number (JSON Schema's integer: ``615`` or ``615.0``), else None."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
 def _request_times(
     data: dict[str, Any], now: float, errors: list[FieldError]
 ) -> tuple[float | None, float | None]:
@@ -428,9 +443,9 @@ def _request_times(
     an expiry must come after the send and after ``now``, else it could never be sent."""
     send_at = _request_time(data, "send_at", errors)
     expires_at = _request_time(data, "expires_at", errors)
-    ttl = data.get("ttl_seconds")
-    if ttl is not None:
-        if type(ttl) is not int or not 1 <= ttl <= MAX_TTL_SECONDS:
+    ttl = _whole(data.get("ttl_seconds"))
+    if data.get("ttl_seconds") is not None:
+        if ttl is None or not 1 <= ttl <= MAX_TTL_SECONDS:
             why = f"must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"
             errors.append(FieldError("ttl_seconds", why))
         elif data.get("expires_at") is not None:

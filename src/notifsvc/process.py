@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -61,6 +62,12 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: f
             log.warning("pid %d did not stop within %.0fs; killing it", proc.pid, timeout)
             proc.kill()
     return proc.wait()
+
+
+def owner_id() -> str:
+    """A fresh name for a lease holder of this process: host, pid and a random part (two
+    holders in one process, or a pid reused after a restart, never share one)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

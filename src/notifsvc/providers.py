@@ -60,12 +60,6 @@ PROBE_PAUSE = 1.0
 RULES = ("recipient_pattern", "subject_pattern", "max_subject_chars")
 
 
-def counts_against(error: DeliveryError) -> bool:
-    """Whether ``error`` says something is wrong with the provider (for its breaker): any
-    retriable error does; a permanent refusal is a healthy provider's answer."""
-    return error.retriable
-
-
 class Failover(Channel[Any]):
     """The providers of one channel in order; see the module's docstring."""
 
@@ -154,7 +148,7 @@ class Failover(Channel[Any]):
             raise
         except DeliveryError as exc:
             exc.provider = provider.provider
-            breaker.record(not counts_against(exc))
+            breaker.record(not exc.retriable)  # a permanent refusal: a healthy answer
             # Once it may have been taken (a timeout), it stays with this provider through
             # every retriable error after (a 503 on the retry proves nothing of the first).
             if exc.retriable and (not exc.failover or n.uuid in self._sticky):

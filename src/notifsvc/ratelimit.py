@@ -82,21 +82,20 @@ class SharedLimiter:
         self.rate = rate_per_second
         self.share = _fraction(share)
         self.idle = 0.0
+        #: What this replica may spend per second now (0 with rate 0: no limit), and the
+        #: most units granted at once at that rate; both change only in :meth:`set_share`.
+        self.current_rate = 0.0
+        self.burst = 0.0
+        self._derive()
         self._clock = clock
         self._stamp = clock()
         self._tokens = self.burst  # full at first, as an AsyncLimiter is
         self._lock = asyncio.Lock()  # waiters queue in order; none overtakes another
         self._changed: asyncio.Event | None = None
 
-    @property
-    def current_rate(self) -> float:
-        """What this replica may spend per second now (0 with rate 0: no limit)."""
-        return self.rate * (self.share if self.share > 0 else self.idle)
-
-    @property
-    def burst(self) -> float:
-        """Most units granted at once at the current rate."""
-        return burst(self.current_rate)
+    def _derive(self) -> None:
+        self.current_rate = self.rate * (self.share if self.share > 0 else self.idle)
+        self.burst = burst(self.current_rate)
 
     def set_share(self, share: float, *, idle: float | None = None) -> None:
         """Take ``share`` of the rate from now on (``idle``, if given: the fallback for a
@@ -105,6 +104,7 @@ class SharedLimiter:
         self.share = _fraction(share)
         if idle is not None:
             self.idle = _fraction(idle)
+        self._derive()
         self._tokens = min(self._tokens, self.burst)
         changed, self._changed = self._changed, None
         if changed is not None:

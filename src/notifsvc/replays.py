@@ -40,25 +40,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import re
-import socket
 import time
-import uuid as uuid_mod
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
-from notifsvc import batching, channels, errors, events, headers, kafka, metrics, topics
+from notifsvc import batching, channels, errors, events, headers, kafka, metrics, process, topics
 from notifsvc.config import Settings
 from notifsvc.db.replays import TOP, Cursor, Job, ReplayFilter, ReplayStore, Requeued
 from notifsvc.db.store import StoreUnavailable
 from notifsvc.deadletter import Message
 from notifsvc.events import expired_event
 from notifsvc.kafka import Producer
-from notifsvc.model import FieldError, Reason, State
+from notifsvc.model import EARLIEST, LATEST, FieldError, Reason, State
 from notifsvc.ratelimit import make_limiter
 
 log = logging.getLogger(__name__)
@@ -67,10 +64,6 @@ log = logging.getLogger(__name__)
 FIELDS = ("channel", "state", "since", "until", "reason")
 #: The fields that narrow a replay down (at least one is required).
 NARROWING = ("channel", "since", "until", "reason")
-#: Bounds of the times a filter may name: a time beyond them is taken as the bound (and
-#: stays clear of the values asyncpg maps to PostgreSQL's ``infinity``).
-EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 #: Seconds of ``NOTIFSVC_REPLAY_RATE`` one page holds.
 PAGE_SECONDS = 0.25
 #: RFC 3339 date-time, with its offset (``Z`` or ``+hh:mm``).
@@ -240,7 +233,7 @@ class ReplayRunner:
         self.settings = settings
         self.store = store
         self.producer = producer
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_mod.uuid4().hex[:8]}"
+        self.owner = owner or process.owner_id()
         self._limiter = limiter if limiter is not None else make_limiter(settings.replay_rate)
         self._clock = clock
         self.page_size = page_size(settings)

@@ -181,11 +181,12 @@ class Router:
         now = time.time()
         placed = place([plan.unique[u] for u in inserted] + self._unforwarded(plan, existing), now)
         forward = placed.due
+        gone = [events.expired_event(n, at=now) for n in placed.expired]
         with self._route_spans(plan, forward + placed.later, inserted, started) as spans:
             await self.producer.send_all(
                 [(self._lane_topic(n), n.encode(), n.key, spans.headers(n.uuid)) for n in forward]
                 + self._first_hops(placed.later, spans, now)
-                + events.messages(self.settings, (events.expired_event(n) for n in placed.expired))
+                + events.messages(self.settings, gone)
                 + plan.poison
             )
             await self.store.mark_forwarded([n.uuid for n in forward])

@@ -3,7 +3,8 @@
 **Tiers.** One batched consumer per tier topic (:data:`notifsvc.schedule.TIERS`, a group
 each, so that the hour tier's long waits never hold up the second's). A batch is worked in
 the order its messages need acting on (:func:`~notifsvc.schedule.acts_at`): the consumer
-waits until the earliest is due to be looked at (as the retry lane waits for its
+waits until the earliest is due to be looked at, plus :data:`GATHER` so that those falling
+due meanwhile share its statements (as the retry lane waits for its
 not-before header, in steps of at most :data:`~notifsvc.batching.MAX_WAIT`, the batch loop
 keeping the group membership meanwhile), then for all that are: one statement reads their
 rows' states (a canceled or already released row is dropped), the expired ones get their
@@ -26,17 +27,16 @@ it over when its holder has not renewed it for ``NOTIFSVC_SCHEDULE_LEASE_SECONDS
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
-import os
-import socket
 import time
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from notifsvc import batching, errors, events, schedule, topics, tracing
+from notifsvc import batching, errors, events, process, schedule, topics, tracing
 from notifsvc.batching import BatchLoop
 from notifsvc.config import Settings
 from notifsvc.db.schedule import Cursor, ScheduleStore
@@ -57,6 +57,9 @@ SKEW_MARGIN = 60.0
 #: Seconds a ``scheduled`` row may be overdue before the parked reader puts it into a tier
 #: again (its message was lost, or its tier's consumers were down that long).
 OVERDUE_GRACE = 300.0
+#: Seconds a tier batch waits past the head's due time, so that the messages falling due
+#: meanwhile are acted on in the same statements (never earlier than due: later by this).
+GATHER = 0.05
 #: Rows per page of the parked reader.
 PAGE = 500
 #: Row states whose tier messages are still worked (``received``: the router produced the
@@ -134,17 +137,20 @@ class Scheduler:
         )
 
     async def handle(self, tier: Tier, records: list[Record]) -> None:
-        """Work a tier batch: each message when it needs acting on, earliest first."""
+        """Work a tier batch: each message when it needs acting on, earliest first, those
+        falling due within :data:`GATHER` of each other together."""
         pending, poison = self._decode(tier, records)
         await self.producer.send_all(poison)
+        owned = self.consumers[tier.name].owns
         while pending:
             now = self._clock()
-            ready = [w for w in pending if w.acts_at <= now]
-            if not ready:
-                await _sleep_until(pending[0].acts_at - now, self._stopping)
+            due = bisect.bisect_right(pending, now, key=_acts_at)
+            if not due:
+                wait = min(pending[0].acts_at - now + GATHER, batching.MAX_WAIT)
+                await batching.wait_until_due(wait, self._stopping)
+                pending = [w for w in pending if owned(w.record)]  # a rebalance meanwhile
                 continue
-            pending = pending[len(ready) :]
-            owned = self.consumers[tier.name].owns
+            ready, pending = pending[:due], pending[due:]
             await self.act([w for w in ready if owned(w.record)], now)
 
     def _decode(self, tier: Tier, records: list[Record]) -> tuple[list[Waiting], list[Message]]:
@@ -189,13 +195,8 @@ class Scheduler:
         self.expired += len(todo[Action.EXPIRE])
 
 
-async def _sleep_until(wait: float, stopping: asyncio.Event) -> None:
-    """Wait ``wait`` seconds in steps of at most :data:`~notifsvc.batching.MAX_WAIT`;
-    :class:`~notifsvc.batching.Postponed` when stopping first (the batch stays uncommitted)."""
-    while wait > 0:
-        step = min(wait, batching.MAX_WAIT)
-        await batching.wait_until_due(step, stopping)
-        wait -= step
+def _acts_at(w: Waiting) -> float:
+    return w.acts_at
 
 
 class ParkedReader:
@@ -216,7 +217,7 @@ class ParkedReader:
         self.settings = settings
         self.store = store
         self.producer = producer
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_mod.uuid4().hex[:8]}"
+        self.owner = owner or process.owner_id()
         self._clock = clock
         self._wait = wait
         self.bucket = float(settings.schedule_bucket_seconds)

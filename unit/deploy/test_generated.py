@@ -225,6 +225,20 @@ def test_every_channel_setting_appears_once(path: str, secret: bool) -> None:
         assert found == int((example.name in secrets) == secret), (path, example.name)
 
 
+def test_an_alternative_providers_settings_are_examples_only() -> None:
+    """Vonage, the backup relay, ...: commented out and never required, since the channel
+    runs on its own provider unless ``*_PROVIDERS`` lists them."""
+    prefixes = tuple(
+        alt.Config.env_name("")
+        for name in channels.REGISTRY
+        for alt in channels.alternatives_of(name)
+    )
+    assert prefixes  # the registry has alternatives
+    theirs = [e for e in deploy.examples(channels.REGISTRY) if e.name.startswith(prefixes)]
+    assert theirs
+    assert not [e.name for e in theirs if e.active or e.required]
+
+
 def test_a_placeholder_is_written_only_where_it_can_work() -> None:
     assert deploy.required(EmailSettings) == {"NOTIFSVC_EMAIL_HOST", "NOTIFSVC_EMAIL_FROM"}
     assert deploy.placeholders_work(PigeonSettings)

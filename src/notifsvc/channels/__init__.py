@@ -56,6 +56,8 @@ __all__ = [
     "PermanentError",
     "Throttled",
     "TransientError",
+    "alternatives_of",
+    "build",
     "disabled",
     "enabled",
     "providers_of",
@@ -72,7 +74,18 @@ def sections() -> tuple[type[Section], ...]:
 
 def providers_of(name: str) -> list[type[AnyChannel]]:
     """Channel ``name``'s provider classes, its own first."""
-    return [REGISTRY[name], *(cls for cls in ALTERNATIVES.values() if cls.name == name)]
+    return [REGISTRY[name], *alternatives_of(name)]
+
+
+def alternatives_of(name: str) -> list[type[AnyChannel]]:
+    """The other providers of channel ``name`` (Vonage for SMS, ...), in registry order."""
+    return [cls for cls in ALTERNATIVES.values() if cls.name == name]
+
+
+def build(name: str, settings: Settings) -> AnyChannel:
+    """Channel ``name`` as the stages use it (no I/O yet): with a choice of providers, a
+    :class:`notifsvc.providers.Failover` over the listed ones."""
+    return providers.build(REGISTRY[name], settings, PROVIDERS)
 
 
 def push() -> list[str]:
@@ -99,8 +112,4 @@ def enabled(settings: Settings) -> dict[str, AnyChannel]:
     """An instance (no I/O yet) of every channel that can run with ``settings``: for a
     channel with a choice of providers, a :class:`notifsvc.providers.Failover` over them."""
     off = disabled(settings)
-    return {
-        name: providers.build(cls, settings, PROVIDERS)
-        for name, cls in REGISTRY.items()
-        if name not in off
-    }
+    return {name: build(name, settings) for name in REGISTRY if name not in off}

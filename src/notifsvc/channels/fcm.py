@@ -240,7 +240,7 @@ def message_of(notification: Notification, now: float | None = None) -> dict[str
     }
     expires_at = notification.expires_at
     if expires_at is not None:
-        left = max(0, math.floor(expires_at - (time.time() if now is None else now)))
+        left = notification.seconds_left(time.time() if now is None else now)
         android["ttl"] = f"{left}s"
         apns["apns-expiration"] = str(math.floor(expires_at))
         message["webpush"] = {"headers": {"TTL": str(left)}}

@@ -37,7 +37,6 @@ import base64
 import binascii
 import ipaddress
 import logging
-import math
 import os
 import re
 import time
@@ -534,7 +533,7 @@ class WebPushChannel(HttpChannel[WebPushSettings]):
         ttl = self.config.ttl_seconds
         if notification.expires_at is None:
             return ttl
-        left = max(0, math.floor(notification.expires_at - self.clock()))
+        left = notification.seconds_left(self.clock()) or 0
         return min(left, ttl) if ttl else left
 
     def classify(self, answer: Answer, request: Request) -> DeliveryError | None:

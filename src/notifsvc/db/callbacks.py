@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from notifsvc.db.store import Store, StoreMisconfigured
+from notifsvc.db.store import Store
 
 _GONE = "SELECT url FROM callback_endpoints_gone WHERE url = ANY($1::text[])"
 #: Rows in URL order, the order concurrent dispatchers lock them in; a URL already gone
@@ -26,6 +26,8 @@ _COUNT = "SELECT count(*) AS n FROM callback_endpoints_gone"
 
 class CallbackStore(Store):
     """The dispatcher's statements over the store's pool (no I/O before :meth:`start`)."""
+
+    schema_probes = ("SELECT url, gone_at FROM callback_endpoints_gone LIMIT 0",)
 
     async def gone(self, urls: Iterable[str]) -> set[str]:
         """Those of ``urls`` whose receiver answered 410 Gone."""
@@ -50,10 +52,3 @@ class CallbackStore(Store):
     async def count_gone(self) -> int:
         rows = await self._fetch(_COUNT)
         return int(rows[0]["n"])
-
-    async def check_schema(self) -> None:
-        """:class:`StoreMisconfigured` unless ``callback_endpoints_gone`` exists."""
-        try:
-            await self._fetch("SELECT url, gone_at FROM callback_endpoints_gone LIMIT 0")
-        except StoreMisconfigured as exc:
-            raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc

@@ -37,7 +37,7 @@ from typing import Any
 import asyncpg
 
 from notifsvc.db.queries import CHANNEL_IS, REASON_IS, SINCE, UNTIL
-from notifsvc.db.store import Store, StoreMisconfigured, notification_of
+from notifsvc.db.store import Store, notification_of
 from notifsvc.model import Notification, Reason
 
 #: A job id: ``rpl_`` and 32 lower-case hex digits.
@@ -255,6 +255,11 @@ def page_statement(f: ReplayFilter) -> tuple[str, list[Any]]:
 class ReplayStore(Store):
     """The statements of replay jobs over the store's pool (no I/O before :meth:`start`)."""
 
+    schema_probes = (
+        "SELECT id, lease_owner FROM replays LIMIT 0",
+        "SELECT replay_id FROM notifications LIMIT 0",
+    )
+
     async def create(self, f: ReplayFilter) -> Job:
         """Store a new running job for ``f``."""
         reason = f.reason.value if f.reason is not None else None
@@ -315,14 +320,6 @@ class ReplayStore(Store):
             _ADVANCE, job_id, owner, cursor[0], cursor[1], matched, requeued, skipped, lease, done
         )
         return bool(rows)
-
-    async def check_schema(self) -> None:
-        """:class:`StoreMisconfigured` unless the replay jobs' schema is in place."""
-        try:
-            await self._fetch("SELECT id, lease_owner FROM replays LIMIT 0")
-            await self._fetch("SELECT replay_id FROM notifications LIMIT 0")
-        except StoreMisconfigured as exc:
-            raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
 
 
 def _job(r: asyncpg.Record) -> Job:

@@ -25,14 +25,11 @@ All times here are the database's (``now()``, ``updated_at``).
 
 from __future__ import annotations
 
-import dataclasses
 import uuid as uuid_mod
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-import asyncpg
-
-from notifsvc.db.store import Store, StoreMisconfigured, notification_of
+from notifsvc.db.store import Store, notification_of
 from notifsvc.model import Notification, State
 
 #: The name of the parked reader's lease.
@@ -80,6 +77,11 @@ Cursor = tuple[datetime, uuid_mod.UUID]
 class ScheduleStore(Store):
     """The scheduler's statements over the store's pool (no I/O before :meth:`start`)."""
 
+    schema_probes = (
+        "SELECT name, owner, lease_until FROM schedule_leases LIMIT 0",
+        "SELECT send_at, expires_at FROM notifications LIMIT 0",
+    )
+
     async def states(self, uuids: Sequence[uuid_mod.UUID]) -> dict[uuid_mod.UUID, State]:
         """The states of those of ``uuids`` that have a row."""
         if not uuids:
@@ -109,26 +111,9 @@ class ScheduleStore(Store):
         overdue by more than ``grace``, after ``after`` in due-time order (each with its
         cursor)."""
         rows = await self._fetch(_PARKED, lookahead, grace, after[0], after[1], limit)
-        return [(_scheduled(r), (r["send_at"], r["uuid"])) for r in rows]
+        return [(notification_of(r), (r["send_at"], r["uuid"])) for r in rows]
 
     async def touch(self, uuids: Sequence[uuid_mod.UUID]) -> None:
         """Mark rows moved into a tier: they no longer read as parked."""
         if uuids:
             await self._fetch(_TOUCH, sorted(set(uuids)))
-
-    async def check_schema(self) -> None:
-        """:class:`StoreMisconfigured` unless the scheduler's schema is in place."""
-        try:
-            await self._fetch("SELECT name, owner, lease_until FROM schedule_leases LIMIT 0")
-            await self._fetch("SELECT send_at, expires_at FROM notifications LIMIT 0")
-        except StoreMisconfigured as exc:
-            raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
-
-
-def _scheduled(r: asyncpg.Record) -> Notification:
-    expires_at = r["expires_at"]
-    return dataclasses.replace(
-        notification_of(r),
-        send_at=r["send_at"].timestamp(),
-        expires_at=expires_at.timestamp() if expires_at is not None else None,
-    )

@@ -16,7 +16,7 @@ import uuid as uuid_mod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 from tenacity import (
@@ -151,10 +151,10 @@ def _at(seconds: float | None) -> datetime | None:
 
 
 def _seconds(r: asyncpg.Record, column: str) -> float | None:
-    """A time column as unix seconds; None when NULL or not read by the statement (a
-    module's own statement that predates the column)."""
-    value = r.get(column)
-    return value.timestamp() if isinstance(value, datetime) else None
+    """A time column as unix seconds (None when NULL). Every statement that reads a
+    notification selects it: one that forgot ``send_at`` would send a scheduled one now."""
+    value = r[column]
+    return value.timestamp() if value is not None else None
 
 
 #: The states :data:`_CANCEL` takes a row out of.
@@ -351,6 +351,12 @@ FROM notifications WHERE redriven_at > now() - INTERVAL '1 hour' GROUP BY channe
 
 
 class Store:
+    #: Statements that fail unless this store's part of the schema is in place.
+    schema_probes: ClassVar[tuple[str, ...]] = (
+        "SELECT uuid, state, callback_url, client FROM notifications LIMIT 0",
+        "SELECT uuid, attempt_number, seq FROM notification_attempts LIMIT 0",
+    )
+
     def __init__(
         self, target: connect.Target, *, max_connections: int = 10, attempts: int = 4
     ) -> None:
@@ -587,10 +593,11 @@ class Store:
         return sorted(claimed, key=lambda row: row.cursor)
 
     async def check_schema(self) -> None:
-        """:class:`StoreMisconfigured` unless the schema is in place (run ``migrate``)."""
+        """:class:`StoreMisconfigured` unless the schema is in place (run ``migrate``): each
+        of :attr:`schema_probes` must run."""
         try:
-            await self._fetch("SELECT uuid, state, callback_url, client FROM notifications LIMIT 0")
-            await self._fetch("SELECT uuid, attempt_number, seq FROM notification_attempts LIMIT 0")
+            for probe in self.schema_probes:
+                await self._fetch(probe)
         except StoreMisconfigured as exc:
             raise StoreMisconfigured(f"{exc} (has `notifsvc migrate` run?)") from exc
 

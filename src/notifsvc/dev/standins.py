@@ -58,11 +58,6 @@ def wanted_providers(settings: Settings) -> dict[str, list[str]]:
     return out
 
 
-def wanted(settings: Settings) -> list[str]:
-    """The channels that get a stand-in (for at least one of their providers)."""
-    return list(wanted_providers(settings))
-
-
 def make_fake(name: str, keep: int | None = KEEP) -> ProviderFake:
     """A new instance of the fake of channel or provider ``name``, remembering the last
     ``keep`` captures (None: all). Raises ImportError when the fake needs the ``dev`` extra

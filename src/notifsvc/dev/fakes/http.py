@@ -78,12 +78,14 @@ class HttpFake(Service):
         """This fake's routes are served by another server, on 127.0.0.1:``port``."""
         self.port = port
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1:``port`` (default: a free one; a given one, e.g. to come back
+        on the same port after :meth:`stop`)."""
         app = web.Application()
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:

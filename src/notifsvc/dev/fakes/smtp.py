@@ -14,10 +14,11 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import ClassVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from notifsvc.channels.email import EmailSettings, SmtpBackupSettings
+from notifsvc.channels.email import EmailSettings, SmtpBackupSettings, SmtpRelay
 from notifsvc.config import Secret
 from notifsvc.dev.fakes.base import Service
 from notifsvc.dev.fakes.captured import Delivery
@@ -39,6 +40,8 @@ class Mail:
 
 class FakeSmtp(Service):
     host = "127.0.0.1"
+    #: The settings section :meth:`config` fills: the relay this fake stands in for.
+    relay: ClassVar[type[SmtpRelay]] = EmailSettings
 
     def __init__(
         self,
@@ -62,9 +65,9 @@ class FakeSmtp(Service):
         self._server: asyncio.Server | None = None
         self._protocols: list[SMTP] = []
 
-    def config(self) -> EmailSettings:
-        """The email channel's settings that point it at this fake (no TLS)."""
-        return EmailSettings(
+    def config(self) -> SmtpRelay:
+        """The relay's settings that point it at this fake (no TLS)."""
+        return self.relay(
             host=self.host,
             port=self.port,
             from_=FROM_ADDRESS,
@@ -156,17 +159,7 @@ class FakeSmtp(Service):
 class FakeSmtpBackup(FakeSmtp):
     """The same fake, pointing the second relay (``smtp_backup``) at itself."""
 
-    def config(self) -> SmtpBackupSettings:  # type: ignore[override]
-        """The ``smtp_backup`` provider's settings that point it at this fake."""
-        c = super().config()
-        return SmtpBackupSettings(
-            host=c.host,
-            port=c.port,
-            from_=c.from_,
-            tls=c.tls,
-            username=c.username,
-            password=c.password,
-        )
+    relay = SmtpBackupSettings
 
 
 def _delivery(at: float, rcpt_tos: tuple[str, ...], message: EmailMessage) -> Delivery:
