@@ -31,21 +31,22 @@ import uvloop
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 
-def body(index: int = 0) -> dict[str, str]:
-    """One notification as a client posts it (the log channel, as the load test's)."""
+def body(index: int = 0, destination: str = "log", to: str = "ops-team") -> dict[str, str]:
+    """One notification as a client posts it (by default the log channel's, as the load
+    test's)."""
     return {
         "uuid": str(uuid.uuid4()),
-        "destination": "log",
-        "to": "ops-team",
+        "destination": destination,
+        "to": to,
         "txt": f"disk almost full on db-{index % 100}",
     }
 
 
-def requests(host: str, path: str, count: int, batch: int) -> list[bytes]:
-    """Every request, built before the clock starts."""
+def requests(host: str, path: str, count: int, batch: int, *to: str) -> list[bytes]:
+    """Every request, built before the clock starts (``to``: destination and recipient)."""
     out = []
     for start in range(0, count, batch):
-        items = [body(i) for i in range(start, min(count, start + batch))]
+        items = [body(i, *to) for i in range(start, min(count, start + batch))]
         payload = orjson.dumps(items if path.endswith("/notifications") else items[0])
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
@@ -73,10 +74,10 @@ async def _connection(
         writer.close()
 
 
-async def post_all(url: str, path: str, count: int, connections: int, batch: int) -> str:
+async def post_all(url: str, path: str, count: int, connections: int, batch: int, *to: str) -> str:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    todo = requests(f"{host}:{port}", path, count, batch)
+    todo = requests(f"{host}:{port}", path, count, batch, *to)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     started = time.monotonic()
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     http.add_argument("--count", type=int, required=True)
     http.add_argument("--connections", type=int, default=16)
     http.add_argument("--batch", type=int, default=1)
+    http.add_argument("--destination", default="log")
+    http.add_argument("--to", default="ops-team")
     prod = sub.add_parser("produce")
     prod.add_argument("bootstrap")
     prod.add_argument("topic")
@@ -139,7 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--out", required=True, help="where the JSON result goes")
     args = parser.parse_args(argv)
     if args.what == "http":
-        line = uvloop.run(post_all(args.url, args.path, args.count, args.connections, args.batch))
+        line = uvloop.run(
+            post_all(
+                args.url,
+                args.path,
+                args.count,
+                args.connections,
+                args.batch,
+                args.destination,
+                args.to,
+            )
+        )
     else:
         seconds = produce(args.bootstrap, args.topic, args.count, args.inflight, args.rate)
         line = orjson.dumps({"seconds": seconds}).decode()

@@ -29,6 +29,12 @@ bench-cost: install
 bench-replay: install
 	$(BIN)/python -m loadtest.bench_replay $(BENCH_REPLAY_ARGS)
 
+# PostgreSQL's CPU per notification for the store's writes of a delivery, alone (no broker, no
+# stages): BENCH_STORE_ARGS="--batch 100 --variant some.sql" compares a schema change.
+.PHONY: bench-store
+bench-store: install
+	$(BIN)/python -m loadtest.bench_store $(BENCH_STORE_ARGS)
+
 # Lateness of scheduled sends: 1,000 notifications due over a minute through the delay tiers
 # (p50/p99 of arrival - send_at at a webhook sink; BENCH_SCHEDULE_ARGS="--count 1000 --spread 60").
 .PHONY: bench-schedule

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import unittest.mock
 import uuid
+from collections.abc import Callable
 
 import hypothesis
 from hypothesis import strategies as st
@@ -440,3 +442,134 @@ def test_no_send_ever_happens_at_or_after_expiry(
     if done.state is State.EXPIRED:
         assert channel.now >= n.expires_at
         assert done.attempts == sum(a.counted for a in done.log)
+
+
+# The fast path: deliver_now, for a channel whose send never waits (no task, slot, deadline).
+
+
+class Immediate(Scripted):
+    """A scripted channel whose send never waits, on a clock that each send moves on by
+    ``step`` seconds: it offers the policy its send as a plain function."""
+
+    def __init__(self, settings: Settings, step: float, *script: Step) -> None:
+        super().__init__(settings, *script)
+        self.now = ACCEPTED + 1
+        self.step = step
+
+    def synchronous_send(self) -> Callable[[Notification], Receipt | None]:
+        return self.answer
+
+    async def send(self, notification: Notification) -> Receipt | None:
+        return self.answer(notification)
+
+    def answer(self, notification: Notification) -> Receipt | None:
+        self.sends += 1
+        self.now += self.step
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, BaseException):
+            raise step
+        return step if isinstance(step, Receipt) else None
+
+
+_ANSWERS: dict[str, Callable[[], Step]] = {
+    "ok": lambda: None,
+    "receipt": lambda: Receipt("m-1", 202, "other"),
+    "transient": lambda: TransientError("503", status=503),
+    "permanent": lambda: PermanentError("400", status=400),
+    "throttled": lambda: Throttled("429", retry_after=0),
+    "long throttle": lambda: Throttled("429", retry_after=600),
+    "timeout": lambda: TimeoutError("took too long"),
+    "bug": lambda: ZeroDivisionError("channel bug"),
+}
+
+
+async def _fast(p: DeliveryPolicy, n: Notification, prior: int, again: Replayed | None) -> Delivery:
+    now = p.deliver_now(n, prior=prior, slots=asyncio.Semaphore(1), replayed=again)
+    assert now is not None, "nothing holds the fast path up here"
+    return now if isinstance(now, Delivery) else await now
+
+
+async def _slow(p: DeliveryPolicy, n: Notification, prior: int, again: Replayed | None) -> Delivery:
+    return await p.deliver(n, prior=prior, slots=asyncio.Semaphore(1), replayed=again)
+
+
+def one_pass(
+    settings: Settings,
+    script: list[Callable[[], Step]],
+    step: float,
+    n: Notification,
+    prior: int,
+    again: Replayed | None,
+    *,
+    fast: bool,
+) -> tuple[Delivery, int, float]:
+    """A pass over ``n`` through ``deliver_now`` or ``deliver`` (no backoff waits): its
+    delivery, the sends made, and the channel's clock after them."""
+    channel = Immediate(settings, step, *[answer() for answer in script])
+    p = DeliveryPolicy(settings, channel, clock=lambda: channel.now)
+    with unittest.mock.patch("notifsvc.delivery.backoff", return_value=0.0):
+        done = asyncio.run((_fast if fast else _slow)(p, n, prior, again))
+    return done, channel.sends, channel.now
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.example(  # a requeue's fresh budget: one more attempt
+    steps=["transient", "ok"],
+    step=0.0,
+    expires_in=None,
+    to="ops",
+    prior=2,
+    replay=(1, ACCEPTED + 0.5),
+    limits=(2, 3),
+)
+@hypothesis.given(
+    steps=st.lists(st.sampled_from(sorted(_ANSWERS)), max_size=6),
+    step=st.sampled_from([0.0, 4.0]),
+    expires_in=st.sampled_from([None, -1.0, 0.0, 3.0, 50.0]),
+    to=st.sampled_from(["ops", "nobody"]),
+    prior=st.integers(0, 4),
+    replay=st.sampled_from([None, (1, ACCEPTED + 0.5), (9, ACCEPTED - 100.0)]),
+    limits=st.sampled_from([(1, 1), (2, 3), (3, 5), (5, 20)]),
+)
+def test_the_fast_path_ends_a_pass_as_the_coroutine_does(
+    steps: list[str],
+    step: float,
+    expires_in: float | None,
+    to: str,
+    prior: int,
+    replay: tuple[int, float] | None,
+    limits: tuple[int, int],
+) -> None:
+    settings = Settings(inprocess_attempts=limits[0], max_attempts=limits[1])
+    n = dataclasses.replace(note(to), expires_at=None)
+    if expires_in is not None:
+        n = dataclasses.replace(n, expires_at=ACCEPTED + 1 + expires_in)
+    again = Replayed(*replay) if replay else None
+    script = [_ANSWERS[s] for s in steps]
+    fast = one_pass(settings, script, step, n, prior, again, fast=True)
+    assert fast == one_pass(settings, script, step, n, prior, again, fast=False)
+
+
+async def test_the_fast_path_sends_nothing_where_it_would_wait() -> None:
+    channel = Immediate(Settings(), 0.0)
+    p = policy(channel)
+    taken = asyncio.Semaphore(1)
+    await taken.acquire()
+    assert p.deliver_now(note(), prior=0, slots=taken) is None  # no free slot
+    p.throttle.hold(5)
+    assert p.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None  # a pause
+    limited = DeliveryPolicy(Settings(send_rate=1000), channel)
+    assert limited.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None
+    waits = DeliveryPolicy(Settings(), Scripted(Settings()))  # its send is a coroutine
+    assert waits.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None
+    assert channel.sends == 0
+
+
+async def test_the_fast_path_sends_at_once_and_numbers_the_attempt_after_prior() -> None:
+    channel = Immediate(Settings(), 0.0, Receipt("m-7", 201))
+    done = policy(channel).deliver_now(note(), prior=2, slots=asyncio.Semaphore(1))
+    assert isinstance(done, Delivery) and done.sent and channel.sends == 1
+    assert (done.attempts, done.total) == (1, 3)
+    assert [(a.number, a.message_id, a.status, a.provider) for a in done.log] == [
+        (3, "m-7", 201, "scripted")
+    ]

@@ -3,13 +3,20 @@ before start())."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+import unittest.mock
 import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from notifsvc import deadletter, headers, topics
+from notifsvc import config, deadletter, headers, topics
+from notifsvc.attempts import Attempt
+from notifsvc.channels.base import PermanentError, TransientError
 from notifsvc.channels.log import LogChannel
 from notifsvc.config import Secret, Settings
-from notifsvc.db.store import Replayed
+from notifsvc.db.store import Outcome, Replayed, StoreRefused
+from notifsvc.deadletter import Message
 from notifsvc.delivery import MAX_INLINE_PAUSE, Delivery, Throttle
 from notifsvc.kafka import Record
 from notifsvc.model import Notification, State
@@ -108,3 +115,148 @@ def test_a_replay_header_alone_is_not_a_requeue() -> None:
     for hdrs in (((headers.REPLAYED_FROM, b"4"),), ((headers.REPLAYED_AT, b"17"),)):
         record = Record("t", 0, 0, n.key, n.encode(), hdrs, 0)
         assert notificator._decode([record])[0][n.uuid].replayed is None
+
+
+# A batch through handle(), with a fake store and producer: the fast path (no task per
+# notification, for a channel whose send never waits) ends it as the tasks do.
+
+
+class FakeStore:
+    """Claims everything; records outcomes and attempts (refusing the first ``refuse``)."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.outcomes: list[Outcome] = []
+        self.attempts: list[Attempt] = []
+
+    async def claim(self, uuids: list[uuid.UUID]) -> set[uuid.UUID]:
+        return set()
+
+    async def record(self, outcomes: list[Outcome], *, attempts: Sequence[Attempt] = ()) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise StoreRefused("the database is away")
+        self.outcomes += outcomes
+        self.attempts += attempts
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    async def send_all(self, messages: list[Message]) -> None:
+        self.sent += messages
+
+
+class Flaky(LogChannel):
+    """The log channel, failing the first send of each notification whose ``to`` is
+    ``flaky`` (transiently) or ``broken`` (permanently); ``waits``: its send is a
+    coroutine only (the tasks' path)."""
+
+    waits = False
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.sends: list[str] = []
+        self._seen: set[uuid.UUID] = set()
+
+    def synchronous_send(self) -> Callable[[Notification], None] | None:
+        return None if self.waits else self.answer
+
+    async def send(self, notification: Notification) -> None:
+        self.answer(notification)
+
+    def answer(self, notification: Notification) -> None:
+        self.sends.append(notification.to)
+        first = notification.uuid not in self._seen
+        self._seen.add(notification.uuid)
+        if first and notification.to == "flaky":
+            raise TransientError("flaky: try again")
+        if notification.to == "broken":
+            raise PermanentError("broken: never")
+        self.write(notification)
+
+
+class Waiting(Flaky):
+    waits = True
+
+
+def batch(tos: list[str]) -> list[Record]:
+    now = time.time()
+    notes = [
+        Notification(uuid.uuid4(), "log", to, "hi", accepted_at=now, expires_at=expiry)
+        for to, expiry in ((to, now - 1 if to == "late" else None) for to in tos)
+    ]
+    return [Record("t", 0, i, n.key, n.encode(), (), int(now * 1000)) for i, n in enumerate(notes)]
+
+
+async def run_batch(
+    channel: Flaky, records: list[Record], refuse: int = 0
+) -> tuple[FakeStore, FakeProducer]:
+    """``records`` through handle() (again after each refused write, as a retried batch)."""
+    store, producer = FakeStore(refuse), FakeProducer()
+    notificator = Notificator(channel.settings, channel, store=store)  # type: ignore[arg-type]
+    notificator.producer = producer  # type: ignore[assignment]
+    await channel.start()
+    try:
+        with unittest.mock.patch("notifsvc.delivery.backoff", return_value=0.0):
+            for _ in range(refuse + 1):
+                with contextlib.suppress(StoreRefused):
+                    await notificator.handle("normal", records)
+    finally:
+        await channel.stop()
+    return store, producer
+
+
+def ends(store: FakeStore, records: list[Record]) -> list[tuple[object, ...]]:
+    """What became of each record, in order: its outcome and its attempts (untimed)."""
+    order = {Notification.decode(r.value).uuid: i for i, r in enumerate(records)}
+    outcomes = sorted(store.outcomes, key=lambda o: order[o.uuid])
+    tried = {
+        uid: [(a.number, a.outcome, a.provider, a.error) for a in store.attempts if a.uuid == uid]
+        for uid in order
+    }
+    return [(o.state, o.attempts, o.error, tried[o.uuid]) for o in outcomes]
+
+
+TOS = ["ops", "flaky", "ops", "broken", "late", "ops", "flaky"]
+
+
+async def test_a_batch_ends_alike_with_and_without_a_task_per_notification(
+    tmp_path: Path,
+) -> None:
+    settings = config.load(
+        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
+    )
+    records = batch(TOS)
+    fast, fast_producer = await run_batch(Flaky(settings), records)
+    slow, slow_producer = await run_batch(Waiting(settings), records)
+    assert ends(fast, records) == ends(slow, records)
+    assert [state for state, *_ in ends(fast, records)] == [
+        State.SENT,
+        State.SENT,
+        State.SENT,
+        State.FAILED,
+        State.EXPIRED,
+        State.SENT,
+        State.SENT,
+    ]
+    assert len(fast_producer.sent) == len(slow_producer.sent) == 1  # the DLQ's
+    lines = (tmp_path / "log.jsonl").read_bytes().splitlines()
+    assert len(lines) == 2 * TOS.count("ops") + 2 * TOS.count("flaky")
+
+
+async def test_a_retried_batch_sends_nothing_again(tmp_path: Path) -> None:
+    settings = config.load(
+        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
+    )
+    records = batch(["ops", "flaky", "ops"])
+    channel = Flaky(settings)
+    store, _ = await run_batch(channel, records, refuse=1)
+    assert channel.sends == ["ops", "flaky", "ops", "flaky"]  # each once, flaky retried
+    assert [(state, n) for state, n, *_ in ends(store, records)] == [
+        (State.SENT, 1),
+        (State.SENT, 2),
+        (State.SENT, 1),
+    ]
+    assert len(store.outcomes) == len(records)

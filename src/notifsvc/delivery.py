@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +62,7 @@ MAX_BACKOFF = 5.0
 MAX_RETRY_DELAY = 120.0
 #: Reasons of notifications failed because the provider kept throttling start with this.
 THROTTLED = Reason.THROTTLED
+_SENT = AttemptOutcome.SENT
 
 Clock = Callable[[], float]
 
@@ -113,6 +114,11 @@ class _Run:
     since: float | None = None
 
 
+def _start(prior: int, replayed: Replayed | None) -> _Run:
+    """Where a pass over a notification with ``prior`` attempts (and ``replayed``) starts."""
+    return _Run(prior, min(replayed.attempts, prior), replayed.at) if replayed else _Run(prior)
+
+
 def is_throttle(exc: DeliveryError) -> bool:
     """A "slow down" from the provider, as opposed to a failed attempt."""
     return isinstance(exc, Throttled) or (exc.retriable and exc.retry_after is not None)
@@ -131,15 +137,21 @@ class Tried:
     def entry(self, n: Notification, provider: str, number: int, seq: int = 0) -> Attempt:
         """The attempt row; ``seq`` > 0 for a throttled answer (see :mod:`notifsvc.attempts`).
         Its provider is the one that answered (:mod:`notifsvc.providers`), else ``provider``."""
-        error = self.error
+        error, receipt = self.error, self.receipt
         if error is None:
-            outcome = AttemptOutcome.SENT
-        elif seq:
-            outcome = AttemptOutcome.THROTTLED
+            if receipt is None:  # the common answer: no Receipt() made to read its Nones
+                started, finished, error_class = self.started, self.finished, self.error_class
+                return Attempt(
+                    n.uuid, number, seq, _SENT, started, finished, provider, error_class=error_class
+                )
+            outcome, answered, status = _SENT, receipt.provider, receipt.status
         else:
-            outcome = AttemptOutcome.TRANSIENT if error.retriable else AttemptOutcome.PERMANENT
-        receipt = self.receipt or Receipt()
-        answered = receipt.provider if error is None else error.provider
+            if seq:
+                outcome = AttemptOutcome.THROTTLED
+            else:
+                retriable = error.retriable
+                outcome = AttemptOutcome.TRANSIENT if retriable else AttemptOutcome.PERMANENT
+            answered, status = error.provider, error.status
         return Attempt(
             n.uuid,
             number,
@@ -148,8 +160,8 @@ class Tried:
             self.started,
             self.finished,
             answered or provider,
-            status=error.status if error is not None else receipt.status,
-            message_id=receipt.message_id if error is None else None,
+            status=status,
+            message_id=receipt.message_id if error is None and receipt is not None else None,
             error_class=self.error_class,
             error=None if error is None else str(error),
         )
@@ -288,6 +300,7 @@ class DeliveryPolicy:
         self._end_to_end = metrics.END_TO_END.labels(channel.name)
         self._provider_seconds = metrics.PROVIDER_SECONDS.labels(channel.name)
         self._retries = metrics.RETRIES.labels(channel.name)
+        self._send_now = channel.synchronous_send()
 
     def retry_delay(self, d: Delivery, passes: int) -> float:
         """Seconds before the retry lane takes ``d`` up again, after ``passes`` earlier ones."""
@@ -325,29 +338,78 @@ class DeliveryPolicy:
         ``NOTIFSVC_MAX_ATTEMPTS`` and the throttling budget counts from the requeue. A
         notification whose ``expires_at`` has passed is not sent (:meth:`Delivery.expired`),
         neither now nor between the attempts of the pass."""
+        refused = self._refused(n, prior)
+        if refused is not None:
+            return refused
+        history: list[Attempt] = []
+        done = await self._pass(n, _start(prior, replayed), slots, history)
+        return done.with_log(tuple(history))
+
+    def deliver_now(
+        self,
+        n: Notification,
+        *,
+        prior: int,
+        slots: asyncio.Semaphore,
+        replayed: Replayed | None = None,
+    ) -> Delivery | Coroutine[Any, Any, Delivery] | None:
+        """:meth:`deliver` without a coroutine where nothing would wait: a channel whose
+        send is a plain function (:meth:`~notifsvc.channels.Channel.synchronous_send`), a
+        free send slot, no pause in force, no send rate. Then the :class:`Delivery` when
+        the first answer settles it, else the rest of the pass to await (one attempt made);
+        None when it sent nothing: :meth:`deliver` it."""
+        send = self._send_now
+        if send is None or slots.locked() or self._limiter.rate or self.throttle.remaining():
+            return None
+        refused = self._refused(n, prior)  # also the last moment before the send to check
+        if refused is not None:
+            return refused
+        tried = self._attempt_now(n, send)
+        if tried.error is None:
+            entry = tried.entry(n, self.channel.name, prior + 1)
+            return self._sent(n, 1, prior, (entry,))
+        return self._rest(n, _start(prior, replayed), slots, tried)
+
+    async def _rest(
+        self, n: Notification, run: _Run, slots: asyncio.Semaphore, first: Tried
+    ) -> Delivery:
+        """The pass of :meth:`deliver_now` after its first answer, ``first``."""
+        history: list[Attempt] = []
+        done = await self._pass(n, run, slots, history, first)
+        return done.with_log(tuple(history))
+
+    def _refused(self, n: Notification, prior: int) -> Delivery | None:
+        """The verdict on ``n`` before any attempt: expired, or not deliverable (the
+        channel's validation); None to go on."""
         if n.expires_at is not None and n.expired(self._clock()):
             return Delivery.expired(n, total=prior)
         problems = self.channel.validate(n)
         if problems:
             reason = "; ".join(f"{p.field}: {p.message}" for p in problems)
             return self._failed(n, 0, prior, f"not deliverable by {self.channel.name}: {reason}")
-        history: list[Attempt] = []
-        run = _Run(prior, min(replayed.attempts, prior), replayed.at) if replayed else _Run(prior)
-        done = await self._pass(n, run, slots, history)
-        return done.with_log(tuple(history))
+        return None
 
     async def _pass(
-        self, n: Notification, run: _Run, slots: asyncio.Semaphore, history: list[Attempt]
+        self,
+        n: Notification,
+        run: _Run,
+        slots: asyncio.Semaphore,
+        history: list[Attempt],
+        first: Tried | None = None,
     ) -> Delivery:
-        """Attempts until a verdict; each one is appended to ``history``."""
+        """Attempts until a verdict (``first``: the answer to the first, already made);
+        each one is appended to ``history``."""
         prior = run.prior
         attempts = throttles = 0
         while True:
-            try:
-                async with slots:
-                    tried = await self._attempt(n, attempts + throttles)
-            except _ExpiredBeforeSend:  # while it waited for a slot, a pause, a backoff
-                return Delivery.expired(n, attempts=attempts, total=prior + attempts)
+            if first is not None:
+                tried, first = first, None
+            else:
+                try:
+                    async with slots:
+                        tried = await self._attempt(n, attempts + throttles)
+                except _ExpiredBeforeSend:  # while it waited for a slot, a pause, a backoff
+                    return Delivery.expired(n, attempts=attempts, total=prior + attempts)
             exc = tried.error
             number = prior + attempts + 1  # of this attempt, or of the one a throttle holds back
             if exc is None:
@@ -410,9 +472,11 @@ class DeliveryPolicy:
         context = {"uuid": n.uuid, "channel": self.channel.name}
         log.log(level, "%s %s after %d attempts: %s", n.uuid, what, total, error, extra=context)
 
-    def _sent(self, n: Notification, attempts: int, prior: int) -> Delivery:
+    def _sent(
+        self, n: Notification, attempts: int, prior: int, tried: tuple[Attempt, ...] = ()
+    ) -> Delivery:
         self._end_to_end.observe(max(0.0, time.time() - n.accepted_at))
-        return Delivery(n, State.SENT, attempts, prior + attempts)
+        return Delivery(n, State.SENT, attempts, prior + attempts, None, 0.0, tried)
 
     async def _attempt(self, n: Notification, earlier: int) -> Tried:
         """One send; every failure comes back as a :class:`DeliveryError` in the result."""
@@ -425,25 +489,62 @@ class DeliveryPolicy:
         if earlier:
             self._retries.inc()
         started, wall = time.monotonic(), self._clock()
-        receipt: Receipt | None = None
-        error: DeliveryError | None = None
         try:
             with self._deadlines.within():
                 receipt = await self.channel.send(n)
-        except TimeoutError as exc:
-            error = TransientError(f"{self.channel.name} send timed out")
-            error.__cause__ = exc
-        except DeliveryError as exc:
-            error = exc
-        except Exception as exc:  # a channel's bug fails this notification only
-            log.exception("%s: unexpected error sending %s", self.channel.name, n.uuid)
-            why = f"unexpected {type(exc).__name__} in {self.channel.name}: {exc}"
-            error = PermanentError(why)
-            error.__cause__ = exc
-        finally:
-            elapsed = time.monotonic() - started
-            self._provider_seconds.observe(elapsed)
+        except Exception as exc:  # noqa: BLE001 - classified, a channel's bug logged, in _answered
+            return self._answered(n, started, wall, None, exc)
+        return self._answered(n, started, wall, receipt, None)
+
+    def _attempt_now(
+        self, n: Notification, send: Callable[[Notification], Receipt | None]
+    ) -> Tried:
+        """:meth:`_attempt` through a channel's synchronous send (nothing to wait for; no
+        deadline could interrupt it)."""
+        started, wall = time.monotonic(), self._clock()
+        try:
+            receipt = send(n)
+        except Exception as exc:  # noqa: BLE001 - classified, a channel's bug logged, in _answered
+            return self._answered(n, started, wall, None, exc)
+        return self._answered(n, started, wall, receipt, None)
+
+    def _answered(
+        self,
+        n: Notification,
+        started: float,
+        wall: float,
+        receipt: Receipt | None,
+        failure: Exception | None,
+    ) -> Tried:
+        """The answer to a send begun at ``started`` (monotonic) and ``wall``: its receipt,
+        or what it raised as a :class:`DeliveryError` (a channel's bug fails this
+        notification only)."""
+        self._provider_seconds.observe(time.monotonic() - started)
+        error: DeliveryError | None = None
+        if isinstance(failure, TimeoutError):
+            error = self._timed_out(failure)
+        elif isinstance(failure, DeliveryError):
+            error = failure
+        elif failure is not None:
+            log.error(
+                "%s: unexpected error sending %s",
+                self.channel.name,
+                n.uuid,
+                exc_info=(type(failure), failure, failure.__traceback__),
+            )
+            error = self._unexpected(failure)
         return Tried(wall, self._clock(), receipt, error, _error_class(error))
+
+    def _timed_out(self, exc: TimeoutError) -> DeliveryError:
+        error = TransientError(f"{self.channel.name} send timed out")
+        error.__cause__ = exc
+        return error
+
+    def _unexpected(self, exc: Exception) -> DeliveryError:
+        why = f"unexpected {type(exc).__name__} in {self.channel.name}: {exc}"
+        error = PermanentError(why)
+        error.__cause__ = exc
+        return error
 
 
 class _ExpiredBeforeSend(Exception):

@@ -26,7 +26,9 @@ import logging
 import math
 import time
 import uuid as uuid_mod
-from typing import NamedTuple
+from collections import Counter
+from collections.abc import Awaitable, Coroutine
+from typing import Any, NamedTuple
 
 from notifsvc import batching, deadletter, events, headers, metrics, preflight, topics, tracing
 from notifsvc.batching import BatchLoop
@@ -186,6 +188,9 @@ class Notificator:
                 continue
             if not n.accepted_at:  # written by something else: its age counts from the topic
                 n = dataclasses.replace(n, accepted_at=record.timestamp_ms / 1000 or time.time())
+            if not record.headers:  # a first pass, untraced: nothing to read
+                unique.setdefault(n.uuid, Incoming(n, 0, 0, ()))
+                continue
             prior = headers.read_int(record, headers.ATTEMPTS)
             passes = headers.read_int(record, headers.PASSES, high=64)
             trace = tracing.carried(record.headers)
@@ -202,12 +207,15 @@ class Notificator:
                 await batching.wait_until_due(due - time.time(), self._stopping)
         finished = await self.store.claim(list(unique))
         todo = [v for u, v in unique.items() if u not in finished]
-        tasks = [asyncio.ensure_future(self._deliver(lane, incoming)) for incoming in todo]
+        ready, tasks = self._start(lane, todo)
         try:
-            pending = set(tasks)
+            pending: set[asyncio.Future[Delivery]] = set(tasks)
             while pending:
                 done, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
-                await self._write(lane, [t.result() for t in done], unique)
+                ready += [t.result() for t in done]
+                await self._write(lane, ready, unique)
+                ready = []
+            await self._write(lane, ready, unique)
         finally:
             for task in tasks:
                 task.cancel()
@@ -267,19 +275,65 @@ class Notificator:
             self._written[lane].discard(uid)
         return {u: i for u, i in unique.items() if u not in doomed}
 
-    async def _deliver(self, lane: str, incoming: Incoming) -> Delivery:
-        """One pass over a notification; the same answer again if its batch is retried."""
+    def _start(
+        self, lane: str, todo: list[Incoming]
+    ) -> tuple[list[Delivery], list[asyncio.Task[Delivery]]]:
+        """Start a pass over each of ``todo``: those that ended without waiting (see
+        :meth:`_deliver_now`), and a task for each of the others."""
+        ready: list[Delivery] = []
+        tasks: list[asyncio.Task[Delivery]] = []
+        quick = not self.tracing.enabled  # a span's context belongs to a task of its own
+        for incoming in todo:
+            now = self._deliver_now(lane, incoming) if quick else None
+            if isinstance(now, Delivery):
+                ready.append(now)
+            else:
+                tasks.append(asyncio.ensure_future(self._deliver(lane, incoming, now)))
+        return ready, tasks
+
+    def _deliver_now(
+        self, lane: str, incoming: Incoming
+    ) -> Delivery | Coroutine[Any, Any, Delivery] | None:
+        """:meth:`_deliver` without a task where nothing waits (the same answer again if the
+        batch is retried; :meth:`DeliveryPolicy.deliver_now`): the delivery, or the rest of
+        its pass to await, or None to start it in :meth:`_deliver`."""
         n = incoming.notification
         done = self._done[lane].get(n.uuid)
+        if done is not None:
+            return done
+        slots = self._slots[lane]
+        try:
+            now = self.policy.deliver_now(
+                n, prior=incoming.prior, slots=slots, replayed=incoming.replayed
+            )
+        except Exception as exc:  # a bug fails this notification, not the stage
+            log.exception("%s: delivery of %s failed unexpectedly", self.stage, n.uuid)
+            now = self._crashed(incoming, exc)
+        if isinstance(now, Delivery):
+            self._done[lane][n.uuid] = now
+        return now
+
+    async def _deliver(
+        self, lane: str, incoming: Incoming, rest: Awaitable[Delivery] | None = None
+    ) -> Delivery:
+        """One pass over a notification (``rest``: what remains of one already begun, to
+        finish); the same answer again if its batch is retried."""
+        n = incoming.notification
+        done = self._done[lane].get(n.uuid) if rest is None else None
         if done is None:
             try:
-                done = await self._traced_delivery(lane, incoming)
+                done = await (rest or self._traced_delivery(lane, incoming))
             except Exception as exc:  # a bug fails this notification, not the stage
                 log.exception("%s: delivery of %s failed unexpectedly", self.stage, n.uuid)
-                error = f"unexpected {type(exc).__name__}: {exc}"
-                done = Delivery(n, State.FAILED, 0, incoming.prior, error)
+                done = self._crashed(incoming, exc)
             self._done[lane][n.uuid] = done
         return done
+
+    def _crashed(self, incoming: Incoming, exc: Exception) -> Delivery:
+        """The delivery of a notification whose pass raised ``exc``: failed."""
+        n = incoming.notification
+        error = f"unexpected {type(exc).__name__}: {exc}"
+        return Delivery(n, State.FAILED, 0, incoming.prior, error)
 
     async def _traced_delivery(self, lane: str, incoming: Incoming) -> Delivery:
         """One pass of the delivery policy; with tracing on, in a span continuing the trace."""
@@ -336,7 +390,7 @@ class Notificator:
 
     def _account(self, deliveries: list[Delivery]) -> None:
         name = self.channel.name
-        counts = {s: sum(d.state is s for d in deliveries) for s in State}
+        counts = Counter(d.state for d in deliveries)
         self.sent += counts[State.SENT]
         self.failed += counts[State.FAILED]
         self.retried += counts[State.FORWARDED]

@@ -252,22 +252,55 @@ def test_the_statement_binds_every_value(f: Filter, after: Position | None, limi
     assert numbers == list(range(1, len(args) + 1))
     assert args[-1] == limit + 1
     literals = sql.replace(queries.REASON_KEY, "")
-    assert "'" not in literals  # no literal but the reason key's: every value is a parameter
+    for state in State:
+        literals = literals.replace(f"'{state.value}'", "")
+    assert "'" not in literals  # no literal but the reason key's and states: values are bound
     assert sql.rstrip().endswith(f"ORDER BY received_at DESC, uuid DESC LIMIT ${len(args)}")
+
+
+@given(filters, st.none() | positions)
+def test_a_list_reads_finished_and_unfinished_rows_unless_a_state_says_which(
+    f: Filter, after: Position | None
+) -> None:
+    sql, _ = queries.statement(ListQuery(f, 50, after))
+    branches = sql.count("SELECT ")
+    assert branches == (1 if f.state is not None or f.reason is not None else 2)
+    if branches == 2:
+        assert queries.states_in(queries.FINISHED) in sql
+        assert queries.states_in(queries.UNFINISHED) in sql
+
+
+def test_every_state_is_finished_or_unfinished() -> None:
+    assert sorted(queries.FINISHED + queries.UNFINISHED) == sorted(State)
+    assert not set(queries.FINISHED) & set(queries.UNFINISHED)
+
+
+def test_the_partial_indexes_say_what_the_queries_say() -> None:
+    [(_, sql)] = [f for f in _files("migrations") if f[0] == "0010_cheaper_lists.sql"]
+    statements = [" ".join(s.split()) for s in split_statements(sql)]
+    for name, states, count in (
+        ("finished", queries.FINISHED, 4),
+        ("unfinished", queries.UNFINISHED, 1),
+    ):
+        shape = re.compile(rf"CREATE INDEX IF NOT EXISTS notifications_listed_{name}(_by_\w+)? ON")
+        indexes = [s for s in statements if shape.match(s)]
+        assert len(indexes) == count, name
+        assert all(s.endswith(f"WHERE {queries.states_in(states)}") for s in indexes)
 
 
 def test_a_reason_is_asked_by_its_key_alone() -> None:
     for state in (None, State.FAILED):
         f = Filter(state=state, reason=Reason.TOKEN_INVALID)
         sql, args = queries.statement(ListQuery(f))
-        assert f"WHERE {queries.REASON_KEY} = $1::text ORDER BY" in sql
+        assert f"WHERE state = 'failed' AND {queries.REASON_KEY} = $1::text ORDER BY" in sql
         assert args == ["token_invalid", queries.DEFAULT_LIMIT + 1]
 
 
 def test_the_reason_key_is_the_indexed_expression() -> None:
-    [(_, sql)] = [f for f in _files("migrations") if f[0] == "0006_operations.sql"]
-    [index] = [s for s in split_statements(sql) if "notifications_listed_by_reason" in s]
-    assert " ".join(queries.REASON_KEY.split()) in " ".join(index.split())
+    [(_, sql)] = [f for f in _files("migrations") if f[0] == "0010_cheaper_lists.sql"]
+    [index] = [s for s in split_statements(sql) if "notifications_listed_failed_by_reason" in s]
+    index = " ".join(index.split())
+    assert f"(({queries.REASON_KEY}), received_at, uuid) WHERE state = 'failed'" in index
 
 
 def test_a_reason_with_another_state_matches_nothing() -> None:

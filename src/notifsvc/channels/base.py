@@ -232,6 +232,12 @@ class Channel(ABC, Generic[C]):
     def validate_recipient(self, to: str) -> list[FieldError]:
         """Errors for an unusable recipient; pure and cheap (it runs per request)."""
 
+    def synchronous_send(self) -> Callable[[Notification], Receipt | None] | None:
+        """:meth:`send` as a plain function, for a channel whose send never waits (a local
+        write): the delivery policy then calls it without a task, a send slot or a deadline,
+        none of which could act on it. None (the default): :meth:`send` may wait."""
+        return None
+
     async def start(self) -> None:
         """Open connections or sessions; called once before the first send."""
 

@@ -19,6 +19,7 @@ URL's path, query and fragment are scrubbed from every answer and exception quot
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
@@ -35,6 +36,9 @@ from notifsvc.signing import ID_HEADER, TIMESTAMP_HEADER, SigningSecrets, unix_n
 MAX_URL_CHARS = 2_048
 #: Shorter parts of a URL are not scrubbed from error text (they would mangle it).
 MIN_SECRET_CHARS = 4
+#: Distinct URLs whose checks, host and secret parts are kept: each is read per request and
+#: per send (four URL parses per webhook sent), and a deployment targets few of them.
+URLS_REMEMBERED = 1_024
 
 
 def _split(to: str) -> tuple[SplitResult, int | None] | None:
@@ -55,6 +59,7 @@ def _text_problem(to: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=URLS_REMEMBERED)
 def url_problem(
     to: str, allowed: frozenset[str], *, variable: str = "NOTIFSVC_WEBHOOK_ALLOWED_HOSTS"
 ) -> str | None:
@@ -75,6 +80,7 @@ def url_problem(
     return None
 
 
+@functools.lru_cache(maxsize=URLS_REMEMBERED)
 def host_of(to: str) -> str:
     """``host`` or ``host:port`` of a webhook URL, lower case, or ``?`` when it has none."""
     split = _split(to)
@@ -85,6 +91,7 @@ def host_of(to: str) -> str:
     return host if port is None else f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=URLS_REMEMBERED)
 def url_secrets(to: str) -> tuple[str, ...]:
     """The parts of a webhook URL that must never appear in an error message."""
     split = _split(to)

@@ -13,7 +13,7 @@ secret (receiver replicas and restarts must accept each other's cursors): it det
 edits, and a forged cursor can only name a position, which is validated like any value.
 
 The statement is assembled from a fixed set of conditions, each with bind parameters only
-(:func:`statement`); the indexes of migration 0006 serve every combination without reading
+(:func:`statement`); the indexes of migration 0010 serve every combination without reading
 the table (``integration/test_operations.py`` shows the plans on PostgreSQL).
 """
 
@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import re
 import uuid as uuid_mod
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -250,54 +250,79 @@ def _position(body: dict[str, Any]) -> Position | None:
     return Position(at, uid) if str(uid) == u and isinstance(body["f"], str) else None
 
 
-#: A failed row's reason code (the word its ``last_error`` starts with, as
-#: :func:`notifsvc.model.reason_of` reads it), any other row's uuid: the expression the index
-#: ``notifications_listed_by_reason`` of migration 0006 holds, the same expression (see
-#: there why it is this and not two conditions).
-REASON_KEY = (
-    "(CASE WHEN state = 'failed'"
-    " THEN split_part(split_part(last_error, ':', 1), ' ', 1)"
-    " ELSE uuid::text END)"
-)
-#: The conditions a list may have, with ``{}`` for their parameters.
+#: The states of finished rows and of rows in flight, spelled as the partial list indexes of
+#: migration 0010 spell them: the planner proves that an index applies to a query by
+#: finding the index's condition in it.
+FINISHED = (State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
+UNFINISHED = (State.RECEIVED, State.SCHEDULED, State.FORWARDED, State.SENDING)
+#: A failed row's reason code: the word its ``last_error`` starts with, as
+#: :func:`notifsvc.model.reason_of` reads it (the expression of the index
+#: ``notifications_listed_failed_by_reason``, migration 0010).
+REASON_KEY = "split_part(split_part(last_error, ':', 1), ' ', 1)"
 #: The conditions of a filter, each taking its value(s) as ``{}`` (also read by the replay
-#: jobs' pages, :mod:`notifsvc.db.replays`, which filter the same way).
-_STATE = "state = {}::text"
+#: jobs' pages, :mod:`notifsvc.db.replays`, which filter the same way). A state is no
+#: parameter but one of :class:`State`'s values (see :func:`state_is`).
+REASON_IS = "state = 'failed' AND " + REASON_KEY + " = {}::text"
 CHANNEL_IS = "channel = {}::text"
 _PRIORITY = "priority = {}::text"
-REASON_IS = REASON_KEY + " = {}::text"
 SINCE = "received_at >= {}::timestamptz"
 UNTIL = "received_at < {}::timestamptz"
 _AFTER = "(received_at, uuid) < ({}::timestamptz, {}::uuid)"
+_ORDER = "ORDER BY received_at DESC, uuid DESC"
+
+
+def state_is(state: State) -> str:
+    """The condition on one state, the value written out (an enum's: nothing a client
+    wrote), so that the planner sees which partial index holds the rows."""
+    return f"state = '{State(state).value}'"
+
+
+def states_in(states: Iterable[State]) -> str:
+    return "state IN (" + ", ".join(f"'{State(s).value}'" for s in states) + ")"
 
 
 def statement(query: ListQuery) -> tuple[str, list[Any]]:
     """The SQL of ``query`` and its arguments: newest first, one more row than the page
-    (whether a next page exists)."""
+    (whether a next page exists). A list over finished and unfinished rows reads both
+    ranges, each up to that many rows, and merges them."""
     f = query.filter
-    conditions: list[str] = []
     args: list[Any] = []
 
-    def where(sql: str, *values: Any) -> None:
+    def bind(sql: str, *values: Any) -> str:
         numbers = range(len(args) + 1, len(args) + len(values) + 1)
-        conditions.append(sql.format(*(f"${n}" for n in numbers)))
         args.extend(values)
+        return sql.format(*(f"${n}" for n in numbers))
 
-    if f.reason is not None:  # implies state = 'failed' (see REASON_KEY)
-        where(REASON_IS, f.reason.value)
+    if f.reason is not None:  # implies state = 'failed'
+        branches = [bind(REASON_IS, f.reason.value)]
     elif f.state is not None:
-        where(_STATE, f.state.value)
+        branches = [state_is(f.state)]
+    else:
+        branches = [states_in(FINISHED), states_in(UNFINISHED)]
+    common = _conditions(query, bind)
+    limit = bind("{}", query.limit + 1)
+    selects = [
+        f"SELECT {COLUMNS} FROM notifications WHERE {' AND '.join([b, *common])} "  # noqa: S608
+        f"{_ORDER} LIMIT {limit}"
+        for b in branches
+    ]
+    if len(selects) == 1:
+        return selects[0], args
+    union = " UNION ALL ".join(f"({s})" for s in selects)
+    return f"{union} {_ORDER} LIMIT {limit}", args
+
+
+def _conditions(query: ListQuery, bind: Callable[..., str]) -> list[str]:
+    """The conditions every branch of ``query`` has (all but the state's)."""
+    f, out = query.filter, []
     if f.channel is not None:
-        where(CHANNEL_IS, f.channel)
+        out.append(bind(CHANNEL_IS, f.channel))
     if f.priority is not None:
-        where(_PRIORITY, f.priority.value)
+        out.append(bind(_PRIORITY, f.priority.value))
     if f.since is not None:
-        where(SINCE, f.since)
+        out.append(bind(SINCE, f.since))
     if f.until is not None:
-        where(UNTIL, f.until)
+        out.append(bind(UNTIL, f.until))
     if query.after is not None:
-        where(_AFTER, query.after.received_at, query.after.uuid)
-    where_sql = " AND ".join(conditions) or "TRUE"
-    order = f"ORDER BY received_at DESC, uuid DESC LIMIT ${len(args) + 1}"
-    sql = f"SELECT {COLUMNS} FROM notifications WHERE {where_sql} {order}"  # noqa: S608 - constants
-    return sql, [*args, query.limit + 1]
+        out.append(bind(_AFTER, query.after.received_at, query.after.uuid))
+    return out

@@ -1,0 +1,131 @@
+"""``make bench-store``: PostgreSQL's CPU per notification for the writes of a delivery.
+
+One embedded PostgreSQL (:class:`notifsvc.dev.postgres.EmbeddedPostgres`), a fresh database
+per round, migrated as the stages migrate it. Each round runs the store's calls of one
+delivery over ``--count`` notifications in batches of ``--batch``, one after the other as
+the router and a notificator make them: insert, mark forwarded, claim, record the outcome
+with its attempt. It prints the database server's CPU (postmaster and backends) per
+notification, and each call's share.
+
+``--variant FILE`` runs the rounds again with the SQL of FILE applied after the migrations
+(e.g. dropping or adding an index), interleaved with the plain rounds so that both see the
+same machine. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from loadtest import harness
+from notifsvc.attempts import Attempt, AttemptOutcome
+from notifsvc.db import migrate
+from notifsvc.db.store import Outcome, Store
+from notifsvc.dev.postgres import EmbeddedPostgres
+from notifsvc.model import Notification, State
+
+CHANNELS = ("log", "email", "sms", "webhook", "slack")
+CALLS = ("insert", "forward", "claim", "record")
+
+
+async def _database(pg: EmbeddedPostgres, extra: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(pg.dsn())
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    await migrate.migrate(pg.dsn(name))
+    conn = await asyncpg.connect(pg.dsn(name))
+    try:
+        for statement in migrate.split_statements(extra):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    return pg.dsn(name)
+
+
+async def _batch(pid: int, store: Store, batch: list[Notification]) -> list[float]:
+    """The calls of one batch; the server's CPU seconds of each."""
+    uuids = [n.uuid for n in batch]
+    now = time.time()
+    sent = [Attempt(u, 1, 0, AttemptOutcome.SENT, now, now, "log") for u in uuids]
+    calls = (
+        lambda: store.insert(batch),
+        lambda: store.mark_forwarded(uuids),
+        lambda: store.claim(uuids),
+        lambda: store.record([Outcome(u, State.SENT, 1, None) for u in uuids], attempts=sent),
+    )
+    spent = []
+    for call in calls:
+        before = harness.cpu_seconds([pid])
+        await call()
+        spent.append(harness.cpu_seconds([pid]) - before)
+    return spent
+
+
+async def one_round(pg: EmbeddedPostgres, extra: str, count: int, size: int) -> dict[str, float]:
+    """ms of CPU per notification, in all and per call."""
+    store = Store(await _database(pg, extra))
+    await store.start()
+    try:
+        notes = [
+            Notification(uuid.uuid4(), CHANNELS[i % 5], "someone@example.com", "hello " * 10)
+            for i in range(count + size)
+        ]
+        await store.insert(notes[:size])  # connections and prepared statements warm
+        totals = [0.0] * len(CALLS)
+        for start in range(size, count + size, size):
+            spent = await _batch(pg.pid, store, notes[start : start + size])
+            totals = [t + s for t, s in zip(totals, spent, strict=True)]
+    finally:
+        await store.stop()
+    out = {call: 1000 * t / count for call, t in zip(CALLS, totals, strict=True)}
+    return out | {"total": sum(out.values())}
+
+
+async def run(
+    args: argparse.Namespace, variants: dict[str, str]
+) -> dict[str, list[dict[str, float]]]:
+    pg = EmbeddedPostgres()
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    await asyncio.to_thread(pg.start)
+    try:
+        for i in range(args.rounds):
+            for name, extra in variants.items():
+                one = await one_round(pg, extra, args.count, args.batch)
+                results[name].append(one)
+                print(f"round {i + 1} {name}: {one['total']:.4f} ms/notification", flush=True)
+    finally:
+        await asyncio.to_thread(pg.close)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_store", description=__doc__)
+    p.add_argument("--count", type=int, default=30_000, help="notifications per round")
+    p.add_argument("--batch", type=int, default=500, help="notifications per call")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--variant", action="append", default=[], help="an SQL file to compare")
+    args = p.parse_args(argv)
+    variants = {"plain": ""} | {str(p): Path(p).read_text() for p in args.variant}
+    results = asyncio.run(run(args, variants))
+    print(
+        f"\nPostgreSQL CPU ms per notification, median of {args.rounds} rounds, "
+        f"batches of {args.batch}:"
+    )
+    for name, rounds in results.items():
+        medians = {k: statistics.median(r[k] for r in rounds) for k in (*CALLS, "total")}
+        parts = ", ".join(f"{k} {medians[k]:.4f}" for k in CALLS)
+        print(f"  {name}: {medians['total']:.4f} ({parts})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
