@@ -10,6 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notifsvc import model
 from notifsvc.api.validation import Validator
 from notifsvc.config import Settings
 from notifsvc.model import InvalidNotification, Notification, _accepted_at, _decode_plain, parse
@@ -82,14 +83,41 @@ _WIRE = st.fixed_dictionaries(
         "priority": _PRIORITIES,
         "callback_url": _VALUES,
         "accepted_at": st.one_of(st.floats(), st.integers(), st.none(), st.booleans()),
+        "send_at": st.one_of(st.floats(), st.integers(), st.none(), st.booleans(), _TEXT),
+        "expires_at": st.one_of(st.floats(), st.integers(), st.none(), st.lists(st.integers())),
         "client": _VALUES,
         "other": _VALUES,
     },
 )
 
 
-@settings(max_examples=400)
-@given(_WIRE)
+#: What ``encode`` writes (a valid uuid, a usable ``accepted_at`` and priority), and the
+#: same with one field set to any value: these reach the end of the plain path's checks.
+_ENCODED = st.fixed_dictionaries(
+    {
+        "uuid": st.uuids().map(str),
+        "destination": st.sampled_from(["log", "webhook"]),
+        "to": _TEXT,
+        "txt": _TEXT,
+        "priority": st.sampled_from(["high", "normal", "low"]),
+        "accepted_at": st.floats(0, 5e9),
+    },
+    optional={
+        "subject": _TEXT,
+        "callback_url": _TEXT,
+        "client": _TEXT,
+        "send_at": st.floats(0, 5e9),
+        "expires_at": st.floats(0, 5e9),
+    },
+)
+_ANY_VALUE = st.one_of(_VALUES, _PRIORITIES, st.floats(), st.integers(0, 5))
+_NEAR_PLAIN = st.tuples(_ENCODED, st.sampled_from(sorted(model._WIRE)), _ANY_VALUE).map(
+    lambda t: {**t[0], t[1]: t[2]}
+)
+
+
+@settings(max_examples=600)
+@given(st.one_of(_WIRE, _ENCODED, _NEAR_PLAIN))
 def test_a_plainly_decoded_message_is_what_parse_makes_of_it(data: dict[str, object]) -> None:
     plain = _decode_plain(data)
     if plain is None:

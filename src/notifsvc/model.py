@@ -7,6 +7,7 @@ import math
 import re
 import time
 import uuid as uuid_mod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -265,8 +266,6 @@ def _accepted_at(data: Any) -> float:
 #: What :meth:`Notification.encode` writes, as :func:`_decode_plain` reads it back.
 _WIRE = frozenset(FIELDS + _INTERNAL) - {"ttl_seconds"}
 _BY_VALUE = {p.value: p for p in Priority}
-#: The string fields: the required ones first, then the optional ones.
-_STRINGS = ("uuid", "destination", "to", "txt", "subject", "callback_url")
 
 
 def _decode_plain(data: Any) -> Notification | None:
@@ -275,29 +274,54 @@ def _decode_plain(data: Any) -> Notification | None:
     None for anything else, which :func:`parse` then judges, so a message decodes exactly as
     it would through :func:`parse` alone. Field types and NUL are its rules; ``accepted_at``
     that of :func:`_accepted_at`; the priority written by ``encode`` (a value of its enum)."""
-    if not isinstance(data, dict) or not data.keys() <= _WIRE:
+    fields = _plain_fields(data) if type(data) is dict and data.keys() <= _WIRE else None
+    if fields is None:  # (a dict subclass too: parse judges it, as anything unusual)
         return None
-    strings: list[Any] = [data.get(k) for k in _STRINGS]
-    if not all(isinstance(v, str) and "\x00" not in v for v in strings[:4]):
-        return None
-    if not all(v is None or (isinstance(v, str) and "\x00" not in v) for v in strings[4:]):
-        return None
-    level, at = data.get("priority"), data.get("accepted_at")
-    priority = _BY_VALUE.get(level) if isinstance(level, str) else None
-    send_at, expires_at = data.get("send_at"), data.get("expires_at")
-    times = _plain_time(send_at) and _plain_time(expires_at)
-    if priority is None or not times or type(at) is not float or not 0 <= at <= MAX_ACCEPTED_AT:
-        return None
-    raw, name, to, txt, subject, callback = strings
+    raw, name, to, txt, subject, priority, at, callback, send_at, expires_at = fields
     try:
         uid = uuid_mod.UUID(raw)
     except ValueError:
         return None
     channel = name.strip().lower()
-    client = _client(data)
     return Notification(
-        uid, channel, to, txt, subject, priority, at, callback, client, send_at, expires_at
+        uid, channel, to, txt, subject, priority, at, callback, _client(data), send_at, expires_at
     )
+
+
+_PlainFields = tuple[
+    str, str, str, str, str | None, "Priority", float, str | None, float | None, float | None
+]
+
+
+def _plain_fields(data: dict[str, Any]) -> _PlainFields | None:
+    """The fields of a message :func:`_decode_plain` may read, in the order of
+    :class:`Notification`'s (the uuid unparsed, the client left out); None if any is not
+    as :meth:`Notification.encode` writes it."""
+    get: Callable[[str], Any] = data.get
+    raw, name, to, txt = get("uuid"), get("destination"), get("to"), get("txt")
+    subject, callback, level = get("subject"), get("callback_url"), get("priority")
+    at, send_at, expires_at = get("accepted_at"), get("send_at"), get("expires_at")
+    plain = (
+        _plain_text(raw)
+        and _plain_text(name)
+        and _plain_text(to)
+        and _plain_text(txt)
+        and (subject is None or _plain_text(subject))
+        and (callback is None or _plain_text(callback))
+        and _plain_time(send_at)
+        and _plain_time(expires_at)
+        and type(at) is float
+        and 0 <= at <= MAX_ACCEPTED_AT
+    )
+    priority = _BY_VALUE.get(level) if plain and type(level) is str else None
+    if priority is None:
+        return None
+    return raw, name, to, txt, subject, priority, at, callback, send_at, expires_at
+
+
+def _plain_text(value: Any) -> bool:
+    """A wire string as :meth:`Notification.encode` writes it: a str without NUL."""
+    return type(value) is str and "\x00" not in value
 
 
 def _plain_time(value: Any) -> bool:

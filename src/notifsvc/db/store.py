@@ -10,6 +10,7 @@ for a schema or access problem.
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import uuid as uuid_mod
@@ -220,8 +221,9 @@ WITH claimed AS (
     WHERE n.uuid = u.id AND (n.state || '') IN ('received', 'scheduled', 'forwarded', 'sending')
     RETURNING n.uuid
 )
-SELECT uuid FROM notifications
-WHERE uuid = ANY($1::uuid[]) AND uuid NOT IN (SELECT uuid FROM claimed)
+SELECT u.id AS uuid FROM unnest($1::uuid[]) AS u(id)
+WHERE u.id NOT IN (SELECT uuid FROM claimed)
+  AND EXISTS (SELECT 1 FROM notifications AS n WHERE n.uuid = u.id)
 """
 #: An operator's cancel: only a row nothing was sent for yet (the notificator's claim takes
 #: it out of these states, so of a cancel and a claim racing, one finds the row changed).
@@ -612,24 +614,37 @@ def _storable(error: str | None, limit: int = MAX_ERROR_CHARS) -> str | None:
     return text.encode("utf-8", "replace").decode()
 
 
-def _attempt_columns(attempts: Sequence[Attempt]) -> tuple[list[Any], ...]:
+def _attempt_columns(attempts: Sequence[Attempt]) -> list[list[Any]]:
     """The insert's arrays, rows in key order (the order concurrent writers lock them in),
-    texts sanitised and capped like ``last_error``."""
-    ordered = sorted(attempts, key=lambda a: a.key)
-    short = MAX_ATTEMPT_NAME_CHARS
-    return (
-        [a.uuid for a in ordered],
-        [a.number for a in ordered],
-        [a.seq for a in ordered],
-        [a.outcome.value for a in ordered],
-        [datetime.fromtimestamp(a.started_at, UTC) for a in ordered],
-        [datetime.fromtimestamp(a.finished_at, UTC) for a in ordered],
-        [_storable(a.provider, short) for a in ordered],
-        [a.status if a.status is not None and 0 <= a.status < 1000 else None for a in ordered],
-        [_storable(a.message_id, short) for a in ordered],
-        [_storable(a.error_class, short) for a in ordered],
-        [_storable(a.error, MAX_ATTEMPT_ERROR_CHARS) for a in ordered],
-    )
+    texts sanitised and capped like ``last_error``; built in one pass."""
+    rows = [
+        (
+            a.uuid,
+            a.number,
+            a.seq,
+            a.outcome.value,
+            datetime.fromtimestamp(a.started_at, UTC),
+            datetime.fromtimestamp(a.finished_at, UTC),
+            _name(a.provider),
+            a.status if a.status is not None and 0 <= a.status < 1000 else None,
+            _storable(a.message_id, MAX_ATTEMPT_NAME_CHARS),
+            _name(a.error_class),
+            _storable(a.error, MAX_ATTEMPT_ERROR_CHARS),
+        )
+        for a in sorted(attempts, key=lambda a: a.key)
+    ]
+    return _columns(rows, 11)
+
+
+@functools.lru_cache(maxsize=256)
+def _name(value: str | None) -> str | None:
+    """A provider's or an error class's name as stored: one of a few, kept once made."""
+    return _storable(value, MAX_ATTEMPT_NAME_CHARS)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as the arrays, one per column, that a statement's ``unnest`` takes."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 def _attempt_view(r: asyncpg.Record) -> dict[str, Any]:
@@ -667,7 +682,7 @@ def _insert_columns(chunk: list[Notification]) -> list[list[Any]]:
         )
         for n in chunk
     ]
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 12
+    return _columns(rows, 12)
 
 
 def _chunks(batch: list[Notification]) -> list[list[Notification]]:
