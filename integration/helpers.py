@@ -13,10 +13,12 @@ from typing import TypeVar
 
 import asyncpg
 import orjson
+import pytest
 
 from loadtest import harness
 from notifsvc import topics
 from notifsvc.config import Settings
+from notifsvc.db.migrate import is_cockroach
 from notifsvc.dev.infra import stage_env as stage_env  # noqa: PLC0414 - tests use it
 from notifsvc.kafka import Consumer, Record
 from notifsvc.model import Notification
@@ -108,3 +110,13 @@ async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def plan_reader(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """:func:`connection`, for a test that reads query plans: EXPLAIN's output is
+    PostgreSQL's, so on CockroachDB the test is skipped."""
+    async with connection(settings) as conn:
+        if await is_cockroach(conn):
+            pytest.skip("EXPLAIN output is PostgreSQL's")
+        yield conn

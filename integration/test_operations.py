@@ -23,12 +23,19 @@ import asyncpg
 import jsonschema_rs
 import pytest
 
-from integration.helpers import connection, eventually, notification, read_topic, running
+from integration.helpers import (
+    connection,
+    eventually,
+    notification,
+    plan_reader,
+    read_topic,
+    running,
+)
 from notifsvc import headers, kafka, topics
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Secret, Settings
 from notifsvc.db import queries
-from notifsvc.db.migrate import _files, is_cockroach, split_statements
+from notifsvc.db.migrate import _files, split_statements
 from notifsvc.db.store import Outcome, Store
 from notifsvc.dev.broker import TansuBroker
 from notifsvc.dev.fakes.webhook import WebhookSink
@@ -154,9 +161,7 @@ async def explain_generic(conn: asyncpg.Connection, query: queries.ListQuery) ->
 
 async def test_every_list_query_is_an_index_range_never_the_table(settings: Settings) -> None:
     after = queries.Position(END - timedelta(hours=2), uuid.UUID(int=2**127))
-    async with connection(settings) as conn:
-        if await is_cockroach(conn):
-            pytest.skip("EXPLAIN output is PostgreSQL's")
+    async with plan_reader(settings) as conn:
         await fill(conn)
         for combination in combinations():
             f = queries.Filter(**{name: VALUES[name] for name in combination})
@@ -178,9 +183,7 @@ async def test_every_list_query_is_an_index_range_never_the_table(settings: Sett
 async def test_a_reason_list_is_ordered_once_failures_are_many(settings: Settings) -> None:
     """30,000 failed rows, a quarter per reason: a page of one reason is an ordered scan of
     the failed rows' index, never all of that reason's rows read and sorted."""
-    async with connection(settings) as conn:
-        if await is_cockroach(conn):
-            pytest.skip("EXPLAIN output is PostgreSQL's")
+    async with plan_reader(settings) as conn:
         await conn.execute(
             "INSERT INTO notifications (uuid, channel, recipient, body, priority, fingerprint,"
             " state, last_error, accepted_at, received_at) SELECT gen_random_uuid(), 'sms',"

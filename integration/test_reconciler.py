@@ -20,7 +20,15 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 
-from integration.helpers import connection, deliveries, eventually, feed, read_topic, running
+from integration.helpers import (
+    connection,
+    deliveries,
+    eventually,
+    feed,
+    plan_reader,
+    read_topic,
+    running,
+)
 from notifsvc import deadletter, kafka, topics
 from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.config import Settings
@@ -273,9 +281,7 @@ async def test_a_message_the_broker_refuses_does_not_hold_back_its_page(
 async def test_the_reconcilers_queries_read_partial_indexes_never_the_table(
     settings: Settings, store: Store
 ) -> None:
-    async with connection(settings) as conn:
-        if await is_cockroach(conn):
-            pytest.skip("EXPLAIN output is PostgreSQL's")
+    async with plan_reader(settings) as conn:
         await conn.execute(
             "INSERT INTO notifications (uuid, channel, recipient, body, priority, fingerprint,"
             " state, accepted_at) SELECT gen_random_uuid(), 'log', 'ops', 'done', 'normal',"

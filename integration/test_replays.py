@@ -17,13 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from integration.helpers import connection, eventually, notification, running
+from integration.helpers import connection, eventually, notification, plan_reader, running
 from loadtest.chaos.infra import Lane
 from loadtest.chaos.procs import ASSIGNED, StageProcess
 from notifsvc import kafka, topics
 from notifsvc.channels.webhook import WebhookChannel
 from notifsvc.config import Secret, Settings
-from notifsvc.db.migrate import is_cockroach
 from notifsvc.db.replays import TOP, ReplayFilter, page_statement
 from notifsvc.db.store import Store
 from notifsvc.dev.fakes.script import Reply
@@ -298,9 +297,7 @@ async def test_a_database_outage_is_a_503(settings: Settings) -> None:
 
 
 async def test_the_pages_and_the_claim_are_index_scans(settings: Settings, store: Store) -> None:
-    async with connection(settings) as conn:
-        if await is_cockroach(conn):
-            pytest.skip("EXPLAIN output is PostgreSQL's")
+    async with plan_reader(settings) as conn:
         await conn.execute(
             "INSERT INTO notifications (uuid, channel, recipient, body, priority, fingerprint,"
             " state, last_error, accepted_at, received_at) SELECT gen_random_uuid(),"

@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
-from integration.helpers import connection
+from integration.helpers import connection, plan_reader
 from notifsvc.config import Settings
+from notifsvc.db import schedule
 from notifsvc.db import store as store_mod
-from notifsvc.db.migrate import is_cockroach
 from notifsvc.db.store import Store
 from notifsvc.model import Notification
 
-#: The statements that take a list of UUIDs ($1) and test the rows' state.
+#: The statements that take a list of UUIDs ($1) and test the rows' state, with the
+#: values of their other parameters.
 BY_UUID = {
-    "mark_forwarded": store_mod._MARK_FORWARDED,
-    "mark_scheduled": store_mod._MARK_SCHEDULED,
-    "claim": store_mod._CLAIM,
-    "requeue": store_mod._REQUEUE,
+    "mark_forwarded": (store_mod._MARK_FORWARDED, ""),
+    "mark_scheduled": (store_mod._MARK_SCHEDULED, ""),
+    "claim": (store_mod._CLAIM, ""),
+    "requeue": (store_mod._REQUEUE, ""),
+    "expire": (store_mod._EXPIRE, ", 'expired: its expires_at passed'"),
+    "released": (schedule._RELEASED, ""),
+    "touch": (schedule._TOUCH, ""),
 }
 
 
@@ -45,14 +47,12 @@ async def test_rows_named_by_uuid_are_found_by_their_primary_key(
     fresh = [Notification(uuid.uuid4(), "log", "ops", "x") for _ in range(100)]
     await store.insert(fresh)
     values = "'{" + ",".join(str(n.uuid) for n in fresh) + "}'"
-    async with connection(settings) as conn:
-        if await is_cockroach(conn):
-            pytest.skip("EXPLAIN output is PostgreSQL's")
-        for name, sql in BY_UUID.items():
+    async with plan_reader(settings) as conn:
+        for name, (sql, more) in BY_UUID.items():
             await conn.execute(f"PREPARE {name} AS {sql}")
             for mode in ("force_custom_plan", "force_generic_plan"):
                 await conn.execute(f"SET plan_cache_mode = {mode}")
-                rows = await conn.fetch(f"EXPLAIN EXECUTE {name}({values})")
+                rows = await conn.fetch(f"EXPLAIN EXECUTE {name}({values}{more})")
                 plan = "\n".join(r[0] for r in rows)
                 print(f"--- {name}, {mode}\n{plan}")
                 used = {w for w in plan.split() if w.startswith("notifications_")}

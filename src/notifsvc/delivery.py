@@ -62,7 +62,6 @@ MAX_BACKOFF = 5.0
 MAX_RETRY_DELAY = 120.0
 #: Reasons of notifications failed because the provider kept throttling start with this.
 THROTTLED = Reason.THROTTLED
-_SENT = AttemptOutcome.SENT
 
 Clock = Callable[[], float]
 
@@ -138,20 +137,19 @@ class Tried:
         """The attempt row; ``seq`` > 0 for a throttled answer (see :mod:`notifsvc.attempts`).
         Its provider is the one that answered (:mod:`notifsvc.providers`), else ``provider``."""
         error, receipt = self.error, self.receipt
-        if error is None:
-            if receipt is None:  # the common answer: no Receipt() made to read its Nones
-                started, finished, error_class = self.started, self.finished, self.error_class
-                return Attempt(
-                    n.uuid, number, seq, _SENT, started, finished, provider, error_class=error_class
-                )
-            outcome, answered, status = _SENT, receipt.provider, receipt.status
-        else:
+        message_id = None
+        if error is not None:
             if seq:
                 outcome = AttemptOutcome.THROTTLED
             else:
                 retriable = error.retriable
                 outcome = AttemptOutcome.TRANSIENT if retriable else AttemptOutcome.PERMANENT
             answered, status = error.provider, error.status
+        elif receipt is not None:
+            outcome, answered, status = AttemptOutcome.SENT, receipt.provider, receipt.status
+            message_id = receipt.message_id
+        else:  # the common answer: sent, nothing more said
+            outcome, answered, status = AttemptOutcome.SENT, None, None
         return Attempt(
             n.uuid,
             number,
@@ -161,7 +159,7 @@ class Tried:
             self.finished,
             answered or provider,
             status=status,
-            message_id=receipt.message_id if error is None and receipt is not None else None,
+            message_id=message_id,
             error_class=self.error_class,
             error=None if error is None else str(error),
         )
@@ -527,10 +525,7 @@ class DeliveryPolicy:
             error = failure
         elif failure is not None:
             log.error(
-                "%s: unexpected error sending %s",
-                self.channel.name,
-                n.uuid,
-                exc_info=(type(failure), failure, failure.__traceback__),
+                "%s: unexpected error sending %s", self.channel.name, n.uuid, exc_info=failure
             )
             error = self._unexpected(failure)
         return Tried(wall, self._clock(), receipt, error, _error_class(error))

@@ -467,8 +467,9 @@ def _request_times(
     an expiry must come after the send and after ``now``, else it could never be sent."""
     send_at = _request_time(data, "send_at", errors)
     expires_at = _request_time(data, "expires_at", errors)
-    ttl = _whole(data.get("ttl_seconds"))
-    if data.get("ttl_seconds") is not None:
+    given = data.get("ttl_seconds")
+    ttl = _whole(given)
+    if given is not None:
         if ttl is None or not 1 <= ttl <= MAX_TTL_SECONDS:
             why = f"must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"
             errors.append(FieldError("ttl_seconds", why))

@@ -36,10 +36,13 @@ from notifsvc.model import Notification, State
 READER = "parked-reader"
 
 _STATES = "SELECT uuid, state FROM notifications WHERE uuid = ANY($1::uuid[])"
+#: (By UUID, the state tested as ``(state || '')``: see :mod:`notifsvc.db.store`, where the
+#: statements that look rows up by UUID say why.)
 _RELEASED = """
-UPDATE notifications SET state = 'forwarded', forwarded_at = now(), updated_at = now()
-WHERE uuid = ANY($1::uuid[]) AND state IN ('scheduled', 'received')
-RETURNING uuid
+UPDATE notifications AS n SET state = 'forwarded', forwarded_at = now(), updated_at = now()
+FROM unnest($1::uuid[]) AS u(id)
+WHERE n.uuid = u.id AND (n.state || '') IN ('scheduled', 'received')
+RETURNING n.uuid
 """
 #: The lease ``$1`` to ``$2`` for ``$3``, if free (ran out) or already ``$2``'s: of two
 #: routers claiming at once, one gets it (the upsert's condition is checked on the row).
@@ -67,8 +70,8 @@ ORDER BY send_at, uuid
 LIMIT $5
 """
 _TOUCH = """
-UPDATE notifications SET updated_at = now()
-WHERE uuid = ANY($1::uuid[]) AND state = 'scheduled'
+UPDATE notifications AS n SET updated_at = now()
+FROM unnest($1::uuid[]) AS u(id) WHERE n.uuid = u.id AND (n.state || '') = 'scheduled'
 """
 
 Cursor = tuple[datetime, uuid_mod.UUID]

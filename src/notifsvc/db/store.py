@@ -677,8 +677,8 @@ def _insert_columns(chunk: list[Notification]) -> list[list[Any]]:
             _ts(n.accepted_at),
             n.callback_url,
             n.client,
-            None if n.send_at is None else _at(n.send_at),
-            None if n.expires_at is None else _at(n.expires_at),
+            _at(n.send_at),
+            _at(n.expires_at),
         )
         for n in chunk
     ]
