@@ -107,7 +107,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.turned_away_since_probe = 0
 
     def _model_state(self) -> State:
-        if self.model is State.OPEN and self.clock.now - self.opened_at >= self.policy.cooldown:
+        if self.model is State.OPEN and self.opened_at + self.policy.cooldown <= self.clock.now:
             self.model = State.HALF_OPEN
             self.turned_away_since_probe = 3  # the first call after the cool-down goes
         return self.model

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import hypothesis
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.channels import AnyChannel, PermanentError, Throttled, TransientError
@@ -142,7 +143,7 @@ def test_the_retry_delay_doubles_with_each_pass_up_to_its_cap() -> None:
     d = Delivery(note(), State.FORWARDED, 3, 3)
     delays = [p.retry_delay(d, passes) for passes in range(4)]
     assert delays == [30, 60, MAX_RETRY_DELAY, MAX_RETRY_DELAY]
-    assert p.retry_delay(dataclasses.replace(d, retry_after=90), 0) == 90
+    assert p.retry_delay(d._replace(retry_after=90), 0) == 90
 
 
 async def test_a_fractional_send_rate_still_lets_sends_through() -> None:
@@ -573,3 +574,25 @@ async def test_the_fast_path_sends_at_once_and_numbers_the_attempt_after_prior()
     assert [(a.number, a.message_id, a.status, a.provider) for a in done.log] == [
         (3, "m-7", 201, "scripted")
     ]
+
+
+def _observed(channel: str) -> tuple[float, float]:
+    """How many end-to-end and provider latencies the histograms hold for ``channel``."""
+
+    def count(name: str) -> float:
+        return REGISTRY.get_sample_value(f"{name}_count", {"channel": channel}) or 0.0
+
+    return count("notifsvc_end_to_end_seconds"), count("notifsvc_provider_seconds")
+
+
+async def test_latencies_reach_their_histograms_when_the_policy_flushes_them() -> None:
+    channel = Scripted(Settings(max_attempts=3), TransientError("503"), None)
+    p = policy(channel)
+    before = _observed("scripted")
+    done = await deliver(p)
+    assert done.state is State.SENT
+    assert _observed("scripted") == before  # kept until the batch's flush
+    p.flush_metrics()
+    assert _observed("scripted") == (before[0] + 1, before[1] + 2)  # one sent, two calls
+    p.flush_metrics()
+    assert _observed("scripted") == (before[0] + 1, before[1] + 2)  # each observed once

@@ -91,6 +91,26 @@ async def test_a_message_too_large_is_a_record_error_not_an_outage() -> None:
         await producer.stop(flush_seconds=0.1)
 
 
+async def test_send_all_counts_every_message_no_broker_acknowledged() -> None:
+    """One batch, one wait: every message's report counts (here each one's timeout)."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=500)
+    await producer.start()
+    try:
+        messages = [("t", b"%d" % i, None, ()) for i in range(3)]
+        with pytest.raises(KafkaUnavailable, match="3 of 3 messages not delivered"):
+            await producer.send_all(messages)
+    finally:
+        await producer.stop(flush_seconds=0.1)
+
+
+async def test_send_all_of_nothing_needs_no_producer_but_a_message_does() -> None:
+    producer = Producer(load({"NOTIFSVC_KAFKA_BOOTSTRAP": "127.0.0.1:9"}), client_id="test")
+    await producer.send_all([])
+    with pytest.raises(KafkaUnavailable, match="not started"):
+        await producer.send_all([("t", b"1", None, ())])
+
+
 def test_librdkafka_errors_are_classified_by_code() -> None:
     err = confluent_kafka.KafkaError
     assert isinstance(classify(err(err.MSG_SIZE_TOO_LARGE)), KafkaRecordError)

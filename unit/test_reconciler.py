@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifsvc import config, deadletter, headers, reconciler, topics
+from notifsvc import config, deadletter, headers, kafka, reconciler, topics
 from notifsvc.attempts import Attempt
 from notifsvc.config import Secret, Settings
 from notifsvc.db.store import Outcome, Replayed, StalledRow, Store, StoreUnavailable
@@ -78,17 +78,15 @@ class FakeProducer(Producer):
         self.fail = fail or {}
         self.sent: list[tuple[str, bytes, bytes | None, Headers | None]] = []
 
-    def send(
-        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
-    ) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def _started(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _queue(self, outgoing: kafka._Outgoing) -> None:
+        topic, value, key, headers, waiter = outgoing
         error = self.fail.get(uuid.UUID((key or b"").decode()))
         if error is None:
             self.sent.append((topic, value, key, headers))
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-        return future
+        kafka.settle(waiter, error)
 
 
 class RecordingLimiter:

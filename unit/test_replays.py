@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifsvc import config, headers, topics
+from notifsvc import config, headers, kafka, topics
 from notifsvc.api.replays import request_schema
 from notifsvc.config import ConfigError, Secret, Settings
 from notifsvc.db.replays import (
@@ -370,22 +370,14 @@ class FakeProducer(Producer):
         self.fail: KafkaError | None = None
         self.sent: list[tuple[str, bytes, bytes | None, Headers | None]] = []
 
-    def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None = None,
-        headers: Headers | None = None,
-        within: float | None = None,
-    ) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def _started(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _queue(self, outgoing: kafka._Outgoing) -> None:
+        topic, value, key, headers, waiter = outgoing
         if self.fail is None:
             self.sent.append((topic, value, key, headers))
-            future.set_result(None)
-        else:
-            future.set_exception(self.fail)
-        return future
+        kafka.settle(waiter, self.fail)
 
     def keys(self) -> Counter[str]:
         return Counter((key or b"").decode() for _, _, key, _ in self.sent)

@@ -20,8 +20,8 @@ seq = 0, seq)``: the throttled answers that held an attempt back come before it.
 from __future__ import annotations
 
 import uuid as uuid_mod
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class AttemptOutcome(StrEnum):
@@ -31,8 +31,7 @@ class AttemptOutcome(StrEnum):
     THROTTLED = "throttled"  # not counted: the provider asked to slow down
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One send attempt of one notification (see the module's numbering rule)."""
 
     uuid: uuid_mod.UUID

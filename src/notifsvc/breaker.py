@@ -72,7 +72,7 @@ class Breaker:
     @property
     def state(self) -> State:
         """The state now (an open breaker whose cool-down is over is half-open)."""
-        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy.cooldown:
+        if self._state is State.OPEN and self._left() <= 0:
             self._move(State.HALF_OPEN)
             self._skipped = self._probe_every - 1  # the first call after the cool-down goes
         return self._state
@@ -81,8 +81,13 @@ class Breaker:
         """Seconds until an open breaker half-opens; 0 when it is not open."""
         if self.state is not State.OPEN:
             return 0.0
-        left = self._opened_at + self.policy.cooldown - self._clock()
-        return min(max(0.0, left), self.policy.cooldown)  # rounding must not add any
+        return min(max(0.0, self._left()), self.policy.cooldown)  # rounding must not add any
+
+    def _left(self) -> float:
+        """Seconds of the cool-down left, by one formula for :attr:`state` and
+        :meth:`retry_after`: with two (``now - opened >= cooldown`` and ``opened + cooldown
+        - now``), rounding once made a breaker open with 0 seconds to wait."""
+        return self._opened_at + self.policy.cooldown - self._clock()
 
     def allow(self) -> bool:
         """Whether a call may go to the provider now; the caller then must :meth:`record`

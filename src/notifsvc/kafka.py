@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 import confluent_kafka
 from confluent_kafka import ConsumerGroupTopicPartitions
@@ -98,8 +98,10 @@ def classify(err: confluent_kafka.KafkaError | object) -> KafkaError:
     return KafkaUnavailable(err.str())
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One consumed message. (A named tuple: a frozen dataclass took 2.6 µs to build, a
+    third of the consumer thread's time per message; this takes 0.7.)"""
+
     topic: str
     partition: int
     offset: int
@@ -276,11 +278,11 @@ class Producer:
         self._hand_over_reports()
 
     def _on_delivery(
-        self, future: asyncio.Future[None], err: confluent_kafka.KafkaError | None, _msg: object
+        self, waiter: _Waiter, err: confluent_kafka.KafkaError | None, _msg: object
     ) -> None:
         """A delivery report, on the polling thread: kept until the poll returns."""
         with self._reports_lock:
-            self._reports.append((future, err))
+            self._reports.append((waiter, err))
 
     def _hand_over_reports(self) -> None:
         with self._reports_lock:
@@ -298,13 +300,21 @@ class Producer:
     ) -> asyncio.Future[None]:
         """Queue one message. The future resolves once the broker has acknowledged it, or
         fails with :class:`KafkaError` (:class:`ProducerBusy` when the local queue is full)."""
+        future: asyncio.Future[None] = self._started().create_future()
+        self._queue((topic, value, key, headers, future))
+        return future
+
+    def _started(self) -> asyncio.AbstractEventLoop:
         if self._producer is None or self._loop is None:
             raise KafkaUnavailable("producer is not started")
-        future: asyncio.Future[None] = self._loop.create_future()
+        return self._loop
+
+    def _queue(self, outgoing: _Outgoing) -> None:
+        """Hand a message to librdkafka at the end of this loop iteration; its waiter is
+        settled by its delivery report (:func:`settle`)."""
         if not self._outbox:
-            self._loop.call_soon(self._produce_outbox)
-        self._outbox.append((topic, value, key, headers, future))
-        return future
+            self._started().call_soon(self._produce_outbox)
+        self._outbox.append(outgoing)
 
     def send_within(
         self,
@@ -336,22 +346,22 @@ class Producer:
         assert producer is not None, "stop() hands the outbox over before dropping the producer"
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
-        for topic, value, key, headers, future in outbox:
+        for topic, value, key, headers, waiter in outbox:
             try:
                 producer.produce(
                     topic,
                     value,
                     key,
                     headers=list(headers) if headers else None,
-                    on_delivery=functools.partial(self._on_delivery, future),
+                    on_delivery=functools.partial(self._on_delivery, waiter),
                 )
             except BufferError:
-                future.set_exception(ProducerBusy("produce queue is full"))
+                settle(waiter, ProducerBusy("produce queue is full"))
             except confluent_kafka.KafkaException as exc:
                 self._on_error(exc.args[0])
-                future.set_exception(classify(exc.args[0]))
+                settle(waiter, classify(exc.args[0]))
             except (TypeError, ValueError) as exc:  # e.g. a header librdkafka cannot take
-                future.set_exception(KafkaRecordError(f"cannot produce: {exc}"))
+                settle(waiter, KafkaRecordError(f"cannot produce: {exc}"))
 
     async def send_all(self, messages: Iterable[tuple[str, bytes, bytes | None, Headers]]) -> None:
         """Send many messages and wait until every one is acknowledged.
@@ -359,17 +369,19 @@ class Producer:
         On any failure, raise the gravest kind among the failures: a message refused for good
         (:class:`KafkaRecordError`) over a stage problem over an outage, so that the batch
         loop isolates a bad message instead of retrying it forever."""
-        futures = [self.send(t, v, key=k, headers=h) for t, v, k, h in messages]
-        if not futures:
+        outgoing = list(messages)
+        if not outgoing:
             return
+        batch = _Batch(self._started().create_future())
+        batch.waiting = count = len(outgoing)
+        for t, v, k, h in outgoing:
+            self._queue((t, v, k, h, batch))
         # Every report comes within the message timeout; the margin guards against a lost one.
-        done, pending = await asyncio.wait(futures, timeout=self._timeout + 10)
-        for future in pending:
-            future.cancel()
-        failures = [e for f in done if (e := f.exception()) is not None]
+        await asyncio.wait((batch.done,), timeout=self._timeout + 10)
+        failures, pending = batch.failures, batch.waiting
         if not failures and not pending:
             return
-        lost = f"{len(failures) + len(pending)} of {len(futures)} messages not delivered"
+        lost = f"{len(failures) + pending} of {count} messages not delivered"
         for kind in (KafkaRecordError, KafkaStageError):
             first = next((e for e in failures if isinstance(e, kind)), None)
             if first is not None:
@@ -400,8 +412,43 @@ class Producer:
         self._hand_over_reports()
 
 
-_Outgoing = tuple[str, bytes, bytes | None, Headers | None, "asyncio.Future[None]"]
-_Report = tuple["asyncio.Future[None]", confluent_kafka.KafkaError | None]
+class _Batch:
+    """The delivery reports of one :meth:`Producer.send_all`, settled on the event loop: one
+    future for the whole batch (a future per message, each waited on, cost the router a
+    loop callback per message), done when no message waits for its report any more."""
+
+    __slots__ = ("done", "failures", "waiting")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.waiting = 0
+        self.failures: list[KafkaError] = []
+
+    def settle(self, error: KafkaError | None) -> None:
+        if error is not None:
+            self.failures.append(error)
+        self.waiting -= 1
+        if self.waiting <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+#: What waits for a message's report: its own future (:meth:`Producer.send`) or its batch.
+_Waiter: TypeAlias = "asyncio.Future[None] | _Batch"
+_Outgoing = tuple[str, bytes, bytes | None, Headers | None, _Waiter]
+_Report = tuple[_Waiter, confluent_kafka.KafkaError | None]
+
+
+def settle(waiter: _Waiter, error: KafkaError | None) -> None:
+    """A message's report: acknowledged (no ``error``) or failed. Also for a message
+    librdkafka would not queue (it gets no report)."""
+    if isinstance(waiter, _Batch):
+        waiter.settle(error)
+    elif waiter.done():
+        return
+    elif error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)
 
 
 def _expire(futures: list[asyncio.Future[None]], within: float) -> None:
@@ -411,13 +458,8 @@ def _expire(futures: list[asyncio.Future[None]], within: float) -> None:
 
 
 def _settle_all(reports: list[_Report]) -> None:
-    for future, err in reports:
-        if future.done():
-            continue
-        if err is None:
-            future.set_result(None)
-        else:
-            future.set_exception(classify(err))
+    for waiter, err in reports:
+        settle(waiter, None if err is None else classify(err))
 
 
 RevokeHandler = Callable[[list[TopicPartition]], None]
@@ -683,15 +725,16 @@ def _set_pause(
 def _record(msg: confluent_kafka.Message, epochs: Mapping[TopicPartition, int]) -> Record:
     ts_type, ts = msg.timestamp()
     topic, partition = msg.topic() or "", msg.partition() or 0
+    headers = msg.headers()
     return Record(
-        topic=topic,
-        partition=partition,
-        offset=msg.offset() or 0,
-        key=msg.key(),
-        value=msg.value(),
-        headers=tuple((k, v or b"") for k, v in (msg.headers() or ())),
-        timestamp_ms=ts if ts_type != confluent_kafka.TIMESTAMP_NOT_AVAILABLE else 0,
-        epoch=epochs.get((topic, partition), 0),
+        topic,
+        partition,
+        msg.offset() or 0,
+        msg.key(),
+        msg.value(),
+        tuple((k, v or b"") for k, v in headers) if headers else (),
+        ts if ts_type != confluent_kafka.TIMESTAMP_NOT_AVAILABLE else 0,
+        epochs.get((topic, partition), 0),
     )
 
 

@@ -3,6 +3,9 @@ the Grafana dashboard and alerts are built on them)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -106,6 +109,26 @@ CALLBACK_SECONDS = Histogram(
     "Latency of one status-callback request (until answered, timed out or refused)",
     buckets=_LATENCY,
 )
+
+
+def observe_all(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for each of ``amounts``, with one increment per bucket hit
+    and one of the sum: a stage observing each notification of a batch took a lock per
+    bucket and per sum of each (10 % of a log notificator's CPU). ``histogram`` is one
+    child (``.labels(...)``) or a histogram without labels; what a scrape shows is the same
+    as after the single observations (unit/test_metrics.py compares them)."""
+    bounds = histogram._upper_bounds  # prometheus_client has no batch observe
+    hits = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        hits[bisect_left(bounds, amount)] += 1
+        total += amount
+    if not any(hits):
+        return
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, hits, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def serve(port: int) -> None:

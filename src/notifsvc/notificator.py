@@ -389,6 +389,7 @@ class Notificator:
         )
 
     def _account(self, deliveries: list[Delivery]) -> None:
+        self.policy.flush_metrics()
         name = self.channel.name
         counts = Counter(d.state for d in deliveries)
         self.sent += counts[State.SENT]
@@ -402,6 +403,7 @@ class Notificator:
         metrics.DLQ.labels(self.stage).inc(counts[State.FAILED])
 
     def _account_batch(self, *, skipped: int, poison: int) -> None:
+        self.policy.flush_metrics()
         metrics.SENDS.labels(self.channel.name, "skipped").inc(skipped)
         metrics.DLQ.labels(self.stage).inc(poison)
 

@@ -37,7 +37,7 @@ from typing import Any
 import asyncpg
 
 from notifsvc.db.queries import CHANNEL_IS, REASON_IS, SINCE, UNTIL
-from notifsvc.db.store import Store, notification_of
+from notifsvc.db.store import Store, by_uuid, notification_of
 from notifsvc.model import Notification, Reason
 
 #: A job id: ``rpl_`` and 32 lower-case hex digits.
@@ -300,7 +300,7 @@ class ReplayStore(Store):
         :data:`_REQUEUE`); the rows to produce."""
         if not uuids:
             return []
-        rows = await self._fetch(_REQUEUE, job_id, sorted(uuids), EXPIRED_ERROR)
+        rows = await self._fetch(_REQUEUE, job_id, by_uuid(uuids), EXPIRED_ERROR)
         return [Requeued(notification_of(r), r["attempts"], bool(r["expired"])) for r in rows]
 
     async def advance(

@@ -29,7 +29,7 @@ import uuid as uuid_mod
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from notifsvc.db.store import Store, notification_of
+from notifsvc.db.store import Store, by_uuid, notification_of
 from notifsvc.model import Notification, State
 
 #: The name of the parked reader's lease.
@@ -89,7 +89,7 @@ class ScheduleStore(Store):
         """The states of those of ``uuids`` that have a row."""
         if not uuids:
             return {}
-        rows = await self._fetch(_STATES, sorted(set(uuids)))
+        rows = await self._fetch(_STATES, by_uuid(set(uuids)))
         return {r["uuid"]: State(r["state"]) for r in rows}
 
     async def mark_released(self, uuids: Sequence[uuid_mod.UUID]) -> set[uuid_mod.UUID]:
@@ -97,7 +97,7 @@ class ScheduleStore(Store):
         the rows this call moved."""
         if not uuids:
             return set()
-        return {r["uuid"] for r in await self._fetch(_RELEASED, sorted(set(uuids)))}
+        return {r["uuid"] for r in await self._fetch(_RELEASED, by_uuid(set(uuids)))}
 
     async def claim_reader(self, owner: str, lease: timedelta) -> bool:
         """Take or renew the parked reader's lease for ``owner``; False: another holds it."""
@@ -119,4 +119,4 @@ class ScheduleStore(Store):
     async def touch(self, uuids: Sequence[uuid_mod.UUID]) -> None:
         """Mark rows moved into a tier: they no longer read as parked."""
         if uuids:
-            await self._fetch(_TOUCH, sorted(set(uuids)))
+            await self._fetch(_TOUCH, by_uuid(set(uuids)))
