@@ -557,13 +557,24 @@ async def test_the_fast_path_sends_nothing_where_it_would_wait() -> None:
     taken = asyncio.Semaphore(1)
     await taken.acquire()
     assert p.deliver_now(note(), prior=0, slots=taken) is None  # no free slot
+    assert p.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1), free=False) is None
     p.throttle.hold(5)
+    assert p.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1), free=True) is None
     assert p.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None  # a pause
     limited = DeliveryPolicy(Settings(send_rate=1000), channel)
     assert limited.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None
     waits = DeliveryPolicy(Settings(), Scripted(Settings()))  # its send is a coroutine
     assert waits.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None
     assert channel.sends == 0
+
+
+async def test_the_fast_path_takes_the_callers_word_for_a_free_slot() -> None:
+    """The notificator checks its slots once per batch (nothing it starts awaits)."""
+    channel = Immediate(Settings(), 0.0)
+    taken = asyncio.Semaphore(1)
+    await taken.acquire()
+    done = policy(channel).deliver_now(note(), prior=0, slots=taken, free=True)
+    assert isinstance(done, Delivery) and done.sent and channel.sends == 1
 
 
 async def test_the_fast_path_sends_at_once_and_numbers_the_attempt_after_prior() -> None:

@@ -282,7 +282,9 @@ class Notificator:
         :meth:`_deliver_now`), and a task for each of the others."""
         ready: list[Delivery] = []
         tasks: list[asyncio.Task[Delivery]] = []
-        quick = not self.tracing.enabled  # a span's context belongs to a task of its own
+        # (a span's context belongs to a task of its own; nothing here awaits, so a slot
+        # free now stays free until the loop ends)
+        quick = not self.tracing.enabled and not self._slots[lane].locked()
         for incoming in todo:
             now = self._deliver_now(lane, incoming) if quick else None
             if isinstance(now, Delivery):
@@ -304,7 +306,7 @@ class Notificator:
         slots = self._slots[lane]
         try:
             now = self.policy.deliver_now(
-                n, prior=incoming.prior, slots=slots, replayed=incoming.replayed
+                n, prior=incoming.prior, slots=slots, replayed=incoming.replayed, free=True
             )
         except Exception as exc:  # a bug fails this notification, not the stage
             log.exception("%s: delivery of %s failed unexpectedly", self.stage, n.uuid)
