@@ -63,6 +63,7 @@ class Options:
     rounds: int
     pipeline_only: bool = False
     channel: str = "log"
+    ingress_only: bool = False
 
 
 class Meter:
@@ -379,6 +380,8 @@ def _rps(rounds: list[dict[str, Any]], side: str) -> float:
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over rounds of the figures the table shows."""
+    if "pipeline" not in rounds[0]:
+        return _ingress_summary(rounds)
     stages = _by_stage(per_item(rounds, "pipeline", "", "delivered"))
     marginal = _by_stage(per_item(rounds, "pipeline", "", "delivered", key="marginal"))
     names = rounds[0]["pipeline"]["idle"]
@@ -395,7 +398,11 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "ingress" not in rounds[0]:
         return pipeline
-    return pipeline | {
+    return pipeline | _ingress_summary(rounds)
+
+
+def _ingress_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "receiver_ms": per_item(rounds, "ingress", "receiver", "sent")["server"],
         "bare_ms": per_item(rounds, "ingress", "bare", "sent")["server"],
         "receiver_broker_ms": per_item(rounds, "ingress", "receiver", "sent")["broker"],
@@ -450,10 +457,12 @@ def text(s: dict[str, Any], o: Options) -> str:
             ),
         ]
     )
-    for name, ms in s["stages"].items():
+    for name, ms in s.get("stages", {}).items():
         label = f"pipeline CPU ms/notification: {name}"
         extra = f"marginal {s['marginal'][name]:.4f}, idle {s['idle'][name]:.3f} cores"
         rows.append((label, f"{ms:.4f}", extra, "target <= 0.05"))
+    if o.ingress_only:
+        return stats.table(("figure", "value", "baseline", "ratio / target"), rows)
     rows += [
         (
             f"pipeline CPU ms/notification: total (scale {o.scale})",
@@ -488,7 +497,8 @@ async def run(o: Options) -> dict[str, Any]:
         for i in range(o.rounds):
             print(f"round {i + 1} of {o.rounds}", flush=True)
             one = {} if o.pipeline_only else {"ingress": await ingress(infra, o, workdir / f"r{i}")}
-            one["pipeline"] = await pipeline(infra, o, workdir / f"r{i}")
+            if not o.ingress_only:
+                one["pipeline"] = await pipeline(infra, o, workdir / f"r{i}")
             rounds.append(one)
     finally:
         await sampler.stop()
@@ -512,6 +522,9 @@ def options(argv: list[str] | None) -> Options:
         "--pipeline-only", action="store_true", help="skip the ingress part (single requests)"
     )
     p.add_argument(
+        "--ingress-only", action="store_true", help="skip the pipeline part (faster iterations)"
+    )
+    p.add_argument(
         "--channel",
         choices=("log", "webhook"),
         default="log",
@@ -522,8 +535,11 @@ def options(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     o = options(argv)
+    if o.pipeline_only and o.ingress_only:
+        raise SystemExit("--pipeline-only and --ingress-only exclude each other")
     results = asyncio.run(run(o))
-    path = harness.RESULTS / f"bench-cost-scale{o.scale}.json"
+    name = f"ingress-workers{o.workers}" if o.ingress_only else f"scale{o.scale}"
+    path = harness.RESULTS / f"bench-cost-{name}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     m = results["machine"]
     others = m["others_cpu_pct_mean"]

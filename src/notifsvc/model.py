@@ -120,15 +120,15 @@ class Notification:
 
     def encode(self) -> bytes:
         """The value written to Kafka: compact JSON, the same shape on every topic."""
-        value: dict[str, Any] = {
-            "uuid": str(self.uuid),
-            "destination": self.channel,
-            "to": self.to,
-            "txt": self.txt,
-            "subject": self.subject,
-            "priority": self.priority.value,
-            "accepted_at": self.accepted_at,
-        }
+        value = wire_value(
+            uuid=str(self.uuid),
+            channel=self.channel,
+            to=self.to,
+            txt=self.txt,
+            subject=self.subject,
+            priority=self.priority,
+            at=self.accepted_at,
+        )
         if self.callback_url is not None:
             value["callback_url"] = self.callback_url
         if self.client is not None:
@@ -163,6 +163,30 @@ class Notification:
         except orjson.JSONDecodeError as exc:
             raise InvalidNotification([FieldError("", f"not JSON: {exc}")]) from exc
         return _decode_plain(data) or parse(data, accepted_at=_accepted_at(data))
+
+
+def wire_value(
+    *,
+    uuid: str,
+    channel: str,
+    to: str,
+    txt: str,
+    subject: str | None,
+    priority: Priority,
+    at: float,
+) -> dict[str, Any]:
+    """What :meth:`Notification.encode` writes of every notification (the optional fields
+    follow); also the receiver's, which encodes an ordinary request without building a
+    :class:`Notification` (``notifsvc.api.validation.Validator.plain_record``)."""
+    return {
+        "uuid": uuid,
+        "destination": channel,
+        "to": to,
+        "txt": txt,
+        "subject": subject,
+        "priority": priority.value,
+        "accepted_at": at,
+    }
 
 
 @dataclass(frozen=True, slots=True)

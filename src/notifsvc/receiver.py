@@ -17,12 +17,14 @@ from notifsvc.api import console, handlers, operations, replays
 from notifsvc.api.context import (
     DOCS,
     GATE,
+    INGRESS,
     PRODUCER,
     RECENT,
     SETTINGS,
     STORE,
     TRACING,
     VALIDATOR,
+    Ingress,
 )
 from notifsvc.api.plumbing import authenticate, observe
 from notifsvc.api.recent import RecentlyAccepted
@@ -63,6 +65,16 @@ def create_app(settings: Settings) -> web.Application:
     app[GATE] = gate
     app[RECENT] = RecentlyAccepted()
     app[TRACING] = tracing.Tracing(settings, "notifsvc-receiver")
+    app[INGRESS] = Ingress(
+        producer=app[PRODUCER],
+        validator=validator,
+        recent=app[RECENT],
+        tracing=app[TRACING],
+        topic=topics.outstanding(settings),
+        within=settings.produce_timeout_ms / 1000,
+        max_body_bytes=settings.max_body_bytes,
+        keyed=gate.enabled,
+    )
     burst = gate.burst if gate.enabled else None
     extra = (operations.openapi, replays.openapi, console.openapi)
     doc = openapi.document(settings, validator, burst=burst, extra=extra)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from notifsvc import tracing
@@ -21,5 +23,25 @@ DOCS = web.AppKey("docs", dict[str, bytes])
 TRACING = web.AppKey("tracing", tracing.Tracing)
 #: UUIDs this process accepted lately (GET tells "in flight" from "never seen").
 RECENT = web.AppKey("recent", RecentlyAccepted)
+
+
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    """What ``POST /notification`` needs, looked up once per application instead of once
+    per request (an ``app[KEY]`` is a Python-level look-up)."""
+
+    producer: Producer
+    validator: Validator
+    recent: RecentlyAccepted
+    tracing: tracing.Tracing
+    topic: str
+    #: Seconds a produce may wait for its acknowledgement.
+    within: float
+    max_body_bytes: int
+    #: Whether API keys are configured (then each request carries one, :data:`API_KEY`).
+    keyed: bool
+
+
+INGRESS = web.AppKey("ingress", Ingress)
 #: The digest of the request's API key (only when keys are configured).
 API_KEY = web.RequestKey("api_key", bytes)

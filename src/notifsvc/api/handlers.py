@@ -12,21 +12,24 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from notifsvc import metrics, topics, tracing
+from notifsvc import topics, tracing
 from notifsvc.api import recent
 from notifsvc.api.context import (
     API_KEY,
     DOCS,
     GATE,
+    INGRESS,
     PRODUCER,
     RECENT,
     SETTINGS,
     STORE,
     TRACING,
     VALIDATOR,
+    Ingress,
 )
 from notifsvc.api.plumbing import (
     RETRY_LATER,
+    TALLY,
     Reject,
     json_response,
     problem,
@@ -72,14 +75,13 @@ async def _store_one(
     try:
         await _send_within(app, notification, trace)
     except KafkaError as exc:
-        log.warning(
-            "not accepted %s: broker did not acknowledge: %r",
-            notification.uuid,
-            exc,
-            extra={"uuid": notification.uuid},
-        )
+        _not_acknowledged(notification.uuid, exc)
         raise Reject(_unavailable()) from None
-    metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
+    TALLY.produced(time.perf_counter() - started)
+
+
+def _not_acknowledged(uid: uuid_mod.UUID | str, exc: KafkaError) -> None:
+    log.warning("not accepted %s: broker did not acknowledge: %r", uid, exc, extra={"uuid": uid})
 
 
 def _unavailable() -> web.Response:
@@ -97,10 +99,44 @@ def _server_span(request: web.Request) -> tracing.Span | None:
 
 
 async def post_notification(request: web.Request) -> web.Response:
+    ingress = request.app[INGRESS]
+    if not ingress.keyed and not ingress.tracing.enabled:
+        return await _accept_plain(request, ingress)
     span = _server_span(request)
     response = await _accept_one(request, span)
     tracing.end_http(span, response.status)
     return response
+
+
+async def _accept_plain(request: web.Request, ingress: Ingress) -> web.Response:
+    """:func:`_accept_one` for a request without an API key or a span: the same answers
+    and the same message written (unit/api/test_accept_plain.py compares them), with
+    what each request needs looked up once (:class:`Ingress`), and for an ordinary request
+    no Notification or UUID object (:meth:`Validator.plain_record`)."""
+    try:
+        data = await read_json(request, ingress.max_body_bytes)
+    except Reject as reject:
+        return reject.response
+    record = ingress.validator.plain_record(data)
+    if record is None:  # anything unusual: a Notification, as _accept_one makes it
+        try:
+            n = ingress.validator.validate(data)
+        except InvalidNotification as exc:
+            return problem(422, "Invalid notification", str(exc), errors=exc.errors)
+        record = str(n.uuid), n.uuid.int, n.encode()
+    text, number, value = record
+    key = text.encode()
+    started = time.perf_counter()
+    try:
+        within, topic = ingress.within, ingress.topic
+        await ingress.producer.send_within(within, topic, value, key=key, headers=())
+    except KafkaError as exc:
+        _not_acknowledged(text, exc)
+        return _unavailable()
+    TALLY.produced(time.perf_counter() - started)
+    ingress.recent.add_one(number)
+    body = b'{"uuid":"' + key + b'","status":"accepted"}'
+    return web.Response(status=202, body=body, content_type="application/json")
 
 
 async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -178,10 +179,67 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem(500, "Internal Server Error", "unexpected error; nothing was accepted")
-    route = route_of(request)
-    _requests(route, response.status).inc()
-    _seconds(route).observe(time.perf_counter() - started)
+    TALLY.request(route_of(request), response.status, time.perf_counter() - started)
     return response
+
+
+class Tally:
+    """The request metrics of one event-loop iteration, recorded together at its end.
+
+    A counter increment and a histogram observation per request took a lock per bucket
+    and per sum each (with the produce time, 3 % of the receiver's samples at a few
+    thousand requests/s). The observations of an iteration are kept in lists and recorded
+    once, in a callback the first of them schedules: a scrape, which comes in a later
+    iteration, sees every request answered before it, with the same values as if each had
+    been recorded at once (unit/api/test_tally.py).
+    """
+
+    def __init__(self) -> None:
+        self._requests: list[tuple[str, int, float]] = []
+        self._produced: list[float] = []
+        #: The loop whose next iteration records them (another one, e.g. a test's next
+        #: loop after this one closed, schedules again).
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        """A request to ``route`` answered with ``status`` after ``seconds``."""
+        self._requests.append((route, status, seconds))
+        self._schedule()
+
+    def produced(self, seconds: float) -> None:
+        """A write the broker acknowledged after ``seconds``."""
+        self._produced.append(seconds)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a direct call): record it now
+            self.flush()
+            return
+        if loop is not self._loop:
+            loop.call_soon(self.flush)
+            self._loop = loop
+
+    def flush(self) -> None:
+        """Record what was kept (also safe to call directly)."""
+        self._loop = None
+        requests, self._requests = self._requests, []
+        produced, self._produced = self._produced, []
+        counts: dict[tuple[str, int], int] = {}
+        times: dict[str, list[float]] = {}
+        for route, status, seconds in requests:
+            counts[route, status] = counts.get((route, status), 0) + 1
+            times.setdefault(route, []).append(seconds)
+        for (route, status), count in counts.items():
+            _requests(route, status).inc(count)
+        for route, amounts in times.items():
+            metrics.observe_all(_seconds(route), amounts)
+        metrics.observe_all(metrics.PRODUCE_SECONDS, produced)
+
+
+#: The receiver process's request metrics (each worker is a process of its own).
+TALLY = Tally()
 
 
 @functools.cache  # bounded: canonical routes x statuses

@@ -42,6 +42,15 @@ class RecentlyAccepted:
         while len(accepted) > self.capacity:
             accepted.popitem(last=False)
 
+    def add_one(self, number: int) -> None:
+        """:meth:`add` of one UUID, given as its integer (``uuid.int``)."""
+        accepted = self._accepted
+        if number in accepted:  # (a new one is added at the end)
+            accepted.move_to_end(number)
+        accepted[number] = self._clock()
+        if len(accepted) > self.capacity:
+            accepted.popitem(last=False)
+
     def age(self, uid: uuid_mod.UUID) -> float | None:
         """Seconds since ``uid`` was accepted, if that was within the window."""
         when = self._accepted.get(uid.int)
