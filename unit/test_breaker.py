@@ -40,6 +40,31 @@ def test_opens_at_the_failure_rate_once_enough_calls_were_seen() -> None:
     assert breaker.retry_after() == 5.0
 
 
+class Ticking(Clock):
+    """A clock that moves on by ``step`` at each reading (a real one, under load)."""
+
+    step = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_an_open_breaker_never_says_to_wait_zero_seconds() -> None:
+    """The cool-down ends between retry_after()'s readings of the clock: it answers 0 only
+    for a breaker that then is no longer open."""
+    clock = Ticking()
+    breaker = Breaker("twilio", POLICY, clock)
+    for _ in range(4):
+        breaker.record(False)
+    assert state_of(breaker) is State.OPEN
+    clock.now += POLICY.cooldown - 0.002
+    clock.step = 0.0015  # the cool-down ends at the second reading
+    waited = breaker.retry_after()
+    clock.step = 0.0
+    assert waited > 0 or breaker._state is not State.OPEN
+
+
 def test_failures_older_than_the_window_are_forgotten() -> None:
     clock = Clock()
     breaker = Breaker("twilio", POLICY, clock)

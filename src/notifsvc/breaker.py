@@ -79,9 +79,10 @@ class Breaker:
 
     def retry_after(self) -> float:
         """Seconds until an open breaker half-opens; 0 when it is not open."""
+        left = self._left()  # before the state: a breaker still open later has more left
         if self.state is not State.OPEN:
             return 0.0
-        return min(max(0.0, self._left()), self.policy.cooldown)  # rounding must not add any
+        return min(max(0.0, left), self.policy.cooldown)  # rounding must not add any
 
     def _left(self) -> float:
         """Seconds of the cool-down left, by one formula for :attr:`state` and
