@@ -290,22 +290,18 @@ class DeliveryPolicy:
         # NOTIFSVC_SEND_RATE is the whole cluster's: this replica spends its share of it
         self._limiter = SharedLimiter(settings.send_rate)
         self._deadlines = Deadlines(outer_deadline(settings.send_timeout_ms / 1000))
-        # the metric children of this channel, looked up once rather than per send, and
-        # what was observed since the last flush_metrics() (see metrics.observe_all)
-        self._end_to_end = metrics.END_TO_END.labels(channel.name)
-        self._provider_seconds = metrics.PROVIDER_SECONDS.labels(channel.name)
-        self._end_to_end_seen: list[float] = []
-        self._provider_seen: list[float] = []
+        # the metric children of this channel, looked up once rather than per send; the
+        # latencies are added per batch (flush_metrics)
+        self._end_to_end = metrics.Observations(metrics.END_TO_END.labels(channel.name))
+        self._provider_seconds = metrics.Observations(metrics.PROVIDER_SECONDS.labels(channel.name))
         self._retries = metrics.RETRIES.labels(channel.name)
         self._send_now = channel.synchronous_send()
 
     def flush_metrics(self) -> None:
         """Add the latencies observed since the last call to their histograms (the
         notificator calls it once per written part of a batch)."""
-        seen, self._end_to_end_seen = self._end_to_end_seen, []
-        metrics.observe_all(self._end_to_end, seen)
-        seen, self._provider_seen = self._provider_seen, []
-        metrics.observe_all(self._provider_seconds, seen)
+        self._end_to_end.flush()
+        self._provider_seconds.flush()
 
     def retry_delay(self, d: Delivery, passes: int) -> float:
         """Seconds before the retry lane takes ``d`` up again, after ``passes`` earlier ones."""
@@ -366,10 +362,10 @@ class DeliveryPolicy:
         None when it sent nothing: :meth:`deliver` it. ``free``: whether ``slots`` has a
         free slot, when the caller knows (it starts a batch's notifications without
         awaiting, so no slot changes hands: one ``locked()`` per batch, not per send)."""
+        if free is None:
+            free = not slots.locked()
         send = self._send_now
-        if send is None or self._limiter.rate or self.throttle.remaining():
-            return None
-        if not (free if free is not None else not slots.locked()):
+        if send is None or not free or self._limiter.rate or self.throttle.remaining():
             return None
         refused = self._refused(n, prior)  # also the last moment before the send to check
         if refused is not None:
@@ -485,7 +481,7 @@ class DeliveryPolicy:
     def _sent(
         self, n: Notification, attempts: int, prior: int, tried: tuple[Attempt, ...] = ()
     ) -> Delivery:
-        self._end_to_end_seen.append(max(0.0, time.time() - n.accepted_at))
+        self._end_to_end.observe(max(0.0, time.time() - n.accepted_at))
         return Delivery(n, State.SENT, attempts, prior + attempts, None, 0.0, tried)
 
     async def _attempt(self, n: Notification, earlier: int) -> Tried:
@@ -529,7 +525,7 @@ class DeliveryPolicy:
         """The answer to a send begun at ``started`` (monotonic) and ``wall``: its receipt,
         or what it raised as a :class:`DeliveryError` (a channel's bug fails this
         notification only)."""
-        self._provider_seen.append(time.monotonic() - started)
+        self._provider_seconds.observe(time.monotonic() - started)
         error: DeliveryError | None = None
         if isinstance(failure, TimeoutError):
             error = self._timed_out(failure)

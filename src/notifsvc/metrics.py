@@ -131,6 +131,25 @@ def observe_all(histogram: Histogram, amounts: Iterable[float]) -> None:
             bucket.inc(count)
 
 
+class Observations:
+    """Observations of one histogram (a child, ``.labels(...)``, or one without labels)
+    kept until :meth:`flush` adds them with :func:`observe_all`: for a stage that observes
+    every notification of a batch, or every request of a loop iteration."""
+
+    __slots__ = ("_amounts", "histogram")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self._amounts: list[float] = []
+
+    def observe(self, amount: float) -> None:
+        self._amounts.append(amount)
+
+    def flush(self) -> None:
+        amounts, self._amounts = self._amounts, []
+        observe_all(self.histogram, amounts)
+
+
 def serve(port: int) -> None:
     """Expose ``/metrics`` on ``port`` from a background thread (0 disables it)."""
     if port:

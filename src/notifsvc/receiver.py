@@ -65,16 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app[GATE] = gate
     app[RECENT] = RecentlyAccepted()
     app[TRACING] = tracing.Tracing(settings, "notifsvc-receiver")
-    app[INGRESS] = Ingress(
-        producer=app[PRODUCER],
-        validator=validator,
-        recent=app[RECENT],
-        tracing=app[TRACING],
-        topic=topics.outstanding(settings),
-        within=settings.produce_timeout_ms / 1000,
-        max_body_bytes=settings.max_body_bytes,
-        keyed=gate.enabled,
-    )
+    app[INGRESS] = Ingress.of(app)
     burst = gate.burst if gate.enabled else None
     extra = (operations.openapi, replays.openapi, console.openapi)
     doc = openapi.document(settings, validator, burst=burst, extra=extra)

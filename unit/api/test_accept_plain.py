@@ -1,5 +1,6 @@
-"""``POST /notification`` without an API key or a span takes ``_accept_plain``: it answers
-and writes to the broker exactly what the general path (``_accept_one``) does."""
+"""``POST /notification`` without an API key or a span needs no ``Notification`` object
+(``Validator.plain_record``): it answers and writes to the broker exactly what it does when
+every request is validated in full."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from notifsvc import channels, topics, tracing
 from notifsvc.api import handlers
 from notifsvc.api.context import (
+    API_KEY,
     INGRESS,
     PRODUCER,
     RECENT,
@@ -74,16 +76,7 @@ def _app(*, down: bool) -> tuple[web.Application, FakeProducer]:
     app[VALIDATOR] = validator
     app[RECENT] = RecentlyAccepted(clock=lambda: 5.0)
     app[TRACING] = tracing.Tracing(SETTINGS_, "test")
-    app[INGRESS] = Ingress(
-        producer=app[PRODUCER],
-        validator=validator,
-        recent=app[RECENT],
-        tracing=app[TRACING],
-        topic=topics.outstanding(SETTINGS_),
-        within=SETTINGS_.produce_timeout_ms / 1000,
-        max_body_bytes=SETTINGS_.max_body_bytes,
-        keyed=False,
-    )
+    app[INGRESS] = Ingress.of(app)
     return app, producer
 
 
@@ -99,9 +92,10 @@ async def _answer(plain: bool, body: bytes, headers: dict[str, str], down: bool)
     app, producer = _app(down=down)
     request = _request(app, body, headers)
     if plain:
-        response = await handlers._accept_plain(request, app[INGRESS])
-    else:
-        response = await handlers._accept_one(request, None)
+        response = await handlers.post_notification(request)
+    else:  # every request validated in full
+        with mock.patch.object(app[VALIDATOR], "plain_record", return_value=None):
+            response = await handlers.post_notification(request)
     assert isinstance(response.body, bytes)
     recent = sorted(app[RECENT]._accepted.items())
     return response.status, dict(response.headers), response.body, producer.sent, recent
@@ -205,19 +199,21 @@ def test_an_ordinary_request_is_accepted_by_the_plain_path(uid: object, name: st
 
 
 async def test_a_request_takes_the_plain_path_only_without_keys_and_tracing() -> None:
-    app, _ = _app(down=False)
+    app, producer = _app(down=False)
     uid = "0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
     body = orjson.dumps({"uuid": uid, "destination": "log", "to": "o", "txt": "t"})
     headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-    with mock.patch.object(handlers, "_accept_plain", wraps=handlers._accept_plain) as plain:
+    validator = app[VALIDATOR]
+    with mock.patch.object(validator, "plain_record", wraps=validator.plain_record) as plain:
         response = await handlers.post_notification(_request(app, body, headers))
-    assert response.status == 202 and plain.call_count == 1
-    keyed, _ = _app(down=False)
-    keyed[INGRESS] = Ingress(**{**_fields(app[INGRESS]), "keyed": True})
-    with mock.patch.object(handlers, "_accept_plain", wraps=handlers._accept_plain) as plain:
-        response = await handlers.post_notification(_request(keyed, body, headers))
-    assert response.status == 202 and plain.call_count == 0
-
-
-def _fields(ingress: Ingress) -> dict[str, Any]:
-    return {name: getattr(ingress, name) for name in Ingress.__slots__}
+        assert response.status == 202 and plain.call_count == 1
+        keyed = _request(app, body, headers)
+        keyed[API_KEY] = bytes(range(32))  # authenticated: its key's id is stamped on it
+        response = await handlers.post_notification(keyed)
+        assert response.status == 202 and plain.call_count == 1
+        span = mock.Mock()  # traced: the span is annotated with what was validated in full
+        data = orjson.loads(body)
+        traced = handlers._accepted(_request(app, body, headers), app[INGRESS], data, span)
+    assert plain.call_count == 1 and traced[0] == uid
+    span.set_attributes.assert_called_once()
+    assert orjson.loads(producer.sent[1][2])["client"] == bytes(range(8)).hex()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from notifsvc import tracing
+from notifsvc import topics, tracing
 from notifsvc.api.recent import RecentlyAccepted
 from notifsvc.api.validation import Validator
 from notifsvc.auth import Gate
@@ -38,8 +38,20 @@ class Ingress:
     #: Seconds a produce may wait for its acknowledgement.
     within: float
     max_body_bytes: int
-    #: Whether API keys are configured (then each request carries one, :data:`API_KEY`).
-    keyed: bool
+
+    @classmethod
+    def of(cls, app: web.Application) -> Ingress:
+        """From what ``app`` holds (its producer, validator, recent list, tracer, settings)."""
+        settings = app[SETTINGS]
+        return cls(
+            producer=app[PRODUCER],
+            validator=app[VALIDATOR],
+            recent=app[RECENT],
+            tracing=app[TRACING],
+            topic=topics.outstanding(settings),
+            within=settings.produce_timeout_ms / 1000,
+            max_body_bytes=settings.max_body_bytes,
+        )
 
 
 INGRESS = web.AppKey("ingress", Ingress)

@@ -56,31 +56,20 @@ def _send(
     return app[PRODUCER].send(topic, notification.encode(), key=notification.key, headers=trace)
 
 
-def _send_within(
-    app: web.Application, notification: Notification, trace: tracing.Headers
-) -> asyncio.Future[None]:
-    """:func:`_send`, failing with :class:`KafkaError` after the produce timeout."""
-    topic = topics.outstanding(app[SETTINGS])
-    within = app[SETTINGS].produce_timeout_ms / 1000
-    value, key = notification.encode(), notification.key
-    return app[PRODUCER].send_within(within, topic, value, key=key, headers=trace)
-
-
-async def _store_one(
-    app: web.Application, notification: Notification, trace: tracing.Headers
-) -> None:
-    """Wait until the broker holds ``notification``; :class:`Reject` with 503 otherwise
-    (at the latest after the produce timeout)."""
+async def _store(ingress: Ingress, text: str, value: bytes, trace: tracing.Headers) -> None:
+    """Wait until the broker holds ``value`` (keyed by the UUID ``text``); :class:`Reject`
+    with 503 otherwise (at the latest after the produce timeout)."""
     started = time.perf_counter()
     try:
-        await _send_within(app, notification, trace)
+        within, topic = ingress.within, ingress.topic
+        await ingress.producer.send_within(within, topic, value, key=text.encode(), headers=trace)
     except KafkaError as exc:
-        _not_acknowledged(notification.uuid, exc)
+        _not_acknowledged(text, exc)
         raise Reject(_unavailable()) from None
     TALLY.produced(time.perf_counter() - started)
 
 
-def _not_acknowledged(uid: uuid_mod.UUID | str, exc: KafkaError) -> None:
+def _not_acknowledged(uid: str, exc: KafkaError) -> None:
     log.warning("not accepted %s: broker did not acknowledge: %r", uid, exc, extra={"uuid": uid})
 
 
@@ -99,61 +88,42 @@ def _server_span(request: web.Request) -> tracing.Span | None:
 
 
 async def post_notification(request: web.Request) -> web.Response:
-    ingress = request.app[INGRESS]
-    if not ingress.keyed and not ingress.tracing.enabled:
-        return await _accept_plain(request, ingress)
     span = _server_span(request)
     response = await _accept_one(request, span)
     tracing.end_http(span, response.status)
     return response
 
 
-async def _accept_plain(request: web.Request, ingress: Ingress) -> web.Response:
-    """:func:`_accept_one` for a request without an API key or a span: the same answers
-    and the same message written (unit/api/test_accept_plain.py compares them), with
-    what each request needs looked up once (:class:`Ingress`), and for an ordinary request
-    no Notification or UUID object (:meth:`Validator.plain_record`)."""
+async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Response:
+    ingress = request.app[INGRESS]
     try:
         data = await read_json(request, ingress.max_body_bytes)
-    except Reject as reject:
-        return reject.response
-    record = ingress.validator.plain_record(data)
-    if record is None:  # anything unusual: a Notification, as _accept_one makes it
-        try:
-            n = ingress.validator.validate(data)
-        except InvalidNotification as exc:
-            return problem(422, "Invalid notification", str(exc), errors=exc.errors)
-        record = str(n.uuid), n.uuid.int, n.encode()
-    text, number, value = record
-    key = text.encode()
-    started = time.perf_counter()
-    try:
-        within, topic = ingress.within, ingress.topic
-        await ingress.producer.send_within(within, topic, value, key=key, headers=())
-    except KafkaError as exc:
-        _not_acknowledged(text, exc)
-        return _unavailable()
-    TALLY.produced(time.perf_counter() - started)
-    ingress.recent.add_one(number)
-    body = b'{"uuid":"' + key + b'","status":"accepted"}'
-    return web.Response(status=202, body=body, content_type="application/json")
-
-
-async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Response:
-    limit = request.app[SETTINGS].max_body_bytes
-    try:
-        notification = _stamp(
-            request, request.app[VALIDATOR].validate(await read_json(request, limit))
-        )
-        if span is not None:
-            tracing.annotate(span, uuid=str(notification.uuid), channel=notification.channel)
-        await _store_one(request.app, notification, tracing.headers(span))
+        text, number, value = _accepted(request, ingress, data, span)
+        await _store(ingress, text, value, tracing.headers(span))
     except Reject as reject:
         return reject.response
     except InvalidNotification as exc:
         return problem(422, "Invalid notification", str(exc), errors=exc.errors)
-    request.app[RECENT].add([notification.uuid])
-    return json_response(202, {"uuid": str(notification.uuid), "status": "accepted"})
+    ingress.recent.add_ints((number,))
+    body = b'{"uuid":"' + text.encode() + b'","status":"accepted"}'
+    return web.Response(status=202, body=body, content_type="application/json")
+
+
+def _accepted(
+    request: web.Request, ingress: Ingress, data: object, span: tracing.Span | None
+) -> tuple[str, int, bytes]:
+    """The accepted notification's UUID (canonical text, integer) and the value to write.
+    An ordinary request with no API key to stamp and no span to annotate needs no
+    :class:`Notification` or UUID object (:meth:`Validator.plain_record`: the same value,
+    which unit/api/test_accept_plain.py checks); anything else is validated in full."""
+    if span is None and API_KEY not in request:
+        plain = ingress.validator.plain_record(data)
+        if plain is not None:
+            return plain
+    n = _stamp(request, ingress.validator.validate(data))
+    if span is not None:
+        tracing.annotate(span, uuid=str(n.uuid), channel=n.channel)
+    return str(n.uuid), n.uuid.int, n.encode()
 
 
 def _stamp(request: web.Request, n: Notification) -> Notification:

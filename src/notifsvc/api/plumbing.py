@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -195,20 +196,25 @@ class Tally:
     """
 
     def __init__(self) -> None:
-        self._requests: list[tuple[str, int, float]] = []
-        self._produced: list[float] = []
+        self._counts: Counter[tuple[str, int]] = Counter()
+        self._seconds: dict[str, metrics.Observations] = {}  # by route (canonical: bounded)
+        self._produced = metrics.Observations(metrics.PRODUCE_SECONDS)
         #: The loop whose next iteration records them (another one, e.g. a test's next
         #: loop after this one closed, schedules again).
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """A request to ``route`` answered with ``status`` after ``seconds``."""
-        self._requests.append((route, status, seconds))
+        self._counts[route, status] += 1
+        times = self._seconds.get(route)
+        if times is None:
+            times = self._seconds[route] = metrics.Observations(_seconds(route))
+        times.observe(seconds)
         self._schedule()
 
     def produced(self, seconds: float) -> None:
         """A write the broker acknowledged after ``seconds``."""
-        self._produced.append(seconds)
+        self._produced.observe(seconds)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -224,18 +230,12 @@ class Tally:
     def flush(self) -> None:
         """Record what was kept (also safe to call directly)."""
         self._loop = None
-        requests, self._requests = self._requests, []
-        produced, self._produced = self._produced, []
-        counts: dict[tuple[str, int], int] = {}
-        times: dict[str, list[float]] = {}
-        for route, status, seconds in requests:
-            counts[route, status] = counts.get((route, status), 0) + 1
-            times.setdefault(route, []).append(seconds)
+        counts, self._counts = self._counts, Counter()
         for (route, status), count in counts.items():
             _requests(route, status).inc(count)
-        for route, amounts in times.items():
-            metrics.observe_all(_seconds(route), amounts)
-        metrics.observe_all(metrics.PRODUCE_SECONDS, produced)
+        for times in self._seconds.values():
+            times.flush()
+        self._produced.flush()
 
 
 #: The receiver process's request metrics (each worker is a process of its own).

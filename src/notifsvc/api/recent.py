@@ -34,21 +34,17 @@ class RecentlyAccepted:
         return len(self._accepted)
 
     def add(self, uids: Iterable[uuid_mod.UUID]) -> None:
+        self.add_ints(uid.int for uid in uids)
+
+    def add_ints(self, numbers: Iterable[int]) -> None:
+        """:meth:`add` of UUIDs given as their integers (``uuid.int``: what the receiver's
+        plain path has, without a UUID object)."""
         now = self._clock()
         accepted = self._accepted
-        for uid in uids:
-            accepted[uid.int] = now
-            accepted.move_to_end(uid.int)
-        while len(accepted) > self.capacity:
-            accepted.popitem(last=False)
-
-    def add_one(self, number: int) -> None:
-        """:meth:`add` of one UUID, given as its integer (``uuid.int``)."""
-        accepted = self._accepted
-        if number in accepted:  # (a new one is added at the end)
+        for number in numbers:
+            accepted[number] = now
             accepted.move_to_end(number)
-        accepted[number] = self._clock()
-        if len(accepted) > self.capacity:
+        while len(accepted) > self.capacity:
             accepted.popitem(last=False)
 
     def age(self, uid: uuid_mod.UUID) -> float | None:

@@ -160,6 +160,11 @@ def channel_rules(channel: channels.AnyChannel) -> dict[str, Rule]:
     return rules
 
 
+#: A request's fields as :meth:`Validator._ordinary` takes them: the UUID as written, the
+#: enabled channel, recipient, body, subject and priority.
+_Ordinary = tuple[str, "channels.AnyChannel", str, str, str | None, Priority]
+
+
 def _plain(data: object) -> tuple[str, str, str, str, str | None, str] | None:
     """uuid, destination, to, txt, subject and priority of a request that has only known
     fields (no callback URL), every one a string without NUL, the required ones and a body
@@ -254,6 +259,17 @@ class Validator:
         that is not empty; the priority one of its names in ASCII cases; the channel's own
         ``validate``.
         """
+        ordinary = self._ordinary(data)
+        if ordinary is None:
+            return None
+        raw, channel, to, txt, subject, priority = ordinary
+        uid = uuid_mod.UUID(raw)
+        n = Notification(uid, channel.name, to, txt, subject, priority, accepted_at=self._clock())
+        return None if channel.validate(n) else n
+
+    def _ordinary(self, data: object) -> _Ordinary | None:
+        """The fields of a request as :meth:`_fast` and :meth:`plain_record` take them (the
+        UUID as written, the enabled channel, the priority); None for anything else."""
         plain = _plain(data)
         if plain is None:
             return None
@@ -262,9 +278,7 @@ class Validator:
         priority = _PRIORITIES.get(level.lower()) if level.isascii() else None
         if channel is None or priority is None or not self._uuid.search(raw):
             return None
-        uid = uuid_mod.UUID(raw)
-        n = Notification(uid, name.lower(), to, txt, subject, priority, accepted_at=self._clock())
-        return None if channel.validate(n) else n
+        return raw, channel, to, txt, subject, priority
 
     def plain_record(self, data: object) -> tuple[str, int, bytes] | None:
         """What ``POST /notification`` needs of a request :meth:`_fast` accepts, without the
@@ -276,15 +290,10 @@ class Validator:
         The checks are :meth:`_fast`'s, and for the channel those of the base
         ``Channel.validate``; unit/api/test_accept_plain.py compares the results.
         """
-        plain = _plain(data)
-        if plain is None:
+        ordinary = self._ordinary(data)
+        if ordinary is None:
             return None
-        raw, name, to, txt, subject, level = plain
-        name = name.lower()
-        channel = self.channels.get(name) if name.isascii() else None
-        priority = _PRIORITIES.get(level.lower()) if level.isascii() else None
-        if channel is None or priority is None or not self._uuid.search(raw):
-            return None
+        raw, channel, to, txt, subject, priority = ordinary
         if type(channel).validate is not Channel.validate:
             return None
         # Channel.validate: the recipient, a body that is not empty (as _plain checked) and
@@ -294,7 +303,13 @@ class Validator:
         text = raw.lower()  # str(UUID(raw)) for the canonical form the pattern allows
         at = self._clock()
         value = wire_value(
-            uuid=text, channel=name, to=to, txt=txt, subject=subject, priority=priority, at=at
+            uuid=text,
+            channel=channel.name,
+            to=to,
+            txt=txt,
+            subject=subject,
+            priority=priority,
+            at=at,
         )
         return text, int(text.replace("-", ""), 16), orjson.dumps(value)
 
