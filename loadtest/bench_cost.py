@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from loadtest import harness, stats
+from loadtest import harness, pg_statements, stats
 from loadtest.bench import machine
 from notifsvc import topics
 from notifsvc.dev.fakes.webhook import WebhookSink
@@ -64,6 +64,7 @@ class Options:
     pipeline_only: bool = False
     channel: str = "log"
     ingress_only: bool = False
+    statements: bool = False
 
 
 class Meter:
@@ -297,6 +298,8 @@ async def _drive(
     pids = {name: [p.pid] for name, p in procs.items()}
     meter = Meter(pids | {"broker": [infra.broker.pid], "postgres": [infra.postgres.pid]})
     idle = await _idle(meter)
+    if o.statements:
+        await pg_statements.reset(conn)
     began = time.time()
     meter.start()
     run = await _post(
@@ -308,6 +311,9 @@ async def _drive(
     row = await conn.fetchrow(_SPAN, began)
     rate = stats.rate(row["n"], float(row["seconds"]))
     print(f"  pipeline: {row['n']:,} delivered, {rate:,.0f}/s end to end", flush=True)
+    statements = await pg_statements.top(conn, row["n"]) if o.statements else []
+    if statements:
+        print("  PostgreSQL time by statement:", *pg_statements.lines(statements), sep="\n")
     marginal = {name: c - idle[name] * wall for name, c in cpu.items()}
     return {
         "delivered": row["n"],
@@ -317,6 +323,7 @@ async def _drive(
         "idle": idle,
         "wall": wall,
         "marginal": marginal,
+        "statements": statements,
     }
 
 
@@ -488,7 +495,11 @@ def text(s: dict[str, Any], o: Options) -> str:
 
 async def run(o: Options) -> dict[str, Any]:
     workdir = harness.scratch_dir("bench-cost")
-    infra = LocalInfra(workdir / "infra", own_process_group=True)
+    infra = LocalInfra(
+        workdir / "infra",
+        own_process_group=True,
+        postgres_settings=pg_statements.SERVER_SETTINGS if o.statements else None,
+    )
     sampler = harness.CpuSampler()
     rounds = []
     await asyncio.to_thread(infra.start)
@@ -523,6 +534,11 @@ def options(argv: list[str] | None) -> Options:
     )
     p.add_argument(
         "--ingress-only", action="store_true", help="skip the pipeline part (faster iterations)"
+    )
+    p.add_argument(
+        "--statements",
+        action="store_true",
+        help="print PostgreSQL time per statement (loads pg_stat_statements: a little dearer)",
     )
     p.add_argument(
         "--channel",

@@ -1,9 +1,10 @@
 """The one thin, typed, asyncio-friendly layer over confluent-kafka.
 
 Nothing outside this module builds librdkafka configuration or touches confluent-kafka
-objects. The producer's delivery reports are served by a background thread and resolve
-asyncio futures; every consumer call runs on the consumer's own single thread, so that
-librdkafka sees one caller and rebalance callbacks run between our batches.
+objects. The producer's delivery reports are served on the event loop and resolve asyncio
+futures (a watchdog thread only replaces a producer that broke); every consumer call runs
+on the consumer's own single thread, so that librdkafka sees one caller and rebalance
+callbacks run between our batches.
 """
 
 from __future__ import annotations
@@ -184,9 +185,19 @@ class Producer:
 
     Sends made during one event-loop iteration are handed to librdkafka together at its
     end, so a send never raises into its caller: a message that cannot be queued fails its
-    own future. The delivery reports of one poll come back to the loop in one wake-up.
-    (Neither changed the receiver's measured rate; see docs/performance.md.)
+    own future. Delivery reports are served on the loop too: by a non-blocking poll after
+    each hand-over and on a timer (every :data:`POLL_BUSY` seconds while messages wait for
+    their reports, :data:`POLL_IDLE` otherwise). A thread of its own serving them cost the
+    receiver a fifth of its CPU: each report took the interpreter lock from the loop's
+    thread (see docs/performance.md). The watchdog thread (:meth:`_watch`) only replaces a
+    producer that had a fatal error or made no progress while the broker answered.
     """
+
+    #: Seconds between polls while messages wait for their reports, and while none do.
+    POLL_BUSY = 0.001
+    POLL_IDLE = 0.05
+    #: Seconds between the watchdog's looks for a fatal error or a wedged producer.
+    WATCH_EVERY = 0.5
 
     def __init__(
         self,
@@ -207,7 +218,9 @@ class Producer:
         }
         self._producer: confluent_kafka.Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._poller: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._polling: asyncio.TimerHandle | None = None
+        self._polling_busy = False
         self._stopping = threading.Event()
         self._fatal = threading.Event()
         self._outbox: list[_Outgoing] = []
@@ -227,8 +240,9 @@ class Producer:
         self._loop = asyncio.get_running_loop()
         self._producer = confluent_kafka.Producer(self._config)
         self._stopping.clear()
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
-        self._poller.start()
+        self._watchdog = threading.Thread(target=self._watch, name="kafka-producer", daemon=True)
+        self._watchdog.start()
+        self._poll()
         try:  # connect (and let the idempotent producer get its id) before the first send
             await asyncio.to_thread(self.ping, 5.0)
         except KafkaError as exc:
@@ -239,19 +253,46 @@ class Producer:
             log.error("producer fatal error: %s", err.str())
             self._fatal.set()
 
-    def _poll_loop(self) -> None:
-        while not self._stopping.is_set():
+    def _poll(self) -> None:
+        """Serve the reports (and errors and logs) librdkafka holds, on the loop; again soon."""
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            self._serve(producer)
+        finally:  # whatever a callback raised (the loop logs it), the next poll comes
+            self._poll_in(self.POLL_BUSY if len(producer) else self.POLL_IDLE)
+
+    def _poll_in(self, seconds: float) -> None:
+        assert self._loop is not None
+        if self._polling is not None:
+            self._polling.cancel()
+        self._polling = self._loop.call_later(seconds, self._poll)
+        self._polling_busy = seconds == self.POLL_BUSY
+
+    def _serve(self, producer: confluent_kafka.Producer) -> None:
+        try:
+            producer.poll(0)
+        except confluent_kafka.KafkaException as exc:  # an error callback raised: carry on
+            self._on_error(exc.args[0])
+        with self._reports_lock:
+            reports, self._reports = self._reports, []
+        if reports:
+            self._settle(reports)
+
+    def _settle(self, reports: list[_Report]) -> None:
+        if any(err is None for _, err in reports):
+            self._waiting_since = None
+        _settle_all(reports)
+
+    def _watch(self) -> None:
+        """The watchdog thread: a producer with a fatal error, or wedged, is replaced."""
+        while not self._stopping.wait(self.WATCH_EVERY):
             producer = self._producer
             if producer is None:
                 return
             if self._fatal.is_set() or self._wedged(producer):
                 self._replace(producer)
-                continue
-            try:
-                producer.poll(0.05)
-            except confluent_kafka.KafkaException as exc:  # this thread must never die
-                self._on_error(exc.args[0])
-            self._hand_over_reports()
 
     def _wedged(self, producer: confluent_kafka.Producer) -> bool:
         now = time.monotonic()
@@ -280,20 +321,18 @@ class Producer:
     def _on_delivery(
         self, waiter: _Waiter, err: confluent_kafka.KafkaError | None, _msg: object
     ) -> None:
-        """A delivery report, on the polling thread: kept until the poll returns."""
+        """A delivery report, on whichever thread polls (the loop's, or one flushing a
+        replaced or stopped producer): kept until that poll returns."""
         with self._reports_lock:
             self._reports.append((waiter, err))
 
     def _hand_over_reports(self) -> None:
+        """Reports served off the loop (by a flush), settled on the loop."""
         with self._reports_lock:
             reports, self._reports = self._reports, []
-        if not reports:
-            return
-        if any(err is None for _, err in reports):
-            self._waiting_since = None
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(_settle_all, reports)
+        if reports and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._settle, reports)
 
     def send(
         self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
@@ -362,6 +401,9 @@ class Producer:
                 settle(waiter, classify(exc.args[0]))
             except (TypeError, ValueError) as exc:  # e.g. a header librdkafka cannot take
                 settle(waiter, KafkaRecordError(f"cannot produce: {exc}"))
+        self._serve(producer)
+        if not self._polling_busy:  # reports are due now: poll for them at the busy pace
+            self._poll_in(self.POLL_BUSY)
 
     async def send_all(self, messages: Iterable[tuple[str, bytes, bytes | None, Headers]]) -> None:
         """Send many messages and wait until every one is acknowledged.
@@ -403,12 +445,14 @@ class Producer:
         if self._outbox:  # sends of the current loop iteration
             self._produce_outbox()
         producer, self._producer = self._producer, None
+        if self._polling is not None:
+            self._polling.cancel()
         remaining = await asyncio.to_thread(producer.flush, flush_seconds)
         if remaining:
             log.warning("producer stopped with %d undelivered messages", remaining)
         self._stopping.set()
-        if self._poller is not None:
-            await asyncio.to_thread(self._poller.join)
+        if self._watchdog is not None:
+            await asyncio.to_thread(self._watchdog.join)
         self._hand_over_reports()
 
 

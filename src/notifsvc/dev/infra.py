@@ -176,11 +176,18 @@ class LocalInfra(Infra):
     broker_values: ClassVar[Mapping[str, Any]] = {"kafka_fetch_wait_ms": 50}
 
     def __init__(
-        self, state_dir: Path, *, keep: bool = False, own_process_group: bool = False
+        self,
+        state_dir: Path,
+        *,
+        keep: bool = False,
+        own_process_group: bool = False,
+        postgres_settings: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(state_dir)
         self.broker = TansuBroker(state_dir / "tansu.log", own_process_group=own_process_group)
-        self.postgres = EmbeddedPostgres(keep=keep, own_process_group=own_process_group)
+        self.postgres = EmbeddedPostgres(
+            keep=keep, own_process_group=own_process_group, server_settings=postgres_settings
+        )
         self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infra")
         self._stopped = False
 

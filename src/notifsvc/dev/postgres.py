@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from notifsvc.process import spawn, stop, tail
@@ -68,6 +69,10 @@ def _ensure_user() -> str | None:
     return PG_USER
 
 
+def _settings(values: Mapping[str, str]) -> list[str]:
+    return [arg for name, value in values.items() for arg in ("-c", f"{name}={value}")]
+
+
 class EmbeddedPostgres:
     """A throw-away (or, with ``keep``, kept) PostgreSQL server in a folder of its own."""
 
@@ -78,9 +83,13 @@ class EmbeddedPostgres:
         keep: bool = False,
         database: str = "notifsvc",
         own_process_group: bool = False,
+        server_settings: Mapping[str, str] | None = None,
     ) -> None:
-        """``own_process_group``: see :class:`~notifsvc.dev.broker.TansuBroker`."""
+        """``own_process_group``: see :class:`~notifsvc.dev.broker.TansuBroker`.
+        ``server_settings``: further ``postgres -c`` settings (e.g. a benchmark's
+        ``shared_preload_libraries``), after and so over this class's own."""
         self.base_dir = base_dir
+        self.server_settings = dict(server_settings or {})
         self.keep = keep
         self.database = database
         self.own_process_group = own_process_group
@@ -178,6 +187,7 @@ class EmbeddedPostgres:
                     "full_page_writes=off",
                     "-c",
                     "max_connections=300",
+                    *_settings(self.server_settings),
                 ],
                 output=out,
                 user=self._user,
