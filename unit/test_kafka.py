@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,25 +74,70 @@ async def test_a_send_with_a_deadline_fails_at_it_not_at_the_message_timeout() -
         await producer.stop(flush_seconds=0.1)
 
 
+def _fatal() -> confluent_kafka.KafkaError:
+    return confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "test", fatal=True)
+
+
 async def test_a_fatal_error_replaces_the_producer_and_fails_what_it_held() -> None:
     """A fatal error (e.g. a broker that lost the idempotent producer's state) ends that
-    librdkafka instance: the watchdog thread swaps in a new one and fails every message the
-    old one held at once, not at the message timeout, and later sends go to the new one."""
+    librdkafka instance: the loop swaps in a new one and fails every message the old one
+    held at once, not at the message timeout, and later sends go to the new one."""
     settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
     producer = Producer(settings, client_id="test", timeout_ms=120_000)
     await producer.start()
     try:
+        old = producer._producer
         held = producer.send("t", b"1", key=b"a")
         await asyncio.sleep(0)  # handed to librdkafka at the end of this iteration
-        fatal = confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "test", fatal=True)
-        producer._on_error(fatal)
+        producer._on_error(_fatal())
         with pytest.raises(KafkaUnavailable, match="Purged in queue"):
             await asyncio.wait_for(held, timeout=30)
+        assert producer._producer is not None and producer._producer is not old
         later = producer.send("t", b"2", key=b"b")
         await asyncio.sleep(0.2)
         assert not later.done()  # queued on the new instance, waiting for a broker
     finally:
         await producer.stop(flush_seconds=0.1)
+
+
+async def test_a_watchdog_look_that_raises_does_not_end_the_watchdog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog thread must outlive a failed look (here its wedged check raising), or
+    a later fatal error would leave the producer broken for good."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=120_000)
+    looked = threading.Event()
+
+    def wedged(_producer: object) -> bool:
+        looked.set()
+        raise RuntimeError("a look failed")
+
+    monkeypatch.setattr(producer, "_wedged", wedged)
+    await producer.start()
+    try:
+        held = producer.send("t", b"1", key=b"a")
+        assert await asyncio.to_thread(looked.wait, 30)
+        producer._on_error(_fatal())
+        with pytest.raises(KafkaUnavailable, match="Purged in queue"):
+            await asyncio.wait_for(held, timeout=30)
+    finally:
+        await producer.stop(flush_seconds=0.1)
+
+
+async def test_a_replacement_due_after_stop_does_nothing() -> None:
+    """stop() and the watchdog's replacement can cross: a replacement of an instance that
+    is no longer current (stopped, or replaced already) must not bring a producer back."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=1_000)
+    await producer.start()
+    old = producer._producer
+    assert old is not None
+    await producer.stop(flush_seconds=0.1)
+    producer._replace(old)
+    assert producer._producer is None
+    with pytest.raises(KafkaUnavailable, match="not started"):
+        producer.send("t", b"1")
 
 
 async def test_after_a_hand_over_the_next_poll_is_at_the_busy_pace() -> None:
@@ -103,8 +149,9 @@ async def test_after_a_hand_over_the_next_poll_is_at_the_busy_pace() -> None:
     await producer.start()
     loop = asyncio.get_running_loop()
     try:
+        producer._poll()  # nothing waits for a report: the next poll is at the idle pace
         assert producer._polling is not None
-        assert producer._polling.when() - loop.time() > Producer.POLL_BUSY  # idle
+        assert producer._polling.when() - loop.time() > Producer.POLL_BUSY
         producer.send("t", b"1", key=b"a")
         await asyncio.sleep(0)  # handed to librdkafka at the end of that iteration
         assert producer._polling.when() - loop.time() <= Producer.POLL_BUSY
@@ -131,11 +178,11 @@ async def test_a_report_callback_that_raises_does_not_stop_the_polling(
 
     monkeypatch.setattr(producer, "_on_delivery", once)
     try:
-        lost = producer.send("t", b"1", key=b"a")
+        producer.send("t", b"1", key=b"a")
         later = producer.send("t", b"2", key=b"b")
         with pytest.raises(KafkaUnavailable):  # its timeout, reported by a later poll
             await asyncio.wait_for(later, timeout=30)
-        assert raised and not lost.done()  # the report whose callback raised is gone
+        assert raised  # the failing callback did run first
     finally:
         await producer.stop(flush_seconds=0.1)
 

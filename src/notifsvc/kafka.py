@@ -189,8 +189,9 @@ class Producer:
     each hand-over and on a timer (every :data:`POLL_BUSY` seconds while messages wait for
     their reports, :data:`POLL_IDLE` otherwise). A thread of its own serving them cost the
     receiver a fifth of its CPU: each report took the interpreter lock from the loop's
-    thread (see docs/performance.md). The watchdog thread (:meth:`_watch`) only replaces a
-    producer that had a fatal error or made no progress while the broker answered.
+    thread (see docs/performance.md). The watchdog thread (:meth:`_watch`) only looks for a
+    producer that had a fatal error or made no progress while the broker answered, and
+    has the loop replace it.
     """
 
     #: Seconds between polls while messages wait for their reports, and while none do.
@@ -223,6 +224,7 @@ class Producer:
         self._polling_busy = False
         self._stopping = threading.Event()
         self._fatal = threading.Event()
+        self._wake = threading.Event()  # the watchdog's: a fatal error, or stop()
         self._outbox: list[_Outgoing] = []
         self._deadlines: dict[float, list[asyncio.Future[None]]] = {}  # of the outbox's sends
         self._reports: list[_Report] = []  # filled by whichever thread serves reports
@@ -240,6 +242,7 @@ class Producer:
         self._loop = asyncio.get_running_loop()
         self._producer = confluent_kafka.Producer(self._config)
         self._stopping.clear()
+        self._wake.clear()
         self._watchdog = threading.Thread(target=self._watch, name="kafka-producer", daemon=True)
         self._watchdog.start()
         self._poll()
@@ -252,6 +255,7 @@ class Producer:
         if isinstance(err, confluent_kafka.KafkaError) and err.fatal():
             log.error("producer fatal error: %s", err.str())
             self._fatal.set()
+            self._wake.set()
 
     def _poll(self) -> None:
         """Serve the reports (and errors and logs) librdkafka holds, on the loop; again soon."""
@@ -286,13 +290,20 @@ class Producer:
         _settle_all(reports)
 
     def _watch(self) -> None:
-        """The watchdog thread: a producer with a fatal error, or wedged, is replaced."""
-        while not self._stopping.wait(self.WATCH_EVERY):
-            producer = self._producer
-            if producer is None:
+        """The watchdog thread: a producer with a fatal error, or wedged, is replaced (by
+        the loop, which alone produces: no send can reach an instance after its purge)."""
+        while not self._stopping.is_set():
+            self._wake.wait(self.WATCH_EVERY)
+            self._wake.clear()
+            producer, loop = self._producer, self._loop
+            if producer is None or loop is None or self._stopping.is_set():
                 return
-            if self._fatal.is_set() or self._wedged(producer):
-                self._replace(producer)
+            try:
+                if self._fatal.is_set() or self._wedged(producer):
+                    self._fatal.clear()
+                    loop.call_soon_threadsafe(self._replace, producer)
+            except Exception:  # e.g. the loop closed meanwhile; this thread must not die
+                log.exception("producer watchdog")
 
     def _wedged(self, producer: confluent_kafka.Producer) -> bool:
         now = time.monotonic()
@@ -308,14 +319,27 @@ class Producer:
         return True
 
     def _replace(self, broken: confluent_kafka.Producer) -> None:
-        """A fatal error (e.g. a broker that lost the idempotent producer's state) is final
-        for that instance: fail what it still holds and carry on with a new one."""
+        """On the loop: a fatal error (e.g. a broker that lost the idempotent producer's
+        state) is final for that instance: carry on with a new one, and fail what the old
+        one still holds (off the loop). Nothing to do if it was stopped or replaced since."""
+        if self._producer is not broken or self._loop is None:
+            return
         log.warning("replacing the producer")
         self._producer = confluent_kafka.Producer(self._config)
-        self._fatal.clear()
         self._waiting_since = None
-        broken.purge()
-        broken.flush(5.0)  # serves every purged message's delivery report (as a failure)
+        self._loop.run_in_executor(None, self._drain, broken)
+
+    def _drain(self, broken: confluent_kafka.Producer) -> None:
+        """Fail every message ``broken`` holds: purged, then flushed, which serves each
+        one's delivery report (as a failure) on this thread, handed over to the loop."""
+        try:
+            broken.purge()
+            left = broken.flush(5.0)
+        except Exception:  # a report still served below is better than none
+            log.exception("draining a replaced producer")
+            left = -1
+        if left:
+            log.warning("a replaced producer kept %d messages without a report", left)
         self._hand_over_reports()
 
     def _on_delivery(
@@ -401,9 +425,9 @@ class Producer:
                 settle(waiter, classify(exc.args[0]))
             except (TypeError, ValueError) as exc:  # e.g. a header librdkafka cannot take
                 settle(waiter, KafkaRecordError(f"cannot produce: {exc}"))
-        self._serve(producer)
         if not self._polling_busy:  # reports are due now: poll for them at the busy pace
             self._poll_in(self.POLL_BUSY)
+        self._serve(producer)
 
     async def send_all(self, messages: Iterable[tuple[str, bytes, bytes | None, Headers]]) -> None:
         """Send many messages and wait until every one is acknowledged.
@@ -451,6 +475,7 @@ class Producer:
         if remaining:
             log.warning("producer stopped with %d undelivered messages", remaining)
         self._stopping.set()
+        self._wake.set()
         if self._watchdog is not None:
             await asyncio.to_thread(self._watchdog.join)
         self._hand_over_reports()
