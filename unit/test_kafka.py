@@ -125,6 +125,29 @@ async def test_a_watchdog_look_that_raises_does_not_end_the_watchdog(
         await producer.stop(flush_seconds=0.1)
 
 
+async def test_a_replaced_producer_that_cannot_be_drained_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Draining the old instance runs in an executor nobody awaits: a failure there is
+    logged, and reports already served still reach the loop."""
+
+    class Broken:
+        def purge(self) -> None:
+            raise RuntimeError("purge failed")
+
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=1_000)
+    await producer.start()
+    try:
+        waiter = asyncio.get_running_loop().create_future()
+        producer._on_delivery(waiter, None, None)  # served before the drain failed
+        await asyncio.to_thread(producer._drain, Broken())  # type: ignore[arg-type]
+        await asyncio.wait_for(waiter, timeout=30)
+        assert "draining a replaced producer" in caplog.text
+    finally:
+        await producer.stop(flush_seconds=0.1)
+
+
 async def test_a_replacement_due_after_stop_does_nothing() -> None:
     """stop() and the watchdog's replacement can cross: a replacement of an instance that
     is no longer current (stopped, or replaced already) must not bring a producer back."""

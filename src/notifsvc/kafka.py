@@ -335,12 +335,13 @@ class Producer:
         try:
             broken.purge()
             left = broken.flush(5.0)
-        except Exception:  # a report still served below is better than none
+        except Exception:  # in an executor nobody awaits: say so here
             log.exception("draining a replaced producer")
-            left = -1
-        if left:
-            log.warning("a replaced producer kept %d messages without a report", left)
-        self._hand_over_reports()
+        else:
+            if left:
+                log.warning("a replaced producer kept %d messages without a report", left)
+        finally:  # what was served still reaches the loop
+            self._hand_over_reports()
 
     def _on_delivery(
         self, waiter: _Waiter, err: confluent_kafka.KafkaError | None, _msg: object

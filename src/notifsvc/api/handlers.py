@@ -56,15 +56,15 @@ def _send(
     return app[PRODUCER].send(topic, notification.encode(), key=notification.key, headers=trace)
 
 
-async def _store(ingress: Ingress, text: str, value: bytes, trace: tracing.Headers) -> None:
-    """Wait until the broker holds ``value`` (keyed by the UUID ``text``); :class:`Reject`
-    with 503 otherwise (at the latest after the produce timeout)."""
+async def _store(ingress: Ingress, key: bytes, value: bytes, trace: tracing.Headers) -> None:
+    """Wait until the broker holds ``value`` (keyed by the UUID's text ``key``);
+    :class:`Reject` with 503 otherwise (at the latest after the produce timeout)."""
     started = time.perf_counter()
     try:
         within, topic = ingress.within, ingress.topic
-        await ingress.producer.send_within(within, topic, value, key=text.encode(), headers=trace)
+        await ingress.producer.send_within(within, topic, value, key=key, headers=trace)
     except KafkaError as exc:
-        _not_acknowledged(text, exc)
+        _not_acknowledged(key.decode(), exc)
         raise Reject(_unavailable()) from None
     TALLY.produced(time.perf_counter() - started)
 
@@ -78,9 +78,8 @@ def _unavailable() -> web.Response:
     return problem(503, "Service Unavailable", detail, headers=RETRY_LATER)
 
 
-def _server_span(request: web.Request) -> tracing.Span | None:
+def _server_span(request: web.Request, tracer: tracing.Tracing) -> tracing.Span | None:
     """The request's span (None while tracing is off), continuing the client's trace."""
-    tracer = request.app[TRACING]
     if not tracer.enabled:
         return None
     name = f"{request.method} {route_of(request)}"
@@ -88,24 +87,27 @@ def _server_span(request: web.Request) -> tracing.Span | None:
 
 
 async def post_notification(request: web.Request) -> web.Response:
-    span = _server_span(request)
-    response = await _accept_one(request, span)
+    ingress = request.app[INGRESS]
+    span = _server_span(request, ingress.tracing)
+    response = await _accept_one(request, ingress, span)
     tracing.end_http(span, response.status)
     return response
 
 
-async def _accept_one(request: web.Request, span: tracing.Span | None) -> web.Response:
-    ingress = request.app[INGRESS]
+async def _accept_one(
+    request: web.Request, ingress: Ingress, span: tracing.Span | None
+) -> web.Response:
     try:
         data = await read_json(request, ingress.max_body_bytes)
         text, number, value = _accepted(request, ingress, data, span)
-        await _store(ingress, text, value, tracing.headers(span))
+        key = text.encode()
+        await _store(ingress, key, value, tracing.headers(span))
     except Reject as reject:
         return reject.response
     except InvalidNotification as exc:
         return problem(422, "Invalid notification", str(exc), errors=exc.errors)
     ingress.recent.add_ints((number,))
-    body = b'{"uuid":"' + text.encode() + b'","status":"accepted"}'
+    body = b'{"uuid":"' + key + b'","status":"accepted"}'
     return web.Response(status=202, body=body, content_type="application/json")
 
 
@@ -140,7 +142,7 @@ def _stamp(request: web.Request, n: Notification) -> Notification:
 async def post_notifications(request: web.Request) -> web.Response:
     """Up to ``max_batch_items`` notifications; each item is accepted or rejected on its own.
     With tracing on, the items share the request's trace."""
-    span = _server_span(request)
+    span = _server_span(request, request.app[TRACING])
     response = await _accept_batch(request, tracing.headers(span))
     tracing.end_http(span, response.status)
     return response

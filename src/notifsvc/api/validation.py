@@ -294,11 +294,7 @@ class Validator:
         if ordinary is None:
             return None
         raw, channel, to, txt, subject, priority = ordinary
-        if type(channel).validate is not Channel.validate:
-            return None
-        # Channel.validate: the recipient, a body that is not empty (as _plain checked) and
-        # not too long.
-        if len(txt) > channel.max_body_chars or channel.validate_recipient(to):
+        if type(channel).validate is not Channel.validate or channel.validate_text(to, txt):
             return None
         text = raw.lower()  # str(UUID(raw)) for the canonical form the pattern allows
         at = self._clock()

@@ -217,10 +217,15 @@ class Channel(ABC, Generic[C]):
 
     def validate(self, notification: Notification) -> list[FieldError]:
         """Channel rules for ``to``, ``txt`` and ``subject``; empty when acceptable."""
-        errors = self.validate_recipient(notification.to)
-        if not notification.txt:
+        return self.validate_text(notification.to, notification.txt)
+
+    def validate_text(self, to: str, txt: str) -> list[FieldError]:
+        """:meth:`validate`'s rules for the recipient and the body (also the receiver's,
+        which checks an ordinary request without building a notification)."""
+        errors = self.validate_recipient(to)
+        if not txt:
             errors.append(FieldError("txt", "must not be empty"))
-        elif len(notification.txt) > self.max_body_chars:
+        elif len(txt) > self.max_body_chars:
             errors.append(
                 FieldError(
                     "txt", f"is longer than {self.max_body_chars} characters for {self.name}"
