@@ -552,14 +552,10 @@ def test_the_fast_path_ends_a_pass_as_the_coroutine_does(
 
 
 async def test_the_fast_path_sends_nothing_where_it_would_wait() -> None:
+    """(With no free send slot it is not asked at all: unit/test_notificator.py.)"""
     channel = Immediate(Settings(), 0.0)
     p = policy(channel)
-    taken = asyncio.Semaphore(1)
-    await taken.acquire()
-    assert p.deliver_now(note(), prior=0, slots=taken) is None  # no free slot
-    assert p.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1), free=False) is None
     p.throttle.hold(5)
-    assert p.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1), free=True) is None
     assert p.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None  # a pause
     limited = DeliveryPolicy(Settings(send_rate=1000), channel)
     assert limited.deliver_now(note(), prior=0, slots=asyncio.Semaphore(1)) is None
@@ -573,7 +569,7 @@ async def test_the_fast_path_takes_the_callers_word_for_a_free_slot() -> None:
     channel = Immediate(Settings(), 0.0)
     taken = asyncio.Semaphore(1)
     await taken.acquire()
-    done = policy(channel).deliver_now(note(), prior=0, slots=taken, free=True)
+    done = policy(channel).deliver_now(note(), prior=0, slots=taken)
     assert isinstance(done, Delivery) and done.sent and channel.sends == 1
 
 

@@ -3,6 +3,7 @@ before start())."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import unittest.mock
@@ -260,3 +261,22 @@ async def test_a_retried_batch_sends_nothing_again(tmp_path: Path) -> None:
         (State.SENT, 1),
     ]
     assert len(store.outcomes) == len(records)
+
+
+async def test_with_every_send_slot_taken_a_batch_sends_nothing_inline(tmp_path: Path) -> None:
+    """The notificator looks at a lane's send slots once per batch: none free, each
+    notification waits for one in a task of its own (the policy's fast path is not asked)."""
+    settings = config.load(
+        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
+    )
+    channel = Flaky(settings)
+    notificator = Notificator(settings, channel, store=FakeStore(0))  # type: ignore[arg-type]
+    taken = asyncio.Semaphore(1)
+    await taken.acquire()
+    notificator._slots["normal"] = taken
+    ready, tasks = notificator._start("normal", [incoming(), incoming()])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert ready == [] and len(tasks) == 2
+    assert channel.sends == []

@@ -353,19 +353,16 @@ class DeliveryPolicy:
         prior: int,
         slots: asyncio.Semaphore,
         replayed: Replayed | None = None,
-        free: bool | None = None,
     ) -> Delivery | Coroutine[Any, Any, Delivery] | None:
         """:meth:`deliver` without a coroutine where nothing would wait: a channel whose
-        send is a plain function (:meth:`~notifsvc.channels.Channel.synchronous_send`), a
-        free send slot, no pause in force, no send rate. Then the :class:`Delivery` when
-        the first answer settles it, else the rest of the pass to await (one attempt made);
-        None when it sent nothing: :meth:`deliver` it. ``free``: whether ``slots`` has a
-        free slot, when the caller knows (it starts a batch's notifications without
-        awaiting, so no slot changes hands: one ``locked()`` per batch, not per send)."""
-        if free is None:
-            free = not slots.locked()
+        send is a plain function (:meth:`~notifsvc.channels.Channel.synchronous_send`), no
+        pause in force, no send rate. Then the :class:`Delivery` when the first answer
+        settles it, else the rest of the pass to await (one attempt made, with ``slots``);
+        None when it sent nothing: :meth:`deliver` it. The caller has seen a free slot in
+        ``slots`` (the notificator looks once per batch: it starts a batch's notifications
+        without awaiting, so no slot changes hands meanwhile)."""
         send = self._send_now
-        if send is None or not free or self._limiter.rate or self.throttle.remaining():
+        if send is None or self._limiter.rate or self.throttle.remaining():
             return None
         refused = self._refused(n, prior)  # also the last moment before the send to check
         if refused is not None:

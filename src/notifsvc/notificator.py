@@ -306,7 +306,7 @@ class Notificator:
         slots = self._slots[lane]
         try:
             now = self.policy.deliver_now(
-                n, prior=incoming.prior, slots=slots, replayed=incoming.replayed, free=True
+                n, prior=incoming.prior, slots=slots, replayed=incoming.replayed
             )
         except Exception as exc:  # a bug fails this notification, not the stage
             log.exception("%s: delivery of %s failed unexpectedly", self.stage, n.uuid)
