@@ -58,20 +58,37 @@ async def test_a_send_that_cannot_be_queued_fails_its_future_not_the_caller() ->
 
 
 async def test_a_send_with_a_deadline_fails_at_it_not_at_the_message_timeout() -> None:
-    """The receiver's sends carry the produce timeout (one timer per loop iteration's
-    sends): the future fails then, though librdkafka would wait longer."""
+    """The receiver's sends carry the produce timeout (looked at by the poll, no timer of
+    their own): the future fails then, though librdkafka would wait longer; sends with a
+    longer deadline, or of a later iteration, wait on."""
     settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
     producer = Producer(settings, client_id="test", timeout_ms=120_000)
     await producer.start()
     try:
         bounded = [producer.send_within(0.3, "t", b"1", key=b"a") for _ in range(3)]
+        longer = producer.send_within(60, "t", b"3", key=b"c")
         unbounded = producer.send("t", b"2", key=b"b")
+        await asyncio.sleep(0)  # the next sends belong to another iteration
+        later = producer.send_within(60, "t", b"4", key=b"d")
         for future in bounded:
             with pytest.raises(KafkaUnavailable, match=r"no acknowledgement within 0\.3s"):
                 await asyncio.wait_for(future, timeout=30)
-        assert not unbounded.done()
+        assert not unbounded.done() and not longer.done() and not later.done()
     finally:
         await producer.stop(flush_seconds=0.1)
+
+
+async def test_stop_fails_the_bounded_sends_nothing_can_report_on_any_more() -> None:
+    """A send still unacknowledged when stop() gave up flushing fails at once, not at its
+    deadline (which no poll would look at any more)."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=120_000)
+    await producer.start()
+    bounded = producer.send_within(60, "t", b"1", key=b"a")
+    await producer.stop(flush_seconds=0.1)
+    assert bounded.done()
+    with pytest.raises(KafkaUnavailable, match="stopped before the broker acknowledged"):
+        bounded.result()
 
 
 def _fatal() -> confluent_kafka.KafkaError:

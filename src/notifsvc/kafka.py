@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -227,6 +229,7 @@ class Producer:
         self._wake = threading.Event()  # the watchdog's: a fatal error, or stop()
         self._outbox: list[_Outgoing] = []
         self._deadlines: dict[float, list[asyncio.Future[None]]] = {}  # of the outbox's sends
+        self._due: dict[float, deque[_Due]] = {}  # by duration: oldest first
         self._reports: list[_Report] = []  # filled by whichever thread serves reports
         self._reports_lock = threading.Lock()
         # Progress watchdog: sends waiting this long with no acknowledgement while the
@@ -264,6 +267,8 @@ class Producer:
             return
         try:
             self._serve(producer)
+            assert self._loop is not None, "polled only while started"
+            self._expire_due(self._loop.time())
         finally:  # whatever a callback raised (the loop logs it), the next poll comes
             self._poll_in(self.POLL_BUSY if len(producer) else self.POLL_IDLE)
 
@@ -283,6 +288,12 @@ class Producer:
             reports, self._reports = self._reports, []
         if reports:
             self._settle(reports)
+
+    def _expire_due(self, now: float, why: str = "") -> None:
+        """Fail the bounded sends whose time ran out by ``now`` with no report."""
+        for within, queue in self._due.items():
+            while queue and queue[0][0] <= now:
+                _expire(queue.popleft()[1], why or f"no acknowledgement within {within:g}s")
 
     def _settle(self, reports: list[_Report]) -> None:
         if any(err is None for _, err in reports):
@@ -390,9 +401,12 @@ class Producer:
         headers: Headers | None = None,
     ) -> asyncio.Future[None]:
         """:meth:`send`, and fail the future with :class:`KafkaUnavailable` if no report came
-        within ``within`` seconds. The sends of one loop iteration share one timer: the
-        receiver's requests each had an ``asyncio.timeout`` of their own, and under uvloop
-        every timer is a libuv handle made and closed again (6 % of the receiver's time)."""
+        within ``within`` seconds (looked at by each poll: at most :attr:`POLL_IDLE` late).
+
+        No timer per send, nor per loop iteration: under uvloop every timer is a libuv handle
+        made and closed again (6 % of the receiver's time with an ``asyncio.timeout`` per
+        request). With one duration, deadlines fall due in the order they were set, so the
+        sends of an iteration wait together in a queue the poll looks at."""
         future = self.send(topic, value, key=key, headers=headers)
         self._deadlines.setdefault(within, []).append(future)
         return future
@@ -401,9 +415,10 @@ class Producer:
         """Hand this loop iteration's sends to librdkafka; start their deadlines."""
         outbox, self._outbox = self._outbox, []
         deadlines, self._deadlines = self._deadlines, {}
-        if self._loop is not None:
+        if deadlines and self._loop is not None:
+            now = self._loop.time()
             for within, futures in deadlines.items():
-                self._loop.call_later(within, _expire, futures, within)
+                self._due.setdefault(within, deque()).append((now + within, futures))
         if not outbox:  # stop() handed it over already
             return
         producer = self._producer
@@ -479,7 +494,10 @@ class Producer:
         self._wake.set()
         if self._watchdog is not None:
             await asyncio.to_thread(self._watchdog.join)
-        self._hand_over_reports()
+        with self._reports_lock:  # served by the flush
+            reports, self._reports = self._reports, []
+        self._settle(reports)
+        self._expire_due(math.inf, "the producer stopped before the broker acknowledged")
 
 
 class _Batch:
@@ -521,10 +539,14 @@ def settle(waiter: _Waiter, error: KafkaError | None) -> None:
         waiter.set_exception(error)
 
 
-def _expire(futures: list[asyncio.Future[None]], within: float) -> None:
+#: Bounded sends of one loop iteration: when their time runs out, and their futures.
+_Due = tuple[float, list[asyncio.Future[None]]]
+
+
+def _expire(futures: list[asyncio.Future[None]], why: str) -> None:
     for future in futures:
         if not future.done():
-            future.set_exception(KafkaUnavailable(f"no acknowledgement within {within:g}s"))
+            future.set_exception(KafkaUnavailable(why))
 
 
 def _settle_all(reports: list[_Report]) -> None:
