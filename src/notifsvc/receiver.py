@@ -26,7 +26,7 @@ from notifsvc.api.context import (
     VALIDATOR,
     Ingress,
 )
-from notifsvc.api.plumbing import authenticate, observe
+from notifsvc.api.plumbing import add_route, add_unmatched
 from notifsvc.api.recent import RecentlyAccepted
 from notifsvc.api.validation import Validator
 from notifsvc.auth import Gate
@@ -53,9 +53,8 @@ def create_app(settings: Settings) -> web.Application:
         replicas=settings.receiver_replicas,
         workers=settings.receiver_workers,
     )
-    middlewares = [observe, authenticate] if gate.enabled else [observe]
     largest = max(settings.max_body_bytes, settings.max_batch_bytes)
-    app = web.Application(middlewares=middlewares, client_max_size=largest)
+    app = web.Application(client_max_size=largest)
     app[SETTINGS] = settings
     app[PRODUCER] = Producer(
         settings, client_id="notifsvc-receiver", linger_ms=2, timeout_ms=settings.produce_timeout_ms
@@ -70,15 +69,16 @@ def create_app(settings: Settings) -> web.Application:
     extra = (operations.openapi, replays.openapi, console.openapi)
     doc = openapi.document(settings, validator, burst=burst, extra=extra)
     app[DOCS] = {"json": orjson.dumps(doc), "html": openapi.render_html(doc).encode()}
-    app.router.add_post("/notification", handlers.post_notification)
-    app.router.add_post("/notifications", handlers.post_notifications)
-    app.router.add_get("/notification/{uuid}", handlers.get_notification)
-    app.router.add_get("/notification/{uuid}/attempts", handlers.get_attempts)
+    add_route(app, "POST", "/notification", handlers.post_notification)
+    add_route(app, "POST", "/notifications", handlers.post_notifications)
+    add_route(app, "GET", "/notification/{uuid}", handlers.get_notification)
+    add_route(app, "GET", "/notification/{uuid}/attempts", handlers.get_attempts)
     operations.add_routes(app)
     replays.add_routes(app)
     console.add_routes(app)
     for path, handler in _PAGES:
-        app.router.add_get(path, handler)
+        add_route(app, "GET", path, handler)
+    add_unmatched(app)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app

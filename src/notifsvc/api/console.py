@@ -33,7 +33,7 @@ from aiohttp import web
 
 from notifsvc import errors, status
 from notifsvc.api.context import SETTINGS, STORE
-from notifsvc.api.plumbing import json_response, problem
+from notifsvc.api.plumbing import add_route, json_response, problem
 from notifsvc.api.validation import Validator
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
@@ -265,10 +265,10 @@ async def _stop(app: web.Application) -> None:
 def add_routes(app: web.Application) -> None:
     """Register this module's routes on the receiver's application."""
     app[STATS] = Stats(app[SETTINGS], app[STORE])
-    app.router.add_get("/console", console_page)
+    add_route(app, "GET", "/console", console_page)
     # {asset} may be empty ("/console/"): the page itself.
-    app.router.add_get("/console/{asset:[^/]*}", console_asset)
-    app.router.add_get("/stats", get_stats)
+    add_route(app, "GET", "/console/{asset:[^/]*}", console_asset)
+    add_route(app, "GET", "/stats", get_stats)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
 

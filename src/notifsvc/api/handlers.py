@@ -153,7 +153,7 @@ async def _accept_batch(request: web.Request, trace: tracing.Headers) -> web.Res
     settings = app[SETTINGS]
     try:
         items = _batch_items(settings, await read_json(request, settings.max_batch_bytes))
-        if API_KEY in request:  # the middleware took one unit already
+        if API_KEY in request:  # authenticate() took one unit already
             await app[GATE].admit(request[API_KEY], len(items), prepaid=1)
     except Reject as reject:
         return reject.response

@@ -18,7 +18,7 @@ from aiohttp import web
 from notifsvc import channels, headers, metrics, topics
 from notifsvc.api.context import PRODUCER, SETTINGS, STORE
 from notifsvc.api.handlers import database_down, not_stored, path_uuid
-from notifsvc.api.plumbing import Reject, json_response, problem
+from notifsvc.api.plumbing import Reject, add_route, json_response, problem
 from notifsvc.api.validation import Validator
 from notifsvc.config import Settings
 from notifsvc.db import queries
@@ -40,9 +40,9 @@ _NOT_RETRIABLE = "only a failed notification can be retried"
 
 def add_routes(app: web.Application) -> None:
     """Register this module's routes on the receiver's application."""
-    app.router.add_get("/notifications", list_notifications)
-    app.router.add_delete("/notification/{uuid}", cancel_notification)
-    app.router.add_post("/notification/{uuid}/retry", retry_notification)
+    add_route(app, "GET", "/notifications", list_notifications)
+    add_route(app, "DELETE", "/notification/{uuid}", cancel_notification)
+    add_route(app, "POST", "/notification/{uuid}/retry", retry_notification)
 
 
 async def list_notifications(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from notifsvc import channels
 from notifsvc import openapi as doc
 from notifsvc.api.context import SETTINGS
 from notifsvc.api.handlers import database_down
-from notifsvc.api.plumbing import Reject, json_response, problem, read_json
+from notifsvc.api.plumbing import Reject, add_route, json_response, problem, read_json
 from notifsvc.api.validation import Validator, anycase
 from notifsvc.config import Settings
 from notifsvc.db.replays import JOB_ID, RECENT_LIMIT, ReplayStore
@@ -63,9 +63,9 @@ def add_routes(app: web.Application) -> None:
     app[REPLAYS] = ReplayStore(app[SETTINGS].database, max_connections=2, attempts=2)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
-    app.router.add_post("/replays", post_replay)
-    app.router.add_get("/replays", list_replays)
-    app.router.add_get("/replays/{id}", get_replay)
+    add_route(app, "POST", "/replays", post_replay)
+    add_route(app, "GET", "/replays", list_replays)
+    add_route(app, "GET", "/replays/{id}", get_replay)
 
 
 async def _start(app: web.Application) -> None:
