@@ -191,7 +191,8 @@ async def _go_pattern(
     [run] = await _clients([[*args, "--rate", f"{rate:.0f}"]], workdir)
     pace = f"{count / run['seconds']:,.0f} msg/s ({inflight} in flight)"
     print(f"  go pattern{' at the receiver rate' if rate else ''}: {pace}", flush=True)
-    return {"sent": count, "seconds": run["seconds"], "cpu": meter.stop()}
+    cpu = meter.stop()
+    return {"sent": count, "seconds": run["seconds"], "cpu": cpu, "client_cpu": run["cpu_seconds"]}
 
 
 def owned(log_path: Path) -> set[tuple[str, int]]:
@@ -408,6 +409,12 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return pipeline | _ingress_summary(rounds)
 
 
+def _client_ms(rounds: list[dict[str, Any]]) -> float:
+    """CPU ms per message of the Go pattern's own process at the receiver's rate."""
+    runs = [r["ingress"]["go_paced"] for r in rounds]
+    return _median([1000 * run["client_cpu"] / run["sent"] for run in runs])
+
+
 def _ingress_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "receiver_ms": per_item(rounds, "ingress", "receiver", "sent")["server"],
@@ -415,6 +422,7 @@ def _ingress_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "receiver_broker_ms": per_item(rounds, "ingress", "receiver", "sent")["broker"],
         "go_broker_ms": per_item(rounds, "ingress", "go_pattern", "sent")["broker"],
         "go_paced_broker_ms": per_item(rounds, "ingress", "go_paced", "sent")["broker"],
+        "go_paced_client_ms": _client_ms(rounds),
         "receiver_rps": _rps(rounds, "receiver"),
         "bare_rps": _rps(rounds, "bare"),
         "go_rps": _rps(rounds, "go_pattern"),
@@ -449,6 +457,18 @@ def text(s: dict[str, Any], o: Options) -> str:
                 f"{s['receiver_p50']:.1f} / {s['receiver_p99']:.1f}",
                 f"p99 {s['bare_p99']:.1f} bare",
                 "p99 target < 25 ms",
+            ),
+            (
+                "producing alone: CPU ms/message of a bare librdkafka client",
+                f"{s['go_paced_client_ms']:.4f}",
+                f"{s['receiver_rps']:,.0f}/s, {o.connections} in flight, Go's settings",
+                f"{s['go_paced_client_ms'] / s['receiver_ms']:.0%} of the receiver's CPU",
+            ),
+            (
+                "receiver CPU ms/request beyond producing alone",
+                f"{s['receiver_ms'] - s['go_paced_client_ms']:.4f}",
+                f"{s['bare_ms']:.4f} bare aiohttp",
+                x(s["receiver_ms"] - s["go_paced_client_ms"], s["bare_ms"]),
             ),
             (
                 "broker CPU ms/request (receiver's produce)",
