@@ -91,6 +91,57 @@ async def test_stop_fails_the_bounded_sends_nothing_can_report_on_any_more() -> 
         bounded.result()
 
 
+async def test_a_bounded_send_fails_when_due_while_stop_flushes() -> None:
+    """stop() ends the polls before its flush (up to ``flush_seconds``): a bounded send
+    still fails at its deadline meanwhile, not when the flush gives up."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=120_000)
+    await producer.start()
+    bounded = producer.send_within(0.3, "t", b"1", key=b"a")
+    stopping = asyncio.create_task(producer.stop(flush_seconds=5))
+    with pytest.raises(KafkaUnavailable, match=r"no acknowledgement within 0\.3s"):
+        await asyncio.wait_for(bounded, timeout=4)
+    assert not stopping.done()
+    await stopping
+
+
+async def test_a_cancelled_stop_still_fails_the_bounded_sends() -> None:
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=120_000)
+    await producer.start()
+    bounded = producer.send_within(60, "t", b"1", key=b"a")
+    stopping = asyncio.create_task(producer.stop(flush_seconds=1))
+    await asyncio.sleep(0)  # stop() runs up to its flush, in a thread
+    assert producer._producer is None
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    with pytest.raises(KafkaUnavailable, match="stopped before the broker acknowledged"):
+        bounded.result()
+
+
+async def test_a_poll_that_raises_still_fails_the_sends_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deadlines are looked at by the poll even when serving the reports raised (the loop
+    logs it), or a bounded send would wait for a report forever."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=120_000)
+    await producer.start()
+
+    def broken(_producer: object) -> None:
+        raise RuntimeError("serving the reports failed")
+
+    monkeypatch.setattr(producer, "_serve", broken)
+    try:
+        bounded = producer.send_within(0.2, "t", b"1", key=b"a")
+        with pytest.raises(KafkaUnavailable, match=r"no acknowledgement within 0\.2s"):
+            await asyncio.wait_for(bounded, timeout=30)
+    finally:
+        monkeypatch.undo()
+        await producer.stop(flush_seconds=0.1)
+
+
 def _fatal() -> confluent_kafka.KafkaError:
     return confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "test", fatal=True)
 

@@ -267,9 +267,9 @@ class Producer:
             return
         try:
             self._serve(producer)
+        finally:  # whatever a callback raised (the loop logs it): deadlines, the next poll
             assert self._loop is not None, "polled only while started"
             self._expire_due(self._loop.time())
-        finally:  # whatever a callback raised (the loop logs it), the next poll comes
             self._poll_in(self.POLL_BUSY if len(producer) else self.POLL_IDLE)
 
     def _poll_in(self, seconds: float) -> None:
@@ -485,19 +485,35 @@ class Producer:
         if self._outbox:  # sends of the current loop iteration
             self._produce_outbox()
         producer, self._producer = self._producer, None
+        watchdog = self._watchdog
+        self._expire_meanwhile()
+        try:
+            remaining = await asyncio.to_thread(producer.flush, flush_seconds)
+            if remaining:
+                log.warning("producer stopped with %d undelivered messages", remaining)
+        finally:  # also when stop() is cancelled: nothing reports on the rest any more
+            self._stopping.set()
+            self._wake.set()
+            with self._reports_lock:  # served by the flush
+                reports, self._reports = self._reports, []
+            self._settle(reports)
+            if self._producer is None:  # not started again meanwhile
+                self._end_polling()
+                self._expire_due(math.inf, "the producer stopped before the broker acknowledged")
+        if watchdog is not None:
+            await asyncio.to_thread(watchdog.join)
+
+    def _expire_meanwhile(self) -> None:
+        """While stop() flushes (no polls any more), bounded sends still fail when due."""
+        assert self._loop is not None
+        self._expire_due(self._loop.time())
+        self._end_polling()
+        self._polling = self._loop.call_later(self.POLL_IDLE, self._expire_meanwhile)
+
+    def _end_polling(self) -> None:
         if self._polling is not None:
             self._polling.cancel()
-        remaining = await asyncio.to_thread(producer.flush, flush_seconds)
-        if remaining:
-            log.warning("producer stopped with %d undelivered messages", remaining)
-        self._stopping.set()
-        self._wake.set()
-        if self._watchdog is not None:
-            await asyncio.to_thread(self._watchdog.join)
-        with self._reports_lock:  # served by the flush
-            reports, self._reports = self._reports, []
-        self._settle(reports)
-        self._expire_due(math.inf, "the producer stopped before the broker acknowledged")
+            self._polling = None
 
 
 class _Batch:
