@@ -63,7 +63,7 @@ async def test_a_batch_costs_one_unit_per_notification() -> None:
 
 async def test_prepaid_units_are_not_charged_twice() -> None:
     g = gate(10)
-    await g.admit(key(g))  # what the middleware takes
+    await g.admit(key(g))  # what authenticate() takes per request
     await g.admit(key(g), 10, prepaid=1)
     with pytest.raises(RateLimited):
         await g.admit(key(g))

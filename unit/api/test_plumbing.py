@@ -90,8 +90,10 @@ async def test_an_unknown_path_is_404_problem_json_counted_as_unmatched(
     assert "/no/such/path" in str(body["detail"])
     async with client.get("/plumbing-test/not-a-number") as resp:  # the pattern refuses it
         await _problem(resp, 404)
+    async with client.get("/no%0Asuch") as resp:  # a newline in the path, too
+        await _problem(resp, 404)
     plumbing.TALLY.flush()
-    assert _count(plumbing.UNMATCHED, 404) - before == 2
+    assert _count(plumbing.UNMATCHED, 404) - before == 3
 
 
 async def test_a_wrong_method_is_405_allowing_every_route_of_the_path(
@@ -146,7 +148,7 @@ _PATHS = st.builds(
     "".join,
     st.lists(
         st.sampled_from(
-            ["/plumbing-test", "/healthz", "/", "crash", "large", "7", "x", "%20", ".."]
+            ["/plumbing-test", "/healthz", "/", "crash", "large", "7", "x", "%20", "%0A", ".."]
         )
         | st.text("abc019-_.~/", max_size=6),
         max_size=4,
@@ -172,6 +174,8 @@ def _expected(path: str, method: str) -> tuple[int, set[str]]:
 @example("PUT", "/healthz")
 @example("POST", "/plumbing-test/crash")
 @example("GET", "/plumbing-test/../healthz")
+@example("GET", "/plumbing-test/%0A")
+@example("PUT", "/plumbing-test/crash%0A")
 async def test_any_method_and_path_gets_its_route_or_a_404_or_405_problem(
     client: aiohttp.ClientSession, method: str, path: str
 ) -> None:

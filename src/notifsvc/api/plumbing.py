@@ -179,8 +179,9 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
 
 
 def add_unmatched(app: web.Application) -> None:
-    """The last route: any other path or method is answered 404 or 405 as problem+json."""
-    app.router.add_route("*", "/{unmatched:.*}", observed(app, UNMATCHED, unmatched))
+    """The last route: any other path or method is answered 404 or 405 as problem+json
+    (any path: ``.`` would not match a newline, which a path may hold as ``%0A``)."""
+    app.router.add_route("*", r"/{unmatched:[\s\S]*}", observed(app, UNMATCHED, unmatched))
 
 
 def observed(app: web.Application, route: str, handler: Handler) -> Handler:
