@@ -120,6 +120,32 @@ async def test_a_cancelled_stop_still_fails_the_bounded_sends() -> None:
         bounded.result()
 
 
+async def test_a_start_while_stop_flushes_keeps_its_sends_polls_and_watchdog() -> None:
+    """stop()'s ending (after its flush) must leave alone what a start() made meanwhile:
+    that start's bounded sends, its polls and its watchdog thread."""
+    settings = load({"NOTIFSVC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    producer = Producer(settings, client_id="test", timeout_ms=120_000)
+    await producer.start()
+    old_watchdog = producer._watchdog
+    producer.send_within(60, "t", b"1", key=b"a")  # keeps the flush busy to its end
+    stopping = asyncio.create_task(producer.stop(flush_seconds=1))
+    await asyncio.sleep(0)  # stop() flushes, in a thread
+    starting = asyncio.create_task(producer.start())
+    await asyncio.sleep(0)  # start() made its producer and waits for a broker (5 s)
+    bounded = producer.send_within(60, "t", b"2", key=b"b")
+    await stopping
+    try:
+        assert not bounded.done()
+        assert producer._polling is not None
+        watchdog = producer._watchdog
+        assert watchdog is not None and watchdog is not old_watchdog
+        await asyncio.to_thread(watchdog.join, 2 * Producer.WATCH_EVERY)
+        assert watchdog.is_alive() and old_watchdog is not None and not old_watchdog.is_alive()
+    finally:
+        await starting
+        await producer.stop(flush_seconds=0.1)
+
+
 async def test_a_poll_that_raises_still_fails_the_sends_due(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

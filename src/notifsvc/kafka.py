@@ -224,7 +224,7 @@ class Producer:
         self._watchdog: threading.Thread | None = None
         self._polling: asyncio.TimerHandle | None = None
         self._polling_busy = False
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # this start's watchdog's (one per start)
         self._fatal = threading.Event()
         self._wake = threading.Event()  # the watchdog's: a fatal error, or stop()
         self._outbox: list[_Outgoing] = []
@@ -244,9 +244,11 @@ class Producer:
             return
         self._loop = asyncio.get_running_loop()
         self._producer = confluent_kafka.Producer(self._config)
-        self._stopping.clear()
+        self._stopping = stopping = threading.Event()
         self._wake.clear()
-        self._watchdog = threading.Thread(target=self._watch, name="kafka-producer", daemon=True)
+        self._watchdog = threading.Thread(
+            target=self._watch, args=(stopping,), name="kafka-producer", daemon=True
+        )
         self._watchdog.start()
         self._poll()
         try:  # connect (and let the idempotent producer get its id) before the first send
@@ -261,31 +263,42 @@ class Producer:
             self._wake.set()
 
     def _poll(self) -> None:
-        """Serve the reports (and errors and logs) librdkafka holds, on the loop; again soon."""
+        """Serve the reports (and errors and logs) librdkafka holds, on the loop, and fail
+        the bounded sends due; again soon. While stop() flushes (no producer to poll any
+        more) only the deadlines; stop() ends the polls when it is done."""
         producer = self._producer
-        if producer is None:
-            return
         try:
-            self._serve(producer)
+            if producer is not None:
+                self._serve(producer)
         finally:  # whatever a callback raised (the loop logs it): deadlines, the next poll
-            assert self._loop is not None, "polled only while started"
+            assert self._loop is not None, "polled only once started"
             self._expire_due(self._loop.time())
-            self._poll_in(self.POLL_BUSY if len(producer) else self.POLL_IDLE)
+            busy = producer is not None and len(producer) > 0
+            self._poll_in(self.POLL_BUSY if busy else self.POLL_IDLE)
 
     def _poll_in(self, seconds: float) -> None:
         assert self._loop is not None
-        if self._polling is not None:
-            self._polling.cancel()
+        self._end_polling()
         self._polling = self._loop.call_later(seconds, self._poll)
         self._polling_busy = seconds == self.POLL_BUSY
+
+    def _end_polling(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+            self._polling = None
+
+    def _take_reports(self) -> list[_Report]:
+        """The reports served so far, on whichever thread (see :meth:`_on_delivery`)."""
+        with self._reports_lock:
+            reports, self._reports = self._reports, []
+        return reports
 
     def _serve(self, producer: confluent_kafka.Producer) -> None:
         try:
             producer.poll(0)
         except confluent_kafka.KafkaException as exc:  # an error callback raised: carry on
             self._on_error(exc.args[0])
-        with self._reports_lock:
-            reports, self._reports = self._reports, []
+        reports = self._take_reports()
         if reports:
             self._settle(reports)
 
@@ -300,14 +313,16 @@ class Producer:
             self._waiting_since = None
         _settle_all(reports)
 
-    def _watch(self) -> None:
-        """The watchdog thread: a producer with a fatal error, or wedged, is replaced (by
-        the loop, which alone produces: no send can reach an instance after its purge)."""
-        while not self._stopping.is_set():
+    def _watch(self, stopping: threading.Event) -> None:
+        """The watchdog thread, until ``stopping`` (its start's, so that a start() while
+        the previous stop() still flushes keeps its own): a producer with a fatal error, or
+        wedged, is replaced (by the loop, which alone produces: no send can reach an
+        instance after its purge)."""
+        while not stopping.is_set():
             self._wake.wait(self.WATCH_EVERY)
             self._wake.clear()
             producer, loop = self._producer, self._loop
-            if producer is None or loop is None or self._stopping.is_set():
+            if producer is None or loop is None or stopping.is_set():
                 return
             try:
                 if self._fatal.is_set() or self._wedged(producer):
@@ -364,8 +379,7 @@ class Producer:
 
     def _hand_over_reports(self) -> None:
         """Reports served off the loop (by a flush), settled on the loop."""
-        with self._reports_lock:
-            reports, self._reports = self._reports, []
+        reports = self._take_reports()
         loop = self._loop
         if reports and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._settle, reports)
@@ -485,35 +499,20 @@ class Producer:
         if self._outbox:  # sends of the current loop iteration
             self._produce_outbox()
         producer, self._producer = self._producer, None
-        watchdog = self._watchdog
-        self._expire_meanwhile()
-        try:
+        watchdog, stopping = self._watchdog, self._stopping
+        try:  # the polls go on meanwhile, failing the bounded sends as they fall due
             remaining = await asyncio.to_thread(producer.flush, flush_seconds)
             if remaining:
                 log.warning("producer stopped with %d undelivered messages", remaining)
         finally:  # also when stop() is cancelled: nothing reports on the rest any more
-            self._stopping.set()
+            stopping.set()
             self._wake.set()
-            with self._reports_lock:  # served by the flush
-                reports, self._reports = self._reports, []
-            self._settle(reports)
+            self._settle(self._take_reports())  # served by the flush
             if self._producer is None:  # not started again meanwhile
                 self._end_polling()
                 self._expire_due(math.inf, "the producer stopped before the broker acknowledged")
         if watchdog is not None:
             await asyncio.to_thread(watchdog.join)
-
-    def _expire_meanwhile(self) -> None:
-        """While stop() flushes (no polls any more), bounded sends still fail when due."""
-        assert self._loop is not None
-        self._expire_due(self._loop.time())
-        self._end_polling()
-        self._polling = self._loop.call_later(self.POLL_IDLE, self._expire_meanwhile)
-
-    def _end_polling(self) -> None:
-        if self._polling is not None:
-            self._polling.cancel()
-            self._polling = None
 
 
 class _Batch:
