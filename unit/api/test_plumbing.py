@@ -38,6 +38,10 @@ async def _too_large(_request: web.Request) -> web.Response:
     raise web.HTTPRequestEntityTooLarge(max_size=1, actual_size=2)
 
 
+async def _moved(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/healthz")
+
+
 def _app(keys: tuple[Secret, ...] = ()) -> web.Application:
     app = web.Application()
     app[GATE] = Gate(keys, rate_per_second=0)
@@ -45,6 +49,7 @@ def _app(keys: tuple[Secret, ...] = ()) -> web.Application:
     plumbing.add_route(app, "DELETE", "/plumbing-test/{id:[0-9]+}", _hello)
     plumbing.add_route(app, "POST", "/plumbing-test/crash", _crash)
     plumbing.add_route(app, "POST", "/plumbing-test/large", _too_large)
+    plumbing.add_route(app, "GET", "/plumbing-test/moved", _moved)
     plumbing.add_route(app, "GET", "/healthz", _hello)  # public
     plumbing.add_unmatched(app)
     return app
@@ -121,6 +126,14 @@ async def test_an_http_error_raised_by_a_handler_is_problem_json(
         await _problem(resp, 413)
 
 
+async def test_a_redirect_raised_by_a_handler_is_left_to_aiohttp(
+    client: aiohttp.ClientSession,
+) -> None:
+    """Only errors become problem+json: an HTTPException under 400 is aiohttp's answer."""
+    async with client.get("/plumbing-test/moved", allow_redirects=False) as resp:
+        assert resp.status == 302 and resp.headers["Location"] == "/healthz"
+
+
 async def test_with_keys_every_route_but_the_public_ones_needs_one() -> None:
     app = _app((Secret(KEY),))
     async with TestServer(app) as server, aiohttp.ClientSession(server.make_url("")) as s:
@@ -141,6 +154,7 @@ _MODEL = [
     (re.compile(r"/plumbing-test/[0-9]+"), {"GET", "HEAD", "DELETE"}),
     (re.compile(r"/plumbing-test/crash"), {"POST"}),
     (re.compile(r"/plumbing-test/large"), {"POST"}),
+    (re.compile(r"/plumbing-test/moved"), {"GET", "HEAD"}),  # followed to /healthz
     (re.compile(r"/healthz"), {"GET", "HEAD"}),
 ]
 _METHODS = st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_LATER = {"Retry-After": "1"}
+#: The route name of requests no route takes (404, 405) in the request metrics.
+UNMATCHED = "unmatched"
 #: Routes open to anyone: probes, metrics, the API's document, and the console's static
 #: shell (which holds no data: every figure it shows comes from a protected route). Every
 #: other route needs an API key (when keys are configured) and spends the key's rate budget;
@@ -38,11 +40,9 @@ PUBLIC = frozenset(
         "/docs",
         "/console",
         "/console/{asset}",
-        "unmatched",
+        UNMATCHED,
     }
 )
-#: The route name of requests no route takes (404, 405) in the request metrics.
-UNMATCHED = "unmatched"
 #: Bytes read from a request body at a time.
 READ_CHUNK = 64 * 1024
 #: Content-Encodings aiohttp undoes while the body is read (``br`` needs Brotli installed).
@@ -97,7 +97,7 @@ def too_many_requests(exc: RateLimited) -> web.Response:
 
 def route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    return resource.canonical if resource is not None else UNMATCHED
 
 
 async def read_json(request: web.Request, limit: int) -> object:
