@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from loadtest import harness, pg_statements, stats
+from loadtest import cpu_split, harness, pg_statements, stats
 from loadtest.bench import machine
 from notifsvc import topics
 from notifsvc.dev.fakes.webhook import WebhookSink
@@ -65,6 +65,7 @@ class Options:
     channel: str = "log"
     ingress_only: bool = False
     statements: bool = False
+    perf: bool = False
 
 
 class Meter:
@@ -161,13 +162,8 @@ async def ingress(infra: LocalInfra, o: Options, workdir: Path) -> dict[str, Any
             await harness.wait_http(f"{urls[name]}/healthz", procs[name])
             await _post(urls[name], "/notification", o, count=2_000, batch=1, workdir=workdir)
         for name in ("bare", "receiver"):
-            meter = Meter({"server": [procs[name].pid], "broker": [infra.broker.pid]})
-            meter.start()
-            run = await _post(
-                urls[name], "/notification", o, count=o.requests, batch=1, workdir=workdir
-            )
-            out[name] = run | {"cpu": meter.stop()}
-            print(f"  {name}: {run['sent'] / run['seconds']:,.0f} req/s", flush=True)
+            out[name] = await _measured(infra, procs[name].pid, urls[name], o, workdir)
+            print(f"  {name}: {out[name]['sent'] / out[name]['seconds']:,.0f} req/s", flush=True)
         out["go_pattern"] = await _go_pattern(infra, lane, o, workdir)
         rate = out["receiver"]["sent"] / out["receiver"]["seconds"]
         out["go_paced"] = await _go_pattern(infra, lane, o, workdir, rate)
@@ -175,6 +171,25 @@ async def ingress(infra: LocalInfra, o: Options, workdir: Path) -> dict[str, Any
         for proc in procs.values():
             harness.stop_process(proc)
         await infra.drop(lane)
+    return out
+
+
+async def _measured(
+    infra: LocalInfra, pid: int, url: str, o: Options, workdir: Path
+) -> dict[str, Any]:
+    """One server's timed run: its CPU and the broker's, and with ``--perf`` where the
+    server's went (:mod:`loadtest.cpu_split`)."""
+    pids = [p.pid for p in harness.tree(pid)]
+    data = workdir / f"perf-{pid}.data"
+    recording = cpu_split.PerfRecording(pids, data) if o.perf else None
+    if recording is not None:
+        await recording.start()
+    meter = Meter({"server": [pid], "broker": [infra.broker.pid]})
+    meter.start()
+    run = await _post(url, "/notification", o, count=o.requests, batch=1, workdir=workdir)
+    out = run | {"cpu": meter.stop()}
+    if recording is not None:
+        out["split"] = await recording.stop()
     return out
 
 
@@ -415,8 +430,23 @@ def _client_ms(rounds: list[dict[str, Any]]) -> float:
     return _median([1000 * run["client_cpu"] / run["sent"] for run in runs])
 
 
+def _split_ms(rounds: list[dict[str, Any]], side: str) -> dict[str, float]:
+    """Median over rounds of each part's CPU ms per request (``--perf``; else empty)."""
+    runs = [r["ingress"][side] for r in rounds]
+    if any("split" not in run for run in runs):
+        return {}
+    return {
+        name: _median(
+            [1000 * run["cpu"]["server"] * run["split"][name] / run["sent"] for run in runs]
+        )
+        for name in cpu_split.PARTS
+    }
+
+
 def _ingress_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {
+        "receiver_split": _split_ms(rounds, "receiver"),
+        "bare_split": _split_ms(rounds, "bare"),
         "receiver_ms": per_item(rounds, "ingress", "receiver", "sent")["server"],
         "bare_ms": per_item(rounds, "ingress", "bare", "sent")["server"],
         "receiver_broker_ms": per_item(rounds, "ingress", "receiver", "sent")["broker"],
@@ -484,6 +514,7 @@ def text(s: dict[str, Any], o: Options) -> str:
             ),
         ]
     )
+    rows += _split_rows(s)
     for name, ms in s.get("stages", {}).items():
         label = f"pipeline CPU ms/notification: {name}"
         extra = f"marginal {s['marginal'][name]:.4f}, idle {s['idle'][name]:.3f} cores"
@@ -511,6 +542,23 @@ def text(s: dict[str, Any], o: Options) -> str:
         ),
     ]
     return stats.table(("figure", "value", "baseline", "ratio / target"), rows)
+
+
+def _split_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """With ``--perf``: the receiver's and the bare endpoint's CPU per request, by part."""
+    receiver, bare = s.get("receiver_split", {}), s.get("bare_split", {})
+    rows = []
+    for name in cpu_split.PARTS if receiver and bare else ():
+        more = receiver[name] - bare[name]
+        rows.append(
+            (
+                f"receiver CPU ms/request: {name} (perf)",
+                f"{receiver[name]:.4f}",
+                f"{bare[name]:.4f} bare aiohttp",
+                f"{more:+.4f} ({more / s['bare_ms']:+.2f}x of bare's total)",
+            )
+        )
+    return rows
 
 
 async def run(o: Options) -> dict[str, Any]:
@@ -561,6 +609,11 @@ def options(argv: list[str] | None) -> Options:
         help="print PostgreSQL time per statement (loads pg_stat_statements: a little dearer)",
     )
     p.add_argument(
+        "--perf",
+        action="store_true",
+        help="split the receiver's and the bare endpoint's CPU by thread and library (perf)",
+    )
+    p.add_argument(
         "--channel",
         choices=("log", "webhook"),
         default="log",
@@ -573,7 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     o = options(argv)
     if o.pipeline_only and o.ingress_only:
         raise SystemExit("--pipeline-only and --ingress-only exclude each other")
-    results = asyncio.run(run(o))
+    try:
+        results = asyncio.run(run(o))
+    except cpu_split.PerfUnavailable as exc:
+        raise SystemExit(f"--perf: {exc}") from None
     name = f"ingress-workers{o.workers}" if o.ingress_only else f"scale{o.scale}"
     path = harness.RESULTS / f"bench-cost-{name}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
