@@ -13,8 +13,9 @@ secret (receiver replicas and restarts must accept each other's cursors): it det
 edits, and a forged cursor can only name a position, which is validated like any value.
 
 The statement is assembled from a fixed set of conditions, each with bind parameters only
-(:func:`statement`); the indexes of migration 0010 serve every combination without reading
-the table (``integration/test_operations.py`` shows the plans on PostgreSQL).
+(:func:`statement`); the indexes of migrations 0010 and 0011 serve every combination
+without reading the table (``integration/test_operations.py`` shows the plans on
+PostgreSQL).
 """
 
 from __future__ import annotations
@@ -283,8 +284,9 @@ def states_in(states: Iterable[State]) -> str:
 
 def statement(query: ListQuery) -> tuple[str, list[Any]]:
     """The SQL of ``query`` and its arguments: newest first, one more row than the page
-    (whether a next page exists). A list over finished and unfinished rows reads both
-    ranges, each up to that many rows, and merges them."""
+    (whether a next page exists). A list with no state reads the range of each finished
+    state and that of the unfinished rows, each up to that many rows, and merges them
+    (migration 0011: no index holds all finished rows in one range)."""
     f = query.filter
     args: list[Any] = []
 
@@ -298,7 +300,7 @@ def statement(query: ListQuery) -> tuple[str, list[Any]]:
     elif f.state is not None:
         branches = [state_is(f.state)]
     else:
-        branches = [states_in(FINISHED), states_in(UNFINISHED)]
+        branches = [*(state_is(s) for s in FINISHED), states_in(UNFINISHED)]
     common = _conditions(query, bind)
     limit = bind("{}", query.limit + 1)
     selects = [
