@@ -6,7 +6,7 @@ CPython 3.11 ``perf`` cannot name Python functions, but it does charge CPU (``cp
 exactly to threads and libraries. That is enough to say how much of a request is the
 interpreter running Python code, how much the kernel (sockets, wake-ups), how much
 compiled extensions (uvloop, aiohttp's parser, orjson, multidict), and how much
-librdkafka's own threads: ``make bench-cost ARGS=--perf`` prints it for the receiver and
+librdkafka's own threads: ``make bench-cost BENCH_COST_ARGS=--perf`` prints it for the receiver and
 the bare endpoint. Needs ``perf`` (Debian ``linux-perf``) and permission to sample the
 process (``kernel.perf_event_paranoid`` <= 1, or root).
 """

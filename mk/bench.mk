@@ -5,7 +5,8 @@
 #   make bench-notificator  BENCH_NOTIFY_COUNT=20000 NOTIFSVC_SEND_CONCURRENCY=64 BENCH_SINK_DELAY_MS=10
 #   make bench-cost         BENCH_COST_ARGS="--rounds 3 --scale 2" (CPU per notification per
 #                           process, broker and PostgreSQL; bare-endpoint and Go-pattern baselines;
-#                           --statements: PostgreSQL time per statement)
+#                           --statements: PostgreSQL time per statement; --perf: the receiver's
+#                           and bare endpoint's CPU by thread and library, needs perf)
 #   make bench-replay       BENCH_REPLAY_ARGS="--failed 20000 --fresh-rate 50" (a replay of failed
 #                           webhooks against fresh traffic: replay rate, fresh p50/p99 beside it)
 #   make bench              all three plus BENCH_SCALE=10000,100000,1000000 (drain rate and router
