@@ -138,23 +138,32 @@ def sorts(plan: str) -> bool:
     return re.search(r"(^|->\s+)(Incremental )?Sort\s+\(", plan, re.MULTILINE) is not None
 
 
-def ordered(plan: str) -> bool:
+#: A sort node and the rows PostgreSQL expects it to sort.
+_SORT = re.compile(r"(?:^|->)\s*(?:Incremental )?Sort\s+\(cost=\S+ rows=(\d+)", re.MULTILINE)
+
+
+def ordered(plan: str, page: int = 50) -> bool:
     """Whether a plan reads the list in its order: one backward index scan, or a Merge
     Append of such scans (one per state range: a list with no state, migration 0011). A
-    branch may read the few rows its index bounds and sort them instead, where PostgreSQL
-    expects fewer than a page in that range (a rare state: canceled, expired)."""
+    branch may instead read the few rows its index bounds and sort them, where PostgreSQL
+    expects no more than a page in that range (a rare state: canceled, expired)."""
     lines = plan.splitlines()
-    top = lines[1] if len(lines) > 1 else ""
-    if "Merge Append" not in top:
+    if len(lines) < 2 or "Merge Append" not in lines[1]:
         return not sorts(plan) and "Index" in plan and "Backward" in plan
-    indent = re.compile(r"^\s*->").search(lines[1])
-    assert indent is not None
-    child = " " * (indent.end() + 4) + "->"
+    arrow = re.search(r"->", lines[1])
+    assert arrow is not None
+    child = " " * (arrow.start() + 6) + "->"
     branches = re.split(rf"^{re.escape(child)}", "\n".join(lines[2:]), flags=re.MULTILINE)[1:]
-    return len(branches) > 1 and all(
-        "Seq Scan" not in b and (not sorts(b) or ("Index Cond" in b and "Limit" in b))
-        for b in branches
-    )
+    return len(branches) > 1 and all(_ordered_branch(b, page) for b in branches)
+
+
+def _ordered_branch(branch: str, page: int) -> bool:
+    if "Seq Scan" in branch:
+        return False
+    sorted_rows = [int(n) for n in _SORT.findall(branch)]
+    if not sorted_rows:
+        return "Backward" in branch
+    return "Index Cond" in branch and max(sorted_rows) <= page + 1
 
 
 async def explain(conn: asyncpg.Connection, query: queries.ListQuery) -> str:

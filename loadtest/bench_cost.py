@@ -186,7 +186,12 @@ async def _measured(
         await recording.start()
     meter = Meter({"server": [pid], "broker": [infra.broker.pid]})
     meter.start()
-    run = await _post(url, "/notification", o, count=o.requests, batch=1, workdir=workdir)
+    try:
+        run = await _post(url, "/notification", o, count=o.requests, batch=1, workdir=workdir)
+    except BaseException:
+        if recording is not None:
+            await recording.cancel()
+        raise
     out = run | {"cpu": meter.stop()}
     if recording is not None:
         out["split"] = await recording.stop()

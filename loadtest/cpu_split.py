@@ -6,23 +6,28 @@ CPython 3.11 ``perf`` cannot name Python functions, but it does charge CPU (``cp
 exactly to threads and libraries. That is enough to say how much of a request is the
 interpreter running Python code, how much the kernel (sockets, wake-ups), how much
 compiled extensions (uvloop, aiohttp's parser, orjson, multidict), and how much
-librdkafka's own threads: ``make bench-cost BENCH_COST_ARGS=--perf`` prints it for the receiver and
-the bare endpoint. Needs ``perf`` (Debian ``linux-perf``) and permission to sample the
-process (``kernel.perf_event_paranoid`` <= 1, or root).
+librdkafka's own threads: ``make bench-cost BENCH_COST_ARGS=--perf`` prints it for the
+receiver and the bare endpoint. Needs ``perf`` (Debian ``linux-perf``) and permission to
+sample the kernel too (``kernel.perf_event_paranoid`` <= 1, or root).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import signal
 from collections.abc import Iterable
 from pathlib import Path
 
 #: The parts a split names, in the order it prints them.
-PARTS = ("interpreter", "native", "kernel", "librdkafka threads", "other threads")
+PARTS = ("interpreter", "native", "kernel", "librdkafka threads")
 #: Samples per second: prime, so that it does not beat with the loop's 1 ms timers.
 FREQUENCY = 499
+#: Longest wait for perf to write its file and exit, or to report.
+PERF_SECONDS = 60.0
+_PARANOID = Path("/proc/sys/kernel/perf_event_paranoid")
 
 
 class PerfUnavailable(RuntimeError):
@@ -30,11 +35,10 @@ class PerfUnavailable(RuntimeError):
 
 
 def part(comm: str, dso: str) -> str:
-    """The part a sample belongs to, from its thread's name and its shared object."""
+    """The part a sample belongs to, from its thread's name and its shared object (any
+    thread but librdkafka's, named ``rdk:...``, is the process's own, whatever its name)."""
     if comm.startswith("rdk:"):
         return "librdkafka threads"
-    if comm != "python":  # e.g. a libuv or an asyncio.to_thread worker
-        return "other threads"
     if dso.startswith("libpython"):
         return "interpreter"
     if dso.startswith("[kernel") or dso == "[vdso]":
@@ -57,8 +61,20 @@ def shares(report: str) -> dict[str, float]:
     return {k: v / total for k, v in out.items()}
 
 
+def may_sample_the_kernel(paranoid: Path = _PARANOID) -> bool:
+    """Whether perf may sample kernel code for this user (without it, the kernel's share
+    would read 0 and the others too high)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        return int(paranoid.read_text().strip()) <= 1
+    except (OSError, ValueError):
+        return False
+
+
 class PerfRecording:
-    """``perf record`` on some processes from :meth:`start` to :meth:`stop`."""
+    """``perf record`` (``cpu-clock``) on some processes from :meth:`start` to :meth:`stop`;
+    :meth:`cancel` ends it with nothing to report."""
 
     def __init__(self, pids: Iterable[int], path: Path) -> None:
         self.pids = list(pids)
@@ -69,10 +85,17 @@ class PerfRecording:
         perf = shutil.which("perf")
         if perf is None:
             raise PerfUnavailable("perf is not installed (Debian: linux-perf)")
+        if not may_sample_the_kernel():
+            raise PerfUnavailable("perf may not sample the kernel: needs root or paranoid <= 1")
         pids = ",".join(str(p) for p in self.pids)
-        args = ["record", "-q", "-F", str(FREQUENCY), "-p", pids, "-o", str(self.path)]
+        args = ["record", "-q", "-e", "cpu-clock", "-F", str(FREQUENCY), "-p", pids]
         self._proc = await asyncio.create_subprocess_exec(
-            perf, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            perf,
+            *args,
+            "-o",
+            str(self.path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
 
     async def stop(self) -> dict[str, float]:
@@ -80,12 +103,30 @@ class PerfRecording:
         proc, self._proc = self._proc, None
         if proc is None:
             raise PerfUnavailable("not recording")
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)  # perf writes its file and exits
-        _, err = await proc.communicate()
+        err = await _interrupted(proc)
         if proc.returncode not in (0, -signal.SIGINT) or not self.path.exists():
-            raise PerfUnavailable(f"perf record failed: {err.decode(errors='replace').strip()}")
+            raise PerfUnavailable(f"perf record failed: {err.strip() or proc.returncode}")
         return shares(await _report(self.path))
+
+    async def cancel(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await _interrupted(proc)
+
+
+async def _interrupted(proc: asyncio.subprocess.Process) -> str:
+    """Stop ``proc`` (SIGINT: perf writes its file), killed if it takes too long; its
+    standard error."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), PERF_SECONDS)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return "perf did not stop within its time"
+    return err.decode(errors="replace")
 
 
 async def _report(path: Path) -> str:
@@ -101,7 +142,12 @@ async def _report(path: Path) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), PERF_SECONDS)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise PerfUnavailable("perf report did not finish within its time") from None
     if proc.returncode != 0:
         raise PerfUnavailable(f"perf report failed: {err.decode(errors='replace').strip()}")
     return out.decode(errors="replace")

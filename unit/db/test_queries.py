@@ -279,17 +279,24 @@ def test_every_state_is_finished_or_unfinished() -> None:
     assert not set(queries.FINISHED) & set(queries.UNFINISHED)
 
 
-def _list_indexes() -> dict[str, str]:
-    """The list indexes the migrations leave, by name: each one's CREATE statement."""
+def _list_indexes(*folders: str) -> dict[str, str]:
+    """The list indexes the migrations of ``folders`` leave (by default the portable ones,
+    as on PostgreSQL), by name: each one's CREATE statement."""
     created: dict[str, str] = {}
-    for _, sql in _files("migrations"):
-        for statement in (" ".join(s.split()) for s in split_statements(sql)):
-            made = re.match(r"CREATE INDEX IF NOT EXISTS (notifications_listed_\w+) ON", statement)
-            dropped = re.match(r"DROP INDEX IF EXISTS (notifications_listed_\w+)$", statement)
-            if made:
-                created[made.group(1)] = statement
-            elif dropped:
-                created.pop(dropped.group(1), None)
+    for folder in folders or ("migrations",):
+        for _, sql in _files(folder):
+            for statement in (" ".join(s.split()) for s in split_statements(sql)):
+                made = re.match(
+                    r"CREATE INDEX IF NOT EXISTS (notifications_listed_\w+) ON", statement
+                )
+                dropped = re.match(
+                    r"DROP INDEX IF EXISTS (?:notifications@)?(notifications_listed_\w+)$",
+                    statement,
+                )
+                if made:
+                    created[made.group(1)] = statement
+                elif dropped:
+                    created.pop(dropped.group(1), None)
     return created
 
 
@@ -311,6 +318,12 @@ def test_no_index_holds_every_finished_row_in_one_range() -> None:
     assert sorted(finished) == [
         "notifications_listed_finished_by_channel_state",
         "notifications_listed_finished_by_state",
+    ]
+    on_cockroach = _list_indexes("migrations", "migrations_crdb")
+    finished = [n for n in on_cockroach if n.startswith("notifications_listed_finished")]
+    assert sorted(finished) == [
+        "notifications_listed_finished_by_channel_state_sharded",
+        "notifications_listed_finished_by_state_sharded",
     ]
 
 
