@@ -10,6 +10,7 @@ from integration.helpers import connection, plan_reader
 from notifsvc.config import Settings
 from notifsvc.db import schedule
 from notifsvc.db import store as store_mod
+from notifsvc.db.rows import shape_of
 from notifsvc.db.store import Store
 from notifsvc.model import Notification
 
@@ -24,6 +25,26 @@ BY_UUID = {
     "released": (schedule._RELEASED, ""),
     "touch": (schedule._TOUCH, ""),
 }
+
+
+def _outcomes(uuids: list[uuid.UUID], states: list[str]) -> tuple[str, str]:
+    """The outcomes statement for ``uuids`` and no attempts, with its other parameters."""
+    o_shape, o_params = shape_of(
+        store_mod._OUTCOME_COLUMNS, [uuids, states, [1] * len(uuids), [None] * len(uuids)]
+    )
+    a_shape, a_params = shape_of(
+        store_mod._ATTEMPT_COLUMNS, [[] for _ in store_mod._ATTEMPT_COLUMNS]
+    )
+
+    def literal(value: object) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, list):
+            return "'{" + ",".join(str(v) for v in value) + "}'"
+        return f"'{value}'"
+
+    more = "".join(f", {literal(v)}" for v in [*o_params[1:], *a_params])
+    return store_mod._outcomes(o_shape, a_shape), more
 
 
 async def _churn(settings: Settings, count: int) -> None:
@@ -47,8 +68,13 @@ async def test_rows_named_by_uuid_are_found_by_their_primary_key(
     fresh = [Notification(uuid.uuid4(), "log", "ops", "x") for _ in range(100)]
     await store.insert(fresh)
     values = "'{" + ",".join(str(n.uuid) for n in fresh) + "}'"
+    uuids = [n.uuid for n in fresh]
+    statements = BY_UUID | {  # one outcome for the batch, sent once; and one per row
+        "outcomes_once": _outcomes(uuids, ["sent"] * len(uuids)),
+        "outcomes_each": _outcomes(uuids, ["sent", "failed"] * (len(uuids) // 2)),
+    }
     async with plan_reader(settings) as conn:
-        for name, (sql, more) in BY_UUID.items():
+        for name, (sql, more) in statements.items():
             await conn.execute(f"PREPARE {name} AS {sql}")
             for mode in ("force_custom_plan", "force_generic_plan"):
                 await conn.execute(f"SET plan_cache_mode = {mode}")

@@ -34,11 +34,12 @@ _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 def body(index: int = 0, destination: str = "log", to: str = "ops-team") -> dict[str, str]:
     """One notification as a client posts it (by default the log channel's, as the load
-    test's)."""
+    test's). Log recipients vary as a real batch's would (a batch of one recipient would let
+    the router send that column once, :mod:`notifsvc.db.rows`); a webhook's is its URL."""
     return {
         "uuid": str(uuid.uuid4()),
         "destination": destination,
-        "to": to,
+        "to": f"{to}-{index % 1000}" if destination == "log" else to,
         "txt": f"disk almost full on db-{index % 100}",
     }
 

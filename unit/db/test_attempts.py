@@ -38,11 +38,22 @@ def words(sql: str) -> str:
 
 
 def attempt_arrays(sql: str, args: tuple[Any, ...]) -> dict[str, list[Any]]:
-    """The attempt arrays of an outcomes statement by column name (columns every attempt
-    has NULL are left out of it)."""
-    names = re.search(r"INSERT INTO notification_attempts \(([^)]*)\)", sql)
-    assert names is not None
-    return dict(zip(names.group(1).split(", "), args[4:], strict=True))
+    """The attempt columns of an outcomes statement by name, one value per row: a column
+    sent once is repeated, one NULL in every row is left out of it."""
+    found = re.search(
+        r"INSERT INTO notification_attempts \(([^)]*)\)\s+SELECT (.*?) FROM unnest\((.*?)\) AS",
+        sql,
+        re.DOTALL,
+    )
+    assert found is not None
+    names, values = found.group(1).split(", "), found.group(2).split(", ")
+    arrays = iter(int(n) for n in re.findall(r"\$(\d+)::", found.group(3)))
+    columns: dict[str, Any] = {}
+    for name, value in zip(names, values, strict=True):
+        once = re.match(r"\$(\d+)::", value)
+        columns[name] = ("once", args[int(once.group(1)) - 1]) if once else args[next(arrays) - 1]
+    rows = len(columns["uuid"])
+    return {n: [v[1]] * rows if isinstance(v, tuple) else v for n, v in columns.items()}
 
 
 async def test_outcomes_alone_are_the_same_one_statement_with_no_attempt_rows() -> None:

@@ -32,6 +32,7 @@ from tenacity import (
 from notifsvc import errors
 from notifsvc.attempts import Attempt
 from notifsvc.db import connect, queries
+from notifsvc.db.rows import Shape, columns, select, shape_of
 from notifsvc.model import Notification, Priority, State, reason_of
 
 log = logging.getLogger(__name__)
@@ -181,66 +182,28 @@ def _seconds(r: asyncpg.Record, column: str) -> float | None:
 _CANCELABLE = (State.RECEIVED, State.SCHEDULED, State.FORWARDED)
 
 
-#: A column a multi-row statement writes through ``unnest``: its name, the type of its
-#: array, and whether a statement whose rows all have it NULL leaves it out (it defaults to
-#: NULL). Arrays of NULLs cost the client an encoding check per element (asyncpg's) and the
-#: server an array to read: five of the twelve of an ordinary insert were such arrays.
-_Column = tuple[str, str, bool]
-_NOTIFICATION_COLUMNS: tuple[_Column, ...] = (
-    ("uuid", "uuid", False),
-    ("channel", "text", False),
-    ("recipient", "text", False),
-    ("body", "text", False),
-    ("subject", "text", True),
-    ("priority", "text", False),
-    ("fingerprint", "bytea", False),
-    ("accepted_at", "timestamptz", False),
-    ("callback_url", "text", True),
-    ("client", "text", True),
-    ("send_at", "timestamptz", True),
-    ("expires_at", "timestamptz", True),
+#: The columns the multi-row statements write (:mod:`notifsvc.db.rows`: each sent as an
+#: array, once, or not at all).
+_NOTIFICATION_COLUMNS = columns(
+    "uuid uuid, channel text, recipient text, body text, subject text?, priority text, "
+    "fingerprint bytea, accepted_at timestamptz, callback_url text?, client text?, "
+    "send_at timestamptz?, expires_at timestamptz?"
 )
-_ATTEMPT_COLUMNS: tuple[_Column, ...] = (
-    ("uuid", "uuid", False),
-    ("attempt_number", "int", False),
-    ("seq", "int8", False),
-    ("outcome", "text", False),
-    ("started_at", "timestamptz", False),
-    ("finished_at", "timestamptz", False),
-    ("provider", "text", False),
-    ("status_code", "int", True),
-    ("message_id", "text", True),
-    ("error_class", "text", True),
-    ("error", "text", True),
+_ATTEMPT_COLUMNS = columns(
+    "uuid uuid, attempt_number int, seq int8, outcome text, started_at timestamptz, "
+    "finished_at timestamptz, provider text, status_code int?, message_id text?, "
+    "error_class text?, error text?"
 )
-
-
-def _kept(
-    columns: tuple[_Column, ...], arrays: list[list[Any]]
-) -> tuple[tuple[int, ...], list[list[Any]]]:
-    """Which of ``columns`` a statement writes (all but the optional ones NULL in every row)
-    and their arrays."""
-    kept = tuple(
-        i
-        for i, (_, _, optional) in enumerate(columns)
-        if not optional or any(v is not None for v in arrays[i])
-    )
-    return kept, [arrays[i] for i in kept]
-
-
-def _unnest(columns: tuple[_Column, ...], kept: tuple[int, ...], first: int) -> tuple[str, str]:
-    """The names of the ``kept`` columns, and ``unnest`` of their arrays from ``$first`` on."""
-    names = ", ".join(columns[i][0] for i in kept)
-    arrays = ", ".join(f"${first + n}::{columns[i][1]}[]" for n, i in enumerate(kept))
-    return names, f"unnest({arrays})"
+#: An outcome's columns (the UPDATE sets each one, NULL included: none is optional).
+_OUTCOME_COLUMNS = columns("uuid uuid, state text, attempts int, error text")
 
 
 @functools.lru_cache(maxsize=64)
-def _insert(kept: tuple[int, ...]) -> str:
-    names, rows = _unnest(_NOTIFICATION_COLUMNS, kept, 1)
+def _insert(sent: Shape) -> str:
+    s = select(_NOTIFICATION_COLUMNS, sent, 1)
     return f"""
-INSERT INTO notifications ({names})
-SELECT * FROM {rows}
+INSERT INTO notifications ({s.names})
+SELECT {s.values} FROM {s.source}
 ON CONFLICT (uuid) DO NOTHING
 RETURNING uuid
 """  # noqa: S608 - names and types are constants
@@ -323,15 +286,22 @@ RETURNING {queries.COLUMNS}, client
 #: attempts the insert is of no rows. An ``expired`` row stays expired unless the outcome is
 #: ``sent`` (a send that did happen is the truth), so a late postponement never revives it.
 @functools.lru_cache(maxsize=32)
-def _outcomes(kept: tuple[int, ...]) -> str:
-    names, rows = _unnest(_ATTEMPT_COLUMNS, kept, 5)
-    return _OUTCOMES.replace("$ATTEMPT_NAMES", names).replace("$ATTEMPT_ROWS", rows)
+def _outcomes(outcomes: Shape, attempts: Shape) -> str:
+    o = select(_OUTCOME_COLUMNS, outcomes, 1)
+    a = select(_ATTEMPT_COLUMNS, attempts, 1 + o.taken)
+    return (
+        _OUTCOMES.replace("$ATTEMPT_NAMES", a.names)
+        .replace("$ATTEMPT_VALUES", a.values)
+        .replace("$ATTEMPT_SOURCE", a.source)
+        .replace("$OUTCOME_VALUES", o.values)
+        .replace("$OUTCOME_SOURCE", o.source)
+    )
 
 
 _OUTCOMES = """
 WITH recorded AS (
     INSERT INTO notification_attempts ($ATTEMPT_NAMES)
-    SELECT * FROM $ATTEMPT_ROWS
+    SELECT $ATTEMPT_VALUES FROM $ATTEMPT_SOURCE
     ON CONFLICT (uuid, attempt_number, seq) DO NOTHING
     RETURNING 1
 ), updated AS (
@@ -343,7 +313,7 @@ WITH recorded AS (
         failed_at = CASE WHEN o.state = 'failed' THEN now() ELSE n.failed_at END,
         expired_at = CASE WHEN o.state = 'expired' THEN now() ELSE n.expired_at END,
         updated_at = now()
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS o(uuid, state, attempts, error)
+    FROM (SELECT $OUTCOME_VALUES FROM $OUTCOME_SOURCE) AS o
     WHERE n.uuid = o.uuid AND n.state NOT IN ('sent', 'canceled')
       AND (n.state <> 'expired' OR o.state = 'sent')
     RETURNING 1
@@ -504,9 +474,9 @@ class Store:
         rows in UUID order so that concurrent writers lock them in the same order."""
         new: set[uuid_mod.UUID] = set()
         for chunk in _chunks(sorted(batch, key=_uuid_order)):
-            kept, arrays = _kept(_NOTIFICATION_COLUMNS, _insert_columns(chunk))
-            rows = await self._fetch(_insert(kept), *arrays)
-            new.update(r["uuid"] for r in rows)
+            sent, params = shape_of(_NOTIFICATION_COLUMNS, _insert_columns(chunk))
+            inserted = await self._fetch(_insert(sent), *params)
+            new.update(r["uuid"] for r in inserted)
         return new
 
     async def lookup(self, uuids: Sequence[uuid_mod.UUID]) -> dict[uuid_mod.UUID, StoredRow]:
@@ -593,14 +563,16 @@ class Store:
         if not outcomes and not attempts:
             return
         ordered = sorted(outcomes, key=_uuid_order)
-        columns = (
+        columns: list[list[Any]] = [
             [o.uuid for o in ordered],
             [o.state.value for o in ordered],
             [o.attempts for o in ordered],
             [_storable(o.error) for o in ordered],
-        )
-        kept, arrays = _kept(_ATTEMPT_COLUMNS, _attempt_columns(attempts))
-        await self._fetch(_outcomes(kept), *columns, *arrays)
+        ]
+        outcome_shape, outcome_params = shape_of(_OUTCOME_COLUMNS, columns)
+        attempt_shape, attempt_params = shape_of(_ATTEMPT_COLUMNS, _attempt_columns(attempts))
+        sql = _outcomes(outcome_shape, attempt_shape)
+        await self._fetch(sql, *outcome_params, *attempt_params)
 
     async def attempts(self, uuid: uuid_mod.UUID) -> list[dict[str, Any]] | None:
         """The public view of one notification's attempts, oldest first; None when there
