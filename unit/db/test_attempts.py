@@ -63,7 +63,7 @@ async def test_outcomes_alone_are_the_same_one_statement_with_no_attempt_rows() 
     [(sql, args)] = s.statements
     assert words(sql).startswith("WITH recorded AS ( INSERT INTO notification_attempts")
     arrays = attempt_arrays(sql, args)
-    assert list(arrays) == [n for n, _, optional in store._ATTEMPT_COLUMNS if not optional]
+    assert list(arrays) == [c.name for c in store._ATTEMPT_COLUMNS if not c.optional]
     assert all(column == [] for column in arrays.values())
 
 

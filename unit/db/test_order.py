@@ -54,6 +54,7 @@ def test_an_insert_writes_each_column_some_row_has_and_leaves_out_the_rest(
     assert by_name["uuid"] == [n.uuid for n in chunk]
     for name, field in (("subject", 0), ("callback_url", 1)):
         values = [r[field] for r in rows]
+        assert by_name.get(name, [None] * len(rows)) == values
         assert (name in by_name) == any(v is not None for v in values)
     assert ("expires_at" in by_name) == any(r[2] is not None for r in rows)
     assert "client" not in by_name and "send_at" not in by_name

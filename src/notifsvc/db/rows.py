@@ -1,22 +1,23 @@
 """How a multi-row statement sends its rows: one array per column, read with ``unnest``,
-except for a column that needs no array.
+except for columns that need no array.
 
 Every array element costs the client an encoding step with asyncpg's container checks (a
 Python-level ``isinstance`` against ``collections.abc`` per element; a quarter of a py-spy
 profile of the notificator was in asyncpg's execution of its statements, mostly this) and
-the server a value to read. Many columns
-hold one value for a whole batch: an outcome's state, attempt number and provider, a
-batch's channel and priority; an optional one is often NULL in every row. So a column is
+the server a value to read. Some columns usually hold one value for a whole batch (an
+outcome's state, an attempt's number and provider, a batch's channel and priority): they
+are marked *per batch*. An optional column is often NULL in every row. So a column is
 sent as one of:
 
-- ``ARRAY``: one element per row, for ``unnest`` (always the first column, the key, so that
-  there is a row source; it may not be optional);
-- ``ONCE``: the same value in every row, sent once as a scalar and repeated by the select
-  list;
+- ``ARRAY``: one element per row, for ``unnest`` (always the first column, the key, so
+  that there is a row source);
+- ``ONCE``: a per-batch column, when every per-batch column of the statement holds one
+  value in every row, sent once as a scalar that the select list repeats;
 - ``ABSENT``: an optional column NULL in every row, left out (its default is NULL).
 
-The statement's text depends on the shape, so statements are built per shape and cached;
-a batch's shape is one of few in practice.
+All the per-batch columns are sent once or none is: a statement then has at most
+``2 * 2**optional`` shapes (:func:`shapes`), each built once and cached, and asyncpg keeps
+few prepared statements per connection for it.
 """
 
 from __future__ import annotations
@@ -26,21 +27,33 @@ from typing import Any, NamedTuple
 
 
 class Column(NamedTuple):
-    """A column a multi-row statement writes: its name, its SQL type, and whether it may be
-    left out when NULL in every row (it defaults to NULL)."""
+    """A column a multi-row statement writes: its name, its SQL type, whether it may be left
+    out when NULL in every row (it defaults to NULL), and whether it usually holds one value
+    for a whole batch."""
 
     name: str
     type: str
     optional: bool = False
+    per_batch: bool = False
 
 
 def columns(spec: str) -> tuple[Column, ...]:
-    """Columns from ``"name type, name type?, ..."`` (``?``: optional)."""
+    """Columns from ``"name type, name type?, name type=, ..."`` (``?``: optional; ``=``:
+    per batch). The first is the key: neither."""
     out = []
     for item in spec.split(","):
         name, type_ = item.split()
-        out.append(Column(name, type_.rstrip("?"), optional=type_.endswith("?")))
+        optional, per_batch = type_.endswith("?"), type_.endswith("=")
+        out.append(Column(name, type_.rstrip("?="), optional, per_batch))
+    if out[0].optional or out[0].per_batch:
+        raise ValueError(f"the key column {out[0].name} is sent as an array, always")
     return tuple(out)
+
+
+def shapes(cols: tuple[Column, ...]) -> int:
+    """How many shapes a statement over ``cols`` can take."""
+    once = 2 if any(c.per_batch for c in cols) else 1
+    return once << sum(c.optional for c in cols)
 
 
 class Sent(Enum):
@@ -52,20 +65,25 @@ class Sent(Enum):
 Shape = tuple[Sent, ...]
 
 
-def shape_of(columns: tuple[Column, ...], arrays: list[list[Any]]) -> tuple[Shape, list[Any]]:
-    """How each of ``columns`` is sent, given each one's values in row order, and the
+def shape_of(cols: tuple[Column, ...], arrays: list[list[Any]]) -> tuple[Shape, list[Any]]:
+    """How each of ``cols`` is sent, given each one's values in row order, and the
     statement's parameters in column order (an array, a scalar, or nothing)."""
+    once = bool(arrays[0]) and all(
+        values == [values[0]] * len(values)
+        for c, values in zip(cols, arrays, strict=True)
+        if c.per_batch
+    )
     out: list[Sent] = []
     params: list[Any] = []
-    for i, (column, values) in enumerate(zip(columns, arrays, strict=True)):
+    for column, values in zip(cols, arrays, strict=True):
         if column.optional and values.count(None) == len(values):
             out.append(Sent.ABSENT)
-        elif i == 0 or not values or values != [values[0]] * len(values):
-            out.append(Sent.ARRAY)
-            params.append(values)
-        else:
+        elif once and column.per_batch:
             out.append(Sent.ONCE)
             params.append(values[0])
+        else:
+            out.append(Sent.ARRAY)
+            params.append(values)
     return tuple(out), params
 
 
@@ -79,14 +97,14 @@ class Select(NamedTuple):
     taken: int  # parameters
 
 
-def select(columns: tuple[Column, ...], sent: Shape, first: int, alias: str = "r") -> Select:
+def select(cols: tuple[Column, ...], sent: Shape, first: int, alias: str = "r") -> Select:
     """The select over rows shaped ``sent``, its parameters numbered from ``$first``."""
     names: list[str] = []
     values: list[str] = []
     arrays: list[str] = []
     aliases: list[str] = []
     n = first
-    for column, how in zip(columns, sent, strict=True):
+    for column, how in zip(cols, sent, strict=True):
         if how is Sent.ABSENT:
             continue
         names.append(column.name)

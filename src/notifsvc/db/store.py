@@ -32,7 +32,7 @@ from tenacity import (
 from notifsvc import errors
 from notifsvc.attempts import Attempt
 from notifsvc.db import connect, queries
-from notifsvc.db.rows import Shape, columns, select, shape_of
+from notifsvc.db.rows import Shape, columns, select, shape_of, shapes
 from notifsvc.model import Notification, Priority, State, reason_of
 
 log = logging.getLogger(__name__)
@@ -185,20 +185,20 @@ _CANCELABLE = (State.RECEIVED, State.SCHEDULED, State.FORWARDED)
 #: The columns the multi-row statements write (:mod:`notifsvc.db.rows`: each sent as an
 #: array, once, or not at all).
 _NOTIFICATION_COLUMNS = columns(
-    "uuid uuid, channel text, recipient text, body text, subject text?, priority text, "
+    "uuid uuid, channel text=, recipient text, body text, subject text?, priority text=, "
     "fingerprint bytea, accepted_at timestamptz, callback_url text?, client text?, "
     "send_at timestamptz?, expires_at timestamptz?"
 )
 _ATTEMPT_COLUMNS = columns(
-    "uuid uuid, attempt_number int, seq int8, outcome text, started_at timestamptz, "
-    "finished_at timestamptz, provider text, status_code int?, message_id text?, "
+    "uuid uuid, attempt_number int=, seq int8=, outcome text=, started_at timestamptz, "
+    "finished_at timestamptz, provider text=, status_code int?, message_id text?, "
     "error_class text?, error text?"
 )
 #: An outcome's columns (the UPDATE sets each one, NULL included: none is optional).
-_OUTCOME_COLUMNS = columns("uuid uuid, state text, attempts int, error text")
+_OUTCOME_COLUMNS = columns("uuid uuid, state text=, attempts int=, error text=")
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=shapes(_NOTIFICATION_COLUMNS))
 def _insert(sent: Shape) -> str:
     s = select(_NOTIFICATION_COLUMNS, sent, 1)
     return f"""
@@ -285,7 +285,7 @@ RETURNING {queries.COLUMNS}, client
 #: written (the same flush run again after an unknown outcome) is kept as it was. With no
 #: attempts the insert is of no rows. An ``expired`` row stays expired unless the outcome is
 #: ``sent`` (a send that did happen is the truth), so a late postponement never revives it.
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=shapes(_OUTCOME_COLUMNS) * shapes(_ATTEMPT_COLUMNS))
 def _outcomes(outcomes: Shape, attempts: Shape) -> str:
     o = select(_OUTCOME_COLUMNS, outcomes, 1)
     a = select(_ATTEMPT_COLUMNS, attempts, 1 + o.taken)
