@@ -109,24 +109,21 @@ class PerfRecording:
         return shares(await _report(self.path))
 
     async def cancel(self) -> None:
+        """End a recording whose run failed: perf stopped (killed if need be) and reaped,
+        without an error of its own in the way of the run's."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            await _interrupted(proc)
+            with contextlib.suppress(PerfUnavailable):
+                await _interrupted(proc)
 
 
 async def _interrupted(proc: asyncio.subprocess.Process) -> str:
-    """Stop ``proc`` (SIGINT: perf writes its file), killed if it takes too long; its
-    standard error."""
+    """Stop ``proc`` (SIGINT: perf writes its file); its standard error."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGINT)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), PERF_SECONDS)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return "perf did not stop within its time"
-    return err.decode(errors="replace")
+    _, err = await _finished(proc, "stop")
+    return err
 
 
 async def _report(path: Path) -> str:
@@ -142,12 +139,19 @@ async def _report(path: Path) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    out, err = await _finished(proc, "report")
+    if proc.returncode != 0:
+        raise PerfUnavailable(f"perf report failed (exit {proc.returncode}): {err.strip()}")
+    return out
+
+
+async def _finished(proc: asyncio.subprocess.Process, doing: str) -> tuple[str, str]:
+    """``proc``'s output and standard error once it exits; :class:`PerfUnavailable` (and
+    ``proc`` killed and reaped) if it takes longer than :data:`PERF_SECONDS`."""
     try:
         out, err = await asyncio.wait_for(proc.communicate(), PERF_SECONDS)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise PerfUnavailable("perf report did not finish within its time") from None
-    if proc.returncode != 0:
-        raise PerfUnavailable(f"perf report failed: {err.decode(errors='replace').strip()}")
-    return out.decode(errors="replace")
+        raise PerfUnavailable(f"perf did not {doing} within {PERF_SECONDS:g}s") from None
+    return (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,50 @@ async def test_a_cancelled_recording_leaves_no_perf_running(tmp_path: Path) -> N
     assert proc.returncode is not None  # reaped, not left to outlive the benchmark
     with pytest.raises(cpu_split.PerfUnavailable, match="not recording"):
         await recording.stop()
+
+
+#: A process that, like a stuck perf, does not exit on SIGINT.
+_STUCK = (
+    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+    " print('ready', flush=True); time.sleep(60)"
+)
+
+
+async def _stuck() -> asyncio.subprocess.Process:
+    """Once it ignores SIGINT."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STUCK, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+async def test_a_perf_that_does_not_stop_is_killed_and_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cpu_split, "PERF_SECONDS", 0.5)
+    recording = cpu_split.PerfRecording([1], tmp_path / "perf.data")
+    recording._proc = proc = await _stuck()
+    with pytest.raises(cpu_split.PerfUnavailable, match=r"perf did not stop within 0\.5s"):
+        await recording.stop()
+    assert proc.returncode == -signal.SIGKILL  # killed and reaped, not left running
+
+
+async def test_cancelling_a_stuck_perf_kills_it_and_raises_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed run's own error is the one to see, not perf's."""
+    monkeypatch.setattr(cpu_split, "PERF_SECONDS", 0.5)
+    recording = cpu_split.PerfRecording([1], tmp_path / "perf.data")
+    recording._proc = proc = await _stuck()
+    await recording.cancel()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.skipif(shutil.which("perf") is None, reason="needs perf (Debian: linux-perf)")
+async def test_a_report_perf_cannot_read_is_an_error_with_perfs_words(tmp_path: Path) -> None:
+    data = tmp_path / "perf.data"
+    data.write_bytes(b"not a perf file")
+    with pytest.raises(cpu_split.PerfUnavailable, match=r"perf report failed \(exit [1-9][0-9]*\)"):
+        await cpu_split._report(data)
