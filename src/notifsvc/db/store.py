@@ -563,13 +563,13 @@ class Store:
         if not outcomes and not attempts:
             return
         ordered = sorted(outcomes, key=_uuid_order)
-        columns: list[list[Any]] = [
+        values: list[list[Any]] = [
             [o.uuid for o in ordered],
             [o.state.value for o in ordered],
             [o.attempts for o in ordered],
             [_storable(o.error) for o in ordered],
         ]
-        outcome_shape, outcome_params = shape_of(_OUTCOME_COLUMNS, columns)
+        outcome_shape, outcome_params = shape_of(_OUTCOME_COLUMNS, values)
         attempt_shape, attempt_params = shape_of(_ATTEMPT_COLUMNS, _attempt_columns(attempts))
         sql = _outcomes(outcome_shape, attempt_shape)
         await self._fetch(sql, *outcome_params, *attempt_params)
