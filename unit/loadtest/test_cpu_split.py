@@ -143,34 +143,36 @@ _STUCK = (
 )
 
 
-async def _stuck() -> asyncio.subprocess.Process:
-    """Once it ignores SIGINT."""
+@pytest.fixture
+async def stuck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[cpu_split.PerfRecording, asyncio.subprocess.Process]:
+    """A recording whose perf ignores SIGINT (once it does), given 0.5 s to stop."""
+    monkeypatch.setattr(cpu_split, "PERF_SECONDS", 0.5)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _STUCK, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     assert proc.stdout is not None
     assert await proc.stdout.readline() == b"ready\n"
-    return proc
+    recording = cpu_split.PerfRecording([1], tmp_path / "perf.data")
+    recording._proc = proc
+    return recording, proc
 
 
 async def test_a_perf_that_does_not_stop_is_killed_and_said_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stuck: tuple[cpu_split.PerfRecording, asyncio.subprocess.Process],
 ) -> None:
-    monkeypatch.setattr(cpu_split, "PERF_SECONDS", 0.5)
-    recording = cpu_split.PerfRecording([1], tmp_path / "perf.data")
-    recording._proc = proc = await _stuck()
+    recording, proc = stuck
     with pytest.raises(cpu_split.PerfUnavailable, match=r"perf did not stop within 0\.5s"):
         await recording.stop()
     assert proc.returncode == -signal.SIGKILL  # killed and reaped, not left running
 
 
 async def test_cancelling_a_stuck_perf_kills_it_and_raises_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stuck: tuple[cpu_split.PerfRecording, asyncio.subprocess.Process],
 ) -> None:
     """A failed run's own error is the one to see, not perf's."""
-    monkeypatch.setattr(cpu_split, "PERF_SECONDS", 0.5)
-    recording = cpu_split.PerfRecording([1], tmp_path / "perf.data")
-    recording._proc = proc = await _stuck()
+    recording, proc = stuck
     await recording.cancel()
     assert proc.returncode == -signal.SIGKILL
 
