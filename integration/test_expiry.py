@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
@@ -379,8 +380,8 @@ async def test_the_reconciler_places_a_stalled_row_due_later_in_its_tier_not_its
 ) -> None:
     """A row the router inserted but never placed (it died in between) and whose send_at is
     ahead: the reconciler must not re-drive it to its lane (that would send it early)."""
-    soon = dataclasses.replace(hook(sink, expires_in=None), send_at=time.time() + 120)
-    far = dataclasses.replace(hook(sink, expires_in=None), send_at=time.time() + 7200)
+    soon = msgspec.structs.replace(hook(sink, expires_in=None), send_at=time.time() + 120)
+    far = msgspec.structs.replace(hook(sink, expires_in=None), send_at=time.time() + 7200)
     await seed(settings, store, [soon, far], "received")
     reconciler = await stalled_pass(settings, store, [soon, far], moved=2)
     assert reconciler.redriven == 0

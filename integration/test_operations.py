@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import jsonschema_rs
+import msgspec
 import pytest
 
 from integration.helpers import (
@@ -606,7 +607,7 @@ async def reconciler(settings: Settings, store: Store) -> AsyncIterator[Reconcil
 async def test_a_retry_the_broker_does_not_take_is_sent_by_the_reconciler(
     settings: Settings, store: Store, sink: WebhookSink, tmp_path: Path, caplog: Any
 ) -> None:
-    n = dataclasses.replace(note("webhook"), to=sink.hook_url())
+    n = msgspec.structs.replace(note("webhook"), to=sink.hook_url())
     await store.insert([n])
     await store.record([Outcome(n.uuid, State.FAILED, 1, "HTTP 503")])
     broker = TansuBroker(tmp_path / "tansu.log")

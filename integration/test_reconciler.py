@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import asyncpg
+import msgspec
 import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -247,7 +248,7 @@ async def test_replicas_split_the_rows_by_the_partitions_they_own(
 async def test_rows_unfinished_too_long_fail_as_expired_unfinished(
     settings: Settings, store: Store
 ) -> None:
-    old = dataclasses.replace(make("old"), accepted_at=time.time() - 2 * 86_400)
+    old = msgspec.structs.replace(make("old"), accepted_at=time.time() - 2 * 86_400)
     [expired] = await put(settings, store, [old])
     [fresh] = await put(settings, store, [make("fresh")])
     async with replica(settings, store) as one:

@@ -6,6 +6,7 @@ import dataclasses
 import uuid
 from collections import Counter
 
+import msgspec
 import orjson
 
 from integration.helpers import eventually, feed, read_topic, running
@@ -84,7 +85,7 @@ async def test_conflicting_repost_keeps_the_first_and_counts_the_conflict(
     settings: Settings, store: Store
 ) -> None:
     first = make("first")
-    second = dataclasses.replace(first, txt="second", priority=Priority.HIGH)
+    second = msgspec.structs.replace(first, txt="second", priority=Priority.HIGH)
     router = Router(settings)
     async with running(router):
         await feed(settings, [first])

@@ -6,13 +6,13 @@ such rows. (The tiers' consumers are :mod:`notifsvc.scheduler`'s tests.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, example, given
@@ -38,7 +38,7 @@ def iso(seconds: float) -> str:
 def make(*, send_at: float | None = None, expires_at: float | None = None) -> Notification:
     """A log notification with these times (unix seconds)."""
     n = parse({"uuid": str(uuid.uuid4()), "destination": "log", "to": "ops", "txt": "hi"})
-    return dataclasses.replace(n, send_at=send_at, expires_at=expires_at)
+    return msgspec.structs.replace(n, send_at=send_at, expires_at=expires_at)
 
 
 async def state_of(store: Store, n: Notification) -> str | None:
@@ -96,7 +96,7 @@ async def test_a_scheduled_request_is_accepted_and_shows_its_times(
         assert resp.status == 202, await resp.text()
     uid = uuid.UUID(str(body["uuid"]))
     n = make(send_at=send_at)
-    n = dataclasses.replace(n, uuid=uid)
+    n = msgspec.structs.replace(n, uuid=uid)
     async with running(Router(settings)):
         await reach(store, {n: "scheduled"})
     async with api.get(f"/notification/{uid}") as resp:
@@ -169,7 +169,7 @@ async def test_a_row_expired_before_routing_is_expired_and_never_forwarded(
     settings: Settings, store: Store
 ) -> None:
     now = time.time()
-    gone = dataclasses.replace(
+    gone = msgspec.structs.replace(
         make(expires_at=now - 1, send_at=now - 60), callback_url="https://cb.example/status"
     )
     async with running(Router(settings)):
@@ -191,7 +191,7 @@ async def test_a_crash_between_insert_and_placement_loses_nothing(
     later, gone = make(send_at=now + 120, expires_at=now + 600), make(expires_at=now - 1)
     assert await store.insert([later, gone]) == {later.uuid, gone.uuid}
     await reach(store, {later: "received", gone: "received"})
-    plain = [dataclasses.replace(n, send_at=None, expires_at=None) for n in (later, gone)]
+    plain = [msgspec.structs.replace(n, send_at=None, expires_at=None) for n in (later, gone)]
     async with running(Router(settings)):
         await feed(settings, plain)  # as redelivered: the row, not the message, decides
         await reach(store, {later: "scheduled", gone: "expired"})

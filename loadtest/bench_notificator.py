@@ -12,12 +12,12 @@ sample: one send at a time.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from loadtest import harness, stats
@@ -101,7 +101,7 @@ async def _sends(
     batch = list(harness.notifications(count, "webhook", f"{sink}/hook"))
     if callbacks is not None:
         url = f"{callbacks}/callbacks"
-        batch = [dataclasses.replace(n, callback_url=url) for n in batch]
+        batch = [msgspec.structs.replace(n, callback_url=url) for n in batch]
     stage = None
     if callbacks is not None and dispatcher:
         stage = harness.start_process(["-m", "notifsvc", "callbacks"], env, workdir / "cb.log")

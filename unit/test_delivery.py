@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import unittest.mock
 import uuid
 from collections.abc import Callable
 
 import hypothesis
+import msgspec
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
@@ -353,7 +353,7 @@ async def test_a_scheduled_notification_counts_its_throttling_budget_from_its_se
     channel = Scripted(settings, Throttled("429", retry_after=0.01, status=429), None)
     now = ACCEPTED + 7200
     p = DeliveryPolicy(settings, channel, clock=lambda: now)
-    scheduled = dataclasses.replace(note(), send_at=now - 1)
+    scheduled = msgspec.structs.replace(note(), send_at=now - 1)
     done = await p.deliver(scheduled, prior=0, slots=asyncio.Semaphore(1))
     assert done.state is State.SENT and channel.sends == 2
 
@@ -379,7 +379,7 @@ class Ticking(Scripted):
 
 def expiring(channel: Ticking, in_seconds: float) -> tuple[DeliveryPolicy, Notification]:
     p = DeliveryPolicy(channel.settings, channel, clock=lambda: channel.now)
-    n = dataclasses.replace(note(), expires_at=channel.now + in_seconds)
+    n = msgspec.structs.replace(note(), expires_at=channel.now + in_seconds)
     return p, n
 
 
@@ -542,9 +542,9 @@ def test_the_fast_path_ends_a_pass_as_the_coroutine_does(
     limits: tuple[int, int],
 ) -> None:
     settings = Settings(inprocess_attempts=limits[0], max_attempts=limits[1])
-    n = dataclasses.replace(note(to), expires_at=None)
+    n = msgspec.structs.replace(note(to), expires_at=None)
     if expires_in is not None:
-        n = dataclasses.replace(n, expires_at=ACCEPTED + 1 + expires_in)
+        n = msgspec.structs.replace(n, expires_at=ACCEPTED + 1 + expires_in)
     again = Replayed(*replay) if replay else None
     script = [_ANSWERS[s] for s in steps]
     fast = one_pass(settings, script, step, n, prior, again, fast=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -147,7 +147,7 @@ def test_an_expiry_after_a_replayed_failure_still_has_a_newer_version(
 
 
 def test_an_expired_end_is_one_expired_event_after_the_attempts_failures() -> None:
-    n = dataclasses.replace(note(), expires_at=1.8e9 + 60)
+    n = msgspec.structs.replace(note(), expires_at=1.8e9 + 60)
     events = events_for(delivery(n, State.EXPIRED, [T, T], prior=1), max_attempts=5)
     assert kinds(events) == [
         (EventType.ATTEMPT_FAILED, 4),
@@ -160,7 +160,7 @@ def test_an_expired_end_is_one_expired_event_after_the_attempts_failures() -> No
 
 
 def test_the_expired_event_of_a_row_a_stage_expires() -> None:
-    n = dataclasses.replace(note(), expires_at=1.8e9 + 60)
+    n = msgspec.structs.replace(note(), expires_at=1.8e9 + 60)
     event = expired_event(n, attempts=2, at=1.8e9 + 61)
     assert event is not None and event.type is EventType.EXPIRED
     assert event.id == f"evt_{n.uuid.hex}_6" and event.url == URL and event.client == n.client

@@ -3,10 +3,12 @@ plain decoding reads, the full paths give alike."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import uuid
 
+import msgspec
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,7 +64,7 @@ def test_what_the_fast_path_accepts_the_full_path_accepts_alike(data: dict[str, 
         return
     full = _full(data)
     assert full is not None
-    assert dataclasses.replace(full, accepted_at=fast.accepted_at) == fast
+    assert msgspec.structs.replace(full, accepted_at=fast.accepted_at) == fast
 
 
 @given(st.uuids(), st.sampled_from(["log", "LOG"]), st.sampled_from([None, "high", "LOW"]))
@@ -119,10 +121,15 @@ _NEAR_PLAIN = st.tuples(_ENCODED, st.sampled_from(sorted(model._WIRE)), _ANY_VAL
 @settings(max_examples=600)
 @given(st.one_of(_WIRE, _ENCODED, _NEAR_PLAIN))
 def test_a_plainly_decoded_message_is_what_parse_makes_of_it(data: dict[str, object]) -> None:
-    plain = _decode_plain(data)
+    try:  # (the standard library's encoder writes any int; NaN is no JSON)
+        raw = json.dumps(data, allow_nan=False).encode()
+    except ValueError:
+        return
+    plain = _decode_plain(raw)
     if plain is None:
         return
-    assert plain == parse(data, accepted_at=_accepted_at(data))
+    read = orjson.loads(raw)  # what the full path reads: it must read the same message
+    assert plain == parse(read, accepted_at=_accepted_at(read))
 
 
 @given(
@@ -136,4 +143,58 @@ def test_what_encode_writes_is_decoded_plainly(
     n = Notification(
         uid, "log", "ops", "disk full", "s", accepted_at=1.5, callback_url=callback, client=client
     )
-    assert _decode_plain(orjson.loads(n.encode())) == n == Notification.decode(n.encode())
+    assert _decode_plain(n.encode()) == n == Notification.decode(n.encode())
+
+
+def _read_in_full(raw: bytes) -> Notification | str:
+    """What the full path (orjson, then :func:`parse`) makes of a message: the notification,
+    or "invalid"."""
+    try:
+        data = orjson.loads(raw)
+        return parse(data, accepted_at=_accepted_at(data))
+    except (orjson.JSONDecodeError, InvalidNotification):
+        return "invalid"
+
+
+def _decoded(raw: bytes) -> Notification | str:
+    try:
+        return Notification.decode(raw)
+    except InvalidNotification:
+        return "invalid"
+
+
+@settings(max_examples=600)
+@given(
+    st.builds(
+        lambda u, s, c: Notification(u, "log", "ops", "disk \u00e9", s, accepted_at=1.5, client=c),
+        st.uuids(),
+        st.none() | st.just("s"),
+        st.none() | st.just("ab12"),
+    ).map(Notification.encode),
+    st.integers(0, 160),
+    st.sampled_from([b"\xff", b"\xc3", b"\\ud800", b"\xef\xbb\xbf", b" x", b",", b"\x00", b"1"])
+    | st.binary(max_size=3),
+)
+def test_any_bytes_spliced_into_a_message_decode_as_the_full_path_reads_them(
+    raw: bytes, at: int, junk: bytes
+) -> None:
+    """msgspec reads a message's bytes itself: whatever it takes, orjson and parse take alike
+    (invalid UTF-8, a lone surrogate, a byte-order mark, trailing bytes, a repeated key)."""
+    spliced = raw[:at] + junk + raw[at:]
+    assert _decoded(spliced) == _read_in_full(spliced)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"uuid":"%s","destination":"log","to":"a","txt":"\xff"}',
+        b'{"uuid":"%s","destination":"log","to":"a\\ud800","txt":"b"}',
+        b'\xef\xbb\xbf{"uuid":"%s","destination":"log","to":"a","txt":"b"}',
+        b'{"uuid":"%s","destination":"log","to":"a","txt":"b"} x',
+        b'{"uuid":"%s","destination":"log","to":"a","to":"c","txt":"b"}',
+        b'{"uuid":"%s","destination":"log","to":"a","txt":"b","accepted_at":1e400}',
+    ],
+)
+def test_odd_bytes_decode_as_the_full_path_reads_them(raw: bytes) -> None:
+    message = raw % str(uuid.uuid4()).encode()
+    assert _decoded(message) == _read_in_full(message)

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import uuid
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -256,7 +256,7 @@ def test_odd_times_give_a_notification_or_invalid_notification(
 def test_seconds_left_are_whole_never_negative_and_none_without_expiry() -> None:
     n = Notification(uuid.uuid4(), "log", "ops", "hi", expires_at=1000.0)
     assert [n.seconds_left(t) for t in (0.5, 999.2, 1000.0, 5000.0)] == [999, 0, 0, 0]
-    assert dataclasses.replace(n, expires_at=None).seconds_left(0.0) is None
+    assert msgspec.structs.replace(n, expires_at=None).seconds_left(0.0) is None
 
 
 def _fingerprint_as_stored(n: Notification) -> bytes:

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from notifsvc import config, deadletter, headers, kafka, reconciler, topics
@@ -32,7 +33,7 @@ def stalled(
     state: State = State.FORWARDED, *, attempts: int = 0, priority: str = "normal", minute: int = 0
 ) -> StalledRow:
     body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "ops", "txt": "hi"}
-    n = dataclasses.replace(parse(body | {"priority": priority}), accepted_at=NOW - 600)
+    n = msgspec.structs.replace(parse(body | {"priority": priority}), accepted_at=NOW - 600)
     since = datetime(2027, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
     return StalledRow(n, state, attempts, 1, since)
 
@@ -274,7 +275,7 @@ async def test_a_row_an_operator_requeued_is_re_driven_as_the_requeue_sent_it() 
     settings = dataclasses.replace(SETTINGS, redrive_expire_seconds=3600)
     old = dataclasses.replace(stalled(attempts=4), replayed=Replayed(3, NOW - 60))
     old = dataclasses.replace(
-        old, notification=dataclasses.replace(old.notification, accepted_at=NOW - 86_400)
+        old, notification=msgspec.structs.replace(old.notification, accepted_at=NOW - 86_400)
     )
     fresh = stalled(attempts=1)
     one, store, producer, _ = build([[old, fresh]], clock=Clock(NOW), settings=settings)

@@ -20,7 +20,6 @@ it waits for a batch to be due, records those that will have expired by then at 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import math
@@ -29,6 +28,8 @@ import uuid as uuid_mod
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from typing import Any, NamedTuple
+
+import msgspec
 
 from notifsvc import batching, deadletter, events, headers, metrics, preflight, topics, tracing
 from notifsvc.batching import BatchLoop
@@ -187,7 +188,9 @@ class Notificator:
                 poison.append(dead_letter(self.settings, record, reason=str(exc), stage=self.stage))
                 continue
             if not n.accepted_at:  # written by something else: its age counts from the topic
-                n = dataclasses.replace(n, accepted_at=record.timestamp_ms / 1000 or time.time())
+                n = msgspec.structs.replace(
+                    n, accepted_at=record.timestamp_ms / 1000 or time.time()
+                )
             if not record.headers:  # a first pass, untraced: nothing to read
                 unique.setdefault(n.uuid, Incoming(n, 0, 0, ()))
                 continue

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from google.auth.exceptions import RefreshError, TransportError
@@ -250,7 +251,7 @@ def test_message_maps_our_priority(priority: Priority, android: str, apns: str) 
 
 
 def test_a_notification_with_expires_at_carries_the_time_left_for_every_platform() -> None:
-    n = dataclasses.replace(note(), expires_at=1_800_000_042.7)
+    n = msgspec.structs.replace(note(), expires_at=1_800_000_042.7)
     message = message_of(n, now=1_800_000_000.0)
     assert message["android"] == {"priority": "NORMAL", "ttl": "42s"}
     assert message["apns"]["headers"] == {"apns-priority": "5", "apns-expiration": "1800000042"}
@@ -260,7 +261,7 @@ def test_a_notification_with_expires_at_carries_the_time_left_for_every_platform
 
 
 def test_the_channel_counts_the_time_left_on_its_wall_clock() -> None:
-    n = dataclasses.replace(note(), expires_at=1_800_000_100.0)
+    n = msgspec.structs.replace(note(), expires_at=1_800_000_100.0)
     channel = FcmChannel(SETTINGS, wall=lambda: 1_800_000_000.0)
     body = orjson.loads(channel.build_request(n, "ya29.secret").body)
     assert body["message"]["android"]["ttl"] == "100s"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 import uuid as uuid_mod
 from typing import Any
 
+import msgspec
 import prometheus_client
 from aiohttp import web
 
@@ -136,7 +136,7 @@ def _stamp(request: web.Request, n: Notification) -> Notification:
     client = request[API_KEY][:8].hex()
     clients = request.app[SETTINGS].callback_clients
     url = n.callback_url or (clients.url(client) if clients is not None else None)
-    return dataclasses.replace(n, client=client, callback_url=url)
+    return msgspec.structs.replace(n, client=client, callback_url=url)
 
 
 async def post_notifications(request: web.Request) -> web.Response:

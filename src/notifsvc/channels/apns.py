@@ -34,7 +34,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
@@ -42,6 +42,7 @@ from urllib.parse import quote
 
 import httpx
 import jwt
+import msgspec
 import orjson
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -100,7 +101,7 @@ def payload_problem(notification: Notification) -> FieldError | None:
     if size <= MAX_PAYLOAD_BYTES:
         return None
     why = f"makes an APNs payload of {size} bytes; the limit is {MAX_PAYLOAD_BYTES}"
-    untitled = replace(notification, subject=None)
+    untitled = msgspec.structs.replace(notification, subject=None)
     if notification.subject and len(payload(untitled)) <= MAX_PAYLOAD_BYTES:
         return FieldError("subject", f"together with txt {why}")
     return FieldError("txt", why)

@@ -56,6 +56,7 @@ from typing import Any, ClassVar, Final, Protocol, cast
 from urllib.parse import quote
 
 import google.auth.transport.requests
+import msgspec
 import orjson
 from cryptography.hazmat.primitives import serialization
 from google.oauth2 import service_account
@@ -507,7 +508,7 @@ class FcmChannel(HttpChannel[FcmSettings]):
         if size <= MAX_PAYLOAD_BYTES or any(e.field == "txt" for e in errors):
             return errors
         limit = f"FCM takes at most {MAX_PAYLOAD_BYTES} bytes (keys and values, UTF-8)"
-        untitled = dataclasses.replace(notification, subject=None)
+        untitled = msgspec.structs.replace(notification, subject=None)
         if notification.subject and payload_bytes(untitled) <= MAX_PAYLOAD_BYTES:
             return [
                 *errors,
