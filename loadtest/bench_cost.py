@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from loadtest import cpu_split, harness, pg_statements, stats
+from loadtest import cpu_split, harness, pg_statements, prefill, stats
 from loadtest.bench import machine
 from notifsvc import topics
 from notifsvc.dev.fakes.webhook import WebhookSink
@@ -43,7 +43,10 @@ from notifsvc.process import free_port
 
 WARMUP = 1_000
 IDLE_SECONDS = 5.0
-_SENT = "SELECT count(*) FROM notifications WHERE state = 'sent'"
+#: Rows this run delivered (received since the lane began: not the ``--prefill`` rows).
+_SENT = """
+SELECT count(*) FROM notifications WHERE state = 'sent' AND received_at >= to_timestamp($1)
+"""
 _SPAN = """
 SELECT count(*) AS n, extract(epoch FROM max(sent_at) - min(accepted_at)) AS seconds
 FROM notifications WHERE state = 'sent' AND accepted_at >= to_timestamp($1)
@@ -66,6 +69,7 @@ class Options:
     ingress_only: bool = False
     statements: bool = False
     perf: bool = False
+    prefill: int = 0
 
 
 class Meter:
@@ -278,10 +282,14 @@ async def pipeline(infra: LocalInfra, o: Options, workdir: Path) -> dict[str, An
         log_level="INFO",  # the consumers' "assigned" lines (nothing per message)
         **values,
     )
-    procs = _stages(lane, o, workdir)
     conn = await asyncpg.connect(lane.settings.dsn)
     to = (o.channel, sink.hook_url()) if sink is not None else ("log", "ops-team")
+    procs: dict[str, Any] = {}
     try:
+        if o.prefill:
+            seconds = await prefill.prefill(conn, o.prefill)
+            print(f"  prefilled {o.prefill:,} delivered notifications in {seconds:.0f} s")
+        procs = _stages(lane, o, workdir)
         await harness.wait_http(f"{lane.base_url}/healthz", procs["receiver"])
         return await _drive(infra, lane, o, procs, conn, workdir=workdir, to=to)
     finally:
@@ -303,10 +311,12 @@ async def _drive(
     workdir: Path,
     to: tuple[str, str],
 ) -> dict[str, Any]:
+    since = time.time() - 1.0  # (the database's clock is this machine's)
+
     async def sent(n: int) -> bool:
         if any(p.poll() is not None for p in procs.values()):
             raise harness.Deadline("a stage exited")
-        return int(await conn.fetchval(_SENT)) >= n
+        return int(await conn.fetchval(_SENT, since)) >= n
 
     await _post(
         lane.base_url, "/notifications", o, count=WARMUP, batch=o.batch, workdir=workdir, to=to
@@ -617,6 +627,12 @@ def options(argv: list[str] | None) -> Options:
         "--perf",
         action="store_true",
         help="split the receiver's and the bare endpoint's CPU by thread and library (perf)",
+    )
+    p.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="delivered notifications in the table before the pipeline runs (loadtest/prefill.py)",
     )
     p.add_argument(
         "--channel",
