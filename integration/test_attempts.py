@@ -101,6 +101,30 @@ async def test_recording_the_same_flush_twice_keeps_one_row_per_attempt(
     assert state is not None and state["state"] == "sent" and state["attempts"] == 2
 
 
+async def test_a_postponement_written_after_its_retry_failed_the_row_leaves_it_failed(
+    settings: Settings, store: Store
+) -> None:
+    """A pass produces its retry before it writes its postponement, so the retry's pass can
+    fail the row first (seen in the hostile chaos scenario: the row stayed ``forwarded``,
+    with nothing left in flight to finish it)."""
+    n = await stored(store, note())
+    await store.claim([n.uuid])
+    first = [attempt(n, k, AttemptOutcome.TRANSIENT, status=503) for k in (1, 2)]
+    last = [attempt(n, 3, AttemptOutcome.PERMANENT, status=400, error="answered HTTP 400")]
+    await store.claim([n.uuid])  # the retry's pass, before the first pass's flush
+    await store.record([Outcome(n.uuid, State.FAILED, 1, "answered HTTP 400")], attempts=last)
+    await store.record([Outcome(n.uuid, State.FORWARDED, 2, "HTTP 503")], attempts=first)
+    state = await store.get(n.uuid)
+    assert state is not None
+    assert (state["state"], state["last_error"], state["attempts"]) == (
+        "failed",
+        "answered HTTP 400",
+        3,
+    )
+    assert await row_count(settings, n.uuid) == 3
+    assert await store.claim([n.uuid]) == {n.uuid}  # the postponement's retry finds it done
+
+
 async def test_existing_callers_record_outcomes_alone(store: Store) -> None:
     n = await stored(store, note())
     await store.record([Outcome(n.uuid, State.FAILED, 0, "poison")])

@@ -285,6 +285,9 @@ RETURNING {queries.COLUMNS}, client
 #: written (the same flush run again after an unknown outcome) is kept as it was. With no
 #: attempts the insert is of no rows. An ``expired`` row stays expired unless the outcome is
 #: ``sent`` (a send that did happen is the truth), so a late postponement never revives it.
+#: Nor does one revive a ``failed`` row: a pass's postponement is written after its retry
+#: is produced, so the retry's pass may fail the row first; the row stays failed with its
+#: reason, and only the earlier pass's attempts are added.
 @functools.lru_cache(maxsize=shapes(_OUTCOME_COLUMNS) * shapes(_ATTEMPT_COLUMNS))
 def _outcomes(outcomes: Shape, attempts: Shape) -> str:
     o = select(_OUTCOME_COLUMNS, outcomes, 1)
@@ -306,9 +309,11 @@ WITH recorded AS (
     RETURNING 1
 ), updated AS (
     UPDATE notifications AS n SET
-        state = o.state,
+        state = CASE WHEN n.state = 'failed' AND o.state = 'forwarded' THEN n.state
+                     ELSE o.state END,
         attempts = n.attempts + o.attempts,
-        last_error = o.error,
+        last_error = CASE WHEN n.state = 'failed' AND o.state = 'forwarded' THEN n.last_error
+                          ELSE o.error END,
         sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE n.sent_at END,
         failed_at = CASE WHEN o.state = 'failed' THEN now() ELSE n.failed_at END,
         expired_at = CASE WHEN o.state = 'expired' THEN now() ELSE n.expired_at END,
