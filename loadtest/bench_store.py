@@ -8,8 +8,10 @@ with its attempt. It prints the database server's CPU (postmaster and backends) 
 notification, and each call's share.
 
 ``--variant FILE`` runs the rounds again with the SQL of FILE applied after the migrations
-(e.g. dropping or adding an index), interleaved with the plain rounds so that both see the
-same machine. Nothing is asserted.
+(e.g. dropping or adding an index; ``loadtest/sql/``), interleaved with the plain rounds so
+that both see the same machine. ``--prefill N`` writes N delivered notifications into each
+round's table first (:mod:`loadtest.prefill`): a deployment's table is not empty. Nothing
+is asserted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
-from loadtest import harness
+from loadtest import harness, prefill
 from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.db import migrate
 from notifsvc.db.store import Outcome, Store
@@ -34,7 +36,7 @@ CHANNELS = ("log", "email", "sms", "webhook", "slack")
 CALLS = ("insert", "forward", "claim", "record")
 
 
-async def _database(pg: EmbeddedPostgres, extra: str) -> str:
+async def _database(pg: EmbeddedPostgres, extra: str, rows: int) -> str:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(pg.dsn())
     try:
@@ -46,6 +48,7 @@ async def _database(pg: EmbeddedPostgres, extra: str) -> str:
     try:
         for statement in migrate.split_statements(extra):
             await conn.execute(statement)
+        await prefill.prefill(conn, rows)
     finally:
         await conn.close()
     return pg.dsn(name)
@@ -70,9 +73,10 @@ async def _batch(pid: int, store: Store, batch: list[Notification]) -> list[floa
     return spent
 
 
-async def one_round(pg: EmbeddedPostgres, extra: str, count: int, size: int) -> dict[str, float]:
+async def one_round(pg: EmbeddedPostgres, extra: str, args: argparse.Namespace) -> dict[str, float]:
     """ms of CPU per notification, in all and per call."""
-    store = Store(await _database(pg, extra))
+    count, size = args.count, args.batch
+    store = Store(await _database(pg, extra, args.prefill))
     await store.start()
     try:
         notes = [
@@ -99,7 +103,7 @@ async def run(
     try:
         for i in range(args.rounds):
             for name, extra in variants.items():
-                one = await one_round(pg, extra, args.count, args.batch)
+                one = await one_round(pg, extra, args)
                 results[name].append(one)
                 print(f"round {i + 1} {name}: {one['total']:.4f} ms/notification", flush=True)
     finally:
@@ -113,12 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=500, help="notifications per call")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--variant", action="append", default=[], help="an SQL file to compare")
+    p.add_argument("--prefill", type=int, default=0, help="delivered rows in the table first")
     args = p.parse_args(argv)
     variants = {"plain": ""} | {str(p): Path(p).read_text() for p in args.variant}
     results = asyncio.run(run(args, variants))
     print(
         f"\nPostgreSQL CPU ms per notification, median of {args.rounds} rounds, "
-        f"batches of {args.batch}:"
+        f"batches of {args.batch}, {args.prefill:,} rows already in the table:"
     )
     for name, rounds in results.items():
         medians = {k: statistics.median(r[k] for r in rounds) for k in (*CALLS, "total")}
