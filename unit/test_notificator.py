@@ -19,7 +19,7 @@ from notifsvc.config import Secret, Settings
 from notifsvc.db.store import Outcome, Replayed, StoreRefused
 from notifsvc.deadletter import Message
 from notifsvc.delivery import MAX_INLINE_PAUSE, Delivery, Throttle
-from notifsvc.kafka import Record
+from notifsvc.kafka import KafkaUnavailable, Record
 from notifsvc.model import Notification, State
 from notifsvc.notificator import Incoming, Notificator
 
@@ -123,12 +123,14 @@ def test_a_replay_header_alone_is_not_a_requeue() -> None:
 
 
 class FakeStore:
-    """Claims everything; records outcomes and attempts (refusing the first ``refuse``)."""
+    """Claims everything; records outcomes and attempts (refusing the first ``refuse``);
+    ``events``: what was written, in order, shared with a :class:`FakeProducer`."""
 
-    def __init__(self, refuse: int = 0) -> None:
+    def __init__(self, refuse: int = 0, events: list[str] | None = None) -> None:
         self.refuse = refuse
         self.outcomes: list[Outcome] = []
         self.attempts: list[Attempt] = []
+        self.events = [] if events is None else events
 
     async def claim(self, uuids: list[uuid.UUID]) -> set[uuid.UUID]:
         return set()
@@ -139,14 +141,26 @@ class FakeStore:
             raise StoreRefused("the database is away")
         self.outcomes += outcomes
         self.attempts += attempts
+        self.events += [f"{o.state.value} {o.uuid}" for o in outcomes]
 
 
 class FakeProducer:
-    def __init__(self) -> None:
+    """Sends everything (refusing, as an outage, the first ``refuse`` sends that hold a
+    message for ``refused_topic``)."""
+
+    def __init__(
+        self, events: list[str] | None = None, refuse: int = 0, refused_topic: str = ""
+    ) -> None:
         self.sent: list[Message] = []
+        self.events = [] if events is None else events
+        self.refuse, self.refused_topic = refuse, refused_topic
 
     async def send_all(self, messages: list[Message]) -> None:
+        if self.refuse and any(topic == self.refused_topic for topic, *_ in messages):
+            self.refuse -= 1
+            raise KafkaUnavailable("the broker is away")
         self.sent += messages
+        self.events += [f"{topic} {key.decode() if key else ''}" for topic, _, key, _ in messages]
 
 
 class Flaky(LogChannel):
@@ -175,6 +189,8 @@ class Flaky(LogChannel):
             raise TransientError("flaky: try again")
         if notification.to == "broken":
             raise PermanentError("broken: never")
+        if notification.to == "down":
+            raise TransientError("down: later")
         self.write(notification)
 
 
@@ -280,3 +296,49 @@ async def test_with_every_send_slot_taken_a_batch_sends_nothing_inline(tmp_path:
     await asyncio.gather(*tasks, return_exceptions=True)
     assert ready == [] and len(tasks) == 2
     assert channel.sends == []
+
+
+async def postpone(
+    settings: Settings, store: FakeStore, producer: FakeProducer, tries: int = 1
+) -> str:
+    """A notification whose sends all fail transiently through handle(), ``tries`` times (a
+    retried batch after each failure to write); its UUID."""
+    records = batch(["down"])
+    channel = Flaky(settings)
+    notificator = Notificator(settings, channel, store=store)  # type: ignore[arg-type]
+    notificator.producer = producer  # type: ignore[assignment]
+    await channel.start()
+    try:
+        with unittest.mock.patch("notifsvc.delivery.backoff", return_value=0.0):
+            for _ in range(tries):
+                with contextlib.suppress(KafkaUnavailable):
+                    await notificator.handle("normal", records)
+    finally:
+        await channel.stop()
+    return str(Notification.decode(records[0].value).uuid)
+
+
+async def test_a_postponement_is_recorded_before_its_retry_is_produced(tmp_path: Path) -> None:
+    """Else the retry could be claimed and finished first, and the postponement then written
+    over its outcome (a failed row back to forwarded), or let a cancel succeed mid-send."""
+    settings = config.load(
+        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
+    )
+    events: list[str] = []
+    uid = await postpone(settings, FakeStore(events=events), FakeProducer(events))
+    retry = topics.channel(settings, "log", "retry")
+    written = [f"forwarded {uid}", f"{retry} {uid}"]
+    assert [e for e in events if e in written] == written
+
+
+async def test_a_retry_that_could_not_go_goes_with_the_retried_batch_recorded_once(
+    tmp_path: Path,
+) -> None:
+    settings = config.load(
+        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
+    )
+    retry = topics.channel(settings, "log", "retry")
+    store, producer = FakeStore(), FakeProducer(refuse=1, refused_topic=retry)
+    uid = await postpone(settings, store, producer, tries=2)
+    assert [(str(o.uuid), o.state) for o in store.outcomes] == [(uid, State.FORWARDED)]
+    assert [key.decode() for topic, _, key, _ in producer.sent if topic == retry and key] == [uid]

@@ -26,7 +26,7 @@ import math
 import time
 import uuid as uuid_mod
 from collections import Counter
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between writes of the outcomes finished so far in a batch.
 FLUSH_EVERY = 1.0
-#: The outcomes that go on somewhere: the retry lane (postponed) or the dead-letter topic.
-_HOPS = frozenset({State.FORWARDED, State.FAILED})
 
 
 class Incoming(NamedTuple):
@@ -74,7 +72,8 @@ class Notificator:
         self.loops: dict[str, BatchLoop] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._done: dict[str, dict[uuid_mod.UUID, Delivery]] = {}  # survives a batch retry
-        self._written: dict[str, set[uuid_mod.UUID]] = {}  # outcomes already recorded
+        self._recorded: dict[str, set[uuid_mod.UUID]] = {}  # outcomes already recorded
+        self._written: dict[str, set[uuid_mod.UUID]] = {}  # recorded, and their retry produced
         self.stage = f"notificator[{channel.name}]"
         # This replica's share of NOTIFSVC_SEND_RATE: its partitions of the lanes' topics
         # over all of theirs, per lane (updated on the loop's thread at every rebalance).
@@ -103,6 +102,7 @@ class Notificator:
         share = 4 if lane == "low" else 1
         self._slots[lane] = asyncio.Semaphore(max(1, self.settings.send_concurrency // share))
         self._done[lane] = {}
+        self._recorded[lane] = set()
         self._written[lane] = set()
         self._owned[lane] = 0
         self._partitions[lane] = self.settings.topic_partitions  # until the metadata says
@@ -223,24 +223,52 @@ class Notificator:
             for task in tasks:
                 task.cancel()
         self._account_batch(skipped=len(unique) - len(todo), poison=len(poison))
-        for uid in unique:  # this part is done; a retried batch would find it finished
-            self._done[lane].pop(uid, None)
-            self._written[lane].discard(uid)
+        self._forget(lane, unique)  # this part is done; a retried batch would find it finished
 
     async def _write(
         self, lane: str, deliveries: list[Delivery], unique: dict[uuid_mod.UUID, Incoming]
     ) -> None:
-        """Next hops first (so that a ``failed`` row always has its dead-letter record),
-        then the outcomes, in one statement; each delivery once even if a batch is retried."""
+        """The outcomes, with the dead-letter records and events before them; the retries
+        after them. Each delivery once even if a batch is retried."""
         fresh = [d for d in deliveries if d.notification.uuid not in self._written[lane]]
         if not fresh:
             return
-        hops = [self._next_hop(d, unique[d.notification.uuid]) for d in fresh if d.state in _HOPS]
-        await self.producer.send_all(hops + self._events(fresh))
-        attempts = [a for d in fresh for a in d.log]
-        await self.store.record([d.outcome() for d in fresh], attempts=attempts)
+        await self._record(lane, fresh, unique)
+        # Only now: a retry produced before its pass's postponement was recorded could be
+        # claimed and finished first, and the postponement then wrote over its outcome (or
+        # let a cancel succeed while the retry was sending).
+        retries = [
+            self._next_hop(d, unique[d.notification.uuid])
+            for d in fresh
+            if d.state is State.FORWARDED
+        ]
+        await self.producer.send_all(retries)
         self._written[lane].update(d.notification.uuid for d in fresh)
         self._account(fresh)
+
+    async def _record(
+        self, lane: str, fresh: list[Delivery], unique: dict[uuid_mod.UUID, Incoming]
+    ) -> None:
+        """Dead-letter records and events first (a ``failed`` row always has its record,
+        no event is lost), then the outcomes in one statement: of those not recorded yet,
+        so that a batch retried after a retry failed to go adds no attempts twice."""
+        todo = [d for d in fresh if d.notification.uuid not in self._recorded[lane]]
+        if not todo:
+            return
+        dead = [
+            self._next_hop(d, unique[d.notification.uuid]) for d in todo if d.state is State.FAILED
+        ]
+        await self.producer.send_all(dead + self._events(todo))
+        attempts = [a for d in todo for a in d.log]
+        await self.store.record([d.outcome() for d in todo], attempts=attempts)
+        self._recorded[lane].update(d.notification.uuid for d in todo)
+
+    def _forget(self, lane: str, uids: Iterable[uuid_mod.UUID]) -> None:
+        """Drop what a batch retry needed of ``uids``: their part is done."""
+        for uid in uids:
+            self._done[lane].pop(uid, None)
+            self._recorded[lane].discard(uid)
+            self._written[lane].discard(uid)
 
     async def isolate(self, record: Record, reason: str) -> None:
         """A record that fails on its own: dead-letter it, and fail its row with the reason
@@ -273,9 +301,7 @@ class Notificator:
             if u not in finished
         ]
         await self._write(lane, expired, doomed)
-        for uid in doomed:
-            self._done[lane].pop(uid, None)
-            self._written[lane].discard(uid)
+        self._forget(lane, doomed)
         return {u: i for u, i in unique.items() if u not in doomed}
 
     def _start(
