@@ -5,12 +5,14 @@ consumer each, so that a backlog in one lane never holds up another; low priorit
 quarter of the send slots. Per batch: dead-letter undecodable records, drop UUIDs already
 sent or failed, deliver the rest concurrently under the channel's
 :class:`~notifsvc.delivery.DeliveryPolicy`, and, every :data:`FLUSH_EVERY` seconds and at
-the end, write the finished deliveries: first their next hop (dead-letter topic or retry
-lane) and their status-callback events (:mod:`notifsvc.events`), then their outcomes and
-every attempt they took (the attempt history) in one statement; only then are offsets
-committed. So a slow provider never holds finished outcomes back, a rebalance re-sends only
-what was in flight, and a row is never ``failed`` without its dead-letter record. Outcomes
-survive a retried batch, so a database outage after a send does not send again.
+the end, write the finished deliveries: first their dead-letter records and their
+status-callback events (:mod:`notifsvc.events`), then their outcomes and every attempt they
+took (the attempt history) in one statement, then the postponed ones to the retry lane;
+only then are offsets committed. So a slow provider never holds finished outcomes back, a
+rebalance re-sends only what was in flight, a row is never ``failed`` without its
+dead-letter record, and a retry never finishes a row before its own pass's postponement is
+written. Outcomes survive a retried batch, so a database outage after a send does not send
+again.
 
 A notification whose ``expires_at`` has passed is never sent: the policy ends it
 ``expired`` (no next hop; its ``notification.expired`` event), and the retry lane, before
@@ -412,8 +414,8 @@ class Notificator:
 
     def _events(self, deliveries: list[Delivery]) -> list[Message]:
         """The status-callback events of these deliveries, for the callbacks topic: produced
-        with the next hops, before the outcomes are recorded, so none is lost (a retried
-        flush may produce one twice, with the same id)."""
+        with the dead-letter records, before the outcomes are recorded, so none is lost (a
+        retried flush may produce one twice, with the same id)."""
         limit = self.settings.max_attempts
         return events.messages(
             self.settings, (e for d in deliveries for e in events_for(d, max_attempts=limit))
