@@ -24,7 +24,7 @@ async def test_prefilled_rows_are_delivered_notifications_with_their_attempt(
         if await is_cockroach(conn):
             pytest.skip("VACUUM and CHECKPOINT are PostgreSQL's (the benchmark's database)")
         since = time.time() - 1.0
-        assert await prefill.prefill(conn, 300) >= 0
+        await prefill.prefill(conn, 300)
         rows = await conn.fetch(
             "SELECT uuid, state FROM notifications WHERE channel = $1", prefill.CHANNEL
         )
