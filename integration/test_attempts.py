@@ -104,9 +104,9 @@ async def test_recording_the_same_flush_twice_keeps_one_row_per_attempt(
 async def test_a_postponement_written_after_its_retry_failed_the_row_leaves_it_failed(
     settings: Settings, store: Store
 ) -> None:
-    """A pass produces its retry before it writes its postponement, so the retry's pass can
-    fail the row first (seen in the hostile chaos scenario: the row stayed ``forwarded``,
-    with nothing left in flight to finish it)."""
+    """A pass's postponement may land after a later pass failed the row: a former owner of
+    the partition finishing its flush after a rebalance (the hostile chaos scenario once
+    left such a row ``forwarded``, with nothing left in flight to finish it)."""
     n = await stored(store, note())
     await store.claim([n.uuid])
     first = [attempt(n, k, AttemptOutcome.TRANSIENT, status=503) for k in (1, 2)]

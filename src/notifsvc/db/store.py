@@ -285,9 +285,10 @@ RETURNING {queries.COLUMNS}, client
 #: written (the same flush run again after an unknown outcome) is kept as it was. With no
 #: attempts the insert is of no rows. An ``expired`` row stays expired unless the outcome is
 #: ``sent`` (a send that did happen is the truth), so a late postponement never revives it.
-#: Nor does one revive a ``failed`` row: a pass's postponement is written after its retry
-#: is produced, so the retry's pass may fail the row first; the row stays failed with its
-#: reason, and only the earlier pass's attempts are added.
+#: Nor does one revive a ``failed`` row: the notificator writes a postponement before it
+#: produces the retry, but a former owner of the partition (a rebalance while its pass was
+#: sending) may write one after the new owner's pass failed the row; the row stays failed
+#: with its reason, and only the late pass's attempts are added.
 @functools.lru_cache(maxsize=shapes(_OUTCOME_COLUMNS) * shapes(_ATTEMPT_COLUMNS))
 def _outcomes(outcomes: Shape, attempts: Shape) -> str:
     o = select(_OUTCOME_COLUMNS, outcomes, 1)
