@@ -207,18 +207,31 @@ def batch(tos: list[str]) -> list[Record]:
     return [Record("t", 0, i, n.key, n.encode(), (), int(now * 1000)) for i, n in enumerate(notes)]
 
 
+def log_settings(tmp_path: Path) -> Settings:
+    return config.load(
+        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
+    )
+
+
 async def run_batch(
-    channel: Flaky, records: list[Record], refuse: int = 0
+    channel: Flaky,
+    records: list[Record],
+    refuse: int = 0,
+    *,
+    producer: FakeProducer | None = None,
+    tries: int | None = None,
 ) -> tuple[FakeStore, FakeProducer]:
-    """``records`` through handle() (again after each refused write, as a retried batch)."""
-    store, producer = FakeStore(refuse), FakeProducer()
+    """``records`` through handle() ``tries`` times (by default once more than the store
+    refuses), as a batch retried after each failed write (refused or an outage)."""
+    producer = producer or FakeProducer()
+    store = FakeStore(refuse, producer.events)  # one list: what was written, in order
     notificator = Notificator(channel.settings, channel, store=store)  # type: ignore[arg-type]
     notificator.producer = producer  # type: ignore[assignment]
     await channel.start()
     try:
         with unittest.mock.patch("notifsvc.delivery.backoff", return_value=0.0):
-            for _ in range(refuse + 1):
-                with contextlib.suppress(StoreRefused):
+            for _ in range(refuse + 1 if tries is None else tries):
+                with contextlib.suppress(StoreRefused, KafkaUnavailable):
                     await notificator.handle("normal", records)
     finally:
         await channel.stop()
@@ -242,9 +255,7 @@ TOS = ["ops", "flaky", "ops", "broken", "late", "ops", "flaky"]
 async def test_a_batch_ends_alike_with_and_without_a_task_per_notification(
     tmp_path: Path,
 ) -> None:
-    settings = config.load(
-        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
-    )
+    settings = log_settings(tmp_path)
     records = batch(TOS)
     fast, fast_producer = await run_batch(Flaky(settings), records)
     slow, slow_producer = await run_batch(Waiting(settings), records)
@@ -264,9 +275,7 @@ async def test_a_batch_ends_alike_with_and_without_a_task_per_notification(
 
 
 async def test_a_retried_batch_sends_nothing_again(tmp_path: Path) -> None:
-    settings = config.load(
-        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
-    )
+    settings = log_settings(tmp_path)
     records = batch(["ops", "flaky", "ops"])
     channel = Flaky(settings)
     store, _ = await run_batch(channel, records, refuse=1)
@@ -282,9 +291,7 @@ async def test_a_retried_batch_sends_nothing_again(tmp_path: Path) -> None:
 async def test_with_every_send_slot_taken_a_batch_sends_nothing_inline(tmp_path: Path) -> None:
     """The notificator looks at a lane's send slots once per batch: none free, each
     notification waits for one in a task of its own (the policy's fast path is not asked)."""
-    settings = config.load(
-        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
-    )
+    settings = log_settings(tmp_path)
     channel = Flaky(settings)
     notificator = Notificator(settings, channel, store=FakeStore(0))  # type: ignore[arg-type]
     taken = asyncio.Semaphore(1)
@@ -299,33 +306,22 @@ async def test_with_every_send_slot_taken_a_batch_sends_nothing_inline(tmp_path:
 
 
 async def postpone(
-    settings: Settings, store: FakeStore, producer: FakeProducer, tries: int = 1
-) -> str:
-    """A notification whose sends all fail transiently through handle(), ``tries`` times (a
-    retried batch after each failure to write); its UUID."""
+    settings: Settings, producer: FakeProducer, tries: int = 1
+) -> tuple[str, FakeStore]:
+    """A notification whose sends all fail transiently through handle() (``tries`` times,
+    a retried batch after each outage); its UUID, and the store it was recorded in."""
     records = batch(["down"])
-    channel = Flaky(settings)
-    notificator = Notificator(settings, channel, store=store)  # type: ignore[arg-type]
-    notificator.producer = producer  # type: ignore[assignment]
-    await channel.start()
-    try:
-        with unittest.mock.patch("notifsvc.delivery.backoff", return_value=0.0):
-            for _ in range(tries):
-                with contextlib.suppress(KafkaUnavailable):
-                    await notificator.handle("normal", records)
-    finally:
-        await channel.stop()
-    return str(Notification.decode(records[0].value).uuid)
+    store, _ = await run_batch(Flaky(settings), records, producer=producer, tries=tries)
+    return str(Notification.decode(records[0].value).uuid), store
 
 
 async def test_a_postponement_is_recorded_before_its_retry_is_produced(tmp_path: Path) -> None:
     """Else the retry could be claimed and finished first, and the postponement then written
     over its outcome (a failed row back to forwarded), or let a cancel succeed mid-send."""
-    settings = config.load(
-        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
-    )
-    events: list[str] = []
-    uid = await postpone(settings, FakeStore(events=events), FakeProducer(events))
+    settings = log_settings(tmp_path)
+    producer = FakeProducer()
+    uid, _ = await postpone(settings, producer)
+    events = producer.events
     retry = topics.channel(settings, "log", "retry")
     written = [f"forwarded {uid}", f"{retry} {uid}"]
     assert [e for e in events if e in written] == written
@@ -334,11 +330,9 @@ async def test_a_postponement_is_recorded_before_its_retry_is_produced(tmp_path:
 async def test_a_retry_that_could_not_go_goes_with_the_retried_batch_recorded_once(
     tmp_path: Path,
 ) -> None:
-    settings = config.load(
-        {**config.to_env(SETTINGS), "NOTIFSVC_LOG_PATH": str(tmp_path / "log.jsonl")}
-    )
+    settings = log_settings(tmp_path)
     retry = topics.channel(settings, "log", "retry")
-    store, producer = FakeStore(), FakeProducer(refuse=1, refused_topic=retry)
-    uid = await postpone(settings, store, producer, tries=2)
+    producer = FakeProducer(refuse=1, refused_topic=retry)
+    uid, store = await postpone(settings, producer, tries=2)
     assert [(str(o.uuid), o.state) for o in store.outcomes] == [(uid, State.FORWARDED)]
     assert [key.decode() for topic, _, key, _ in producer.sent if topic == retry and key] == [uid]
