@@ -8,10 +8,10 @@ with its attempt. It prints the database server's CPU (postmaster and backends) 
 notification, and each call's share.
 
 ``--variant FILE`` runs the rounds again with the SQL of FILE applied after the migrations
-(e.g. dropping or adding an index; ``loadtest/sql/``), interleaved with the plain rounds so
-that both see the same machine. ``--prefill N`` writes N delivered notifications into each
-round's table first (:mod:`loadtest.prefill`): a deployment's table is not empty. Nothing
-is asserted.
+(e.g. dropping or adding an index; ``loadtest/sql/``; ``A+B``: the files in that order),
+interleaved with the plain rounds so that both see the same machine. ``--prefill N`` writes
+N delivered notifications into each round's table first (:mod:`loadtest.prefill`): a
+deployment's table is not empty. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -111,6 +111,11 @@ async def run(
     return results
 
 
+def variant_sql(spec: str) -> str:
+    """The SQL of a ``--variant``: the files of ``spec`` (joined with ``+``), in order."""
+    return "\n".join(Path(path).read_text() for path in spec.split("+"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench_store", description=__doc__)
     p.add_argument("--count", type=int, default=30_000, help="notifications per round")
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", default=[], help="an SQL file to compare")
     p.add_argument("--prefill", type=int, default=0, help="delivered rows in the table first")
     args = p.parse_args(argv)
-    variants = {"plain": ""} | {str(p): Path(p).read_text() for p in args.variant}
+    variants = {"plain": ""} | {spec: variant_sql(spec) for spec in args.variant}
     results = asyncio.run(run(args, variants))
     print(
         f"\nPostgreSQL CPU ms per notification, median of {args.rounds} rounds, "
