@@ -278,8 +278,8 @@ async def stalled_pass(
     every slice, which must move ``moved`` rows; the reconciler, for its counters."""
     async with connection(settings) as conn:
         await conn.execute(
-            "UPDATE notifications SET updated_at = now() - INTERVAL '10 minutes'"
-            " WHERE uuid = ANY($1)",
+            "UPDATE notifications SET updated_at = now() - INTERVAL '10 minutes',"
+            " received_at = now() - INTERVAL '10 minutes' WHERE uuid = ANY($1)",
             [n.uuid for n in stalled],
         )
     producer = Producer(settings, client_id="test-reconciler")

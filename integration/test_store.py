@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
+
 from integration.helpers import connection, plan_reader
 from notifsvc.config import Settings
 from notifsvc.db import schedule
@@ -64,7 +66,7 @@ async def _churn(settings: Settings, count: int) -> None:
 async def test_rows_named_by_uuid_are_found_by_their_primary_key(
     settings: Settings, store: Store
 ) -> None:
-    await _churn(settings, 20_000)
+    await _churn(settings, 60_000)
     fresh = [Notification(uuid.uuid4(), "log", "ops", "x") for _ in range(100)]
     await store.insert(fresh)
     values = "'{" + ",".join(str(n.uuid) for n in fresh) + "}'"
@@ -83,3 +85,36 @@ async def test_rows_named_by_uuid_are_found_by_their_primary_key(
                 print(f"--- {name}, {mode}\n{plan}")
                 used = {w for w in plan.split() if w.startswith("notifications_")}
                 assert used == {"notifications_pkey"} and "Seq Scan" not in plan, (name, mode)
+
+
+async def _hot_updates(conn: asyncpg.Connection, sql: str, uuids: list[uuid.UUID]) -> int:
+    """Run ``sql`` on ``uuids`` in a transaction of its own: the updates PostgreSQL made in
+    place (HOT: no new index entry), as its statistics count them. The count is the
+    backend's, kept until it reports it (when idle), so it is read before and after."""
+    count = "SELECT pg_stat_get_xact_tuples_hot_updated('notifications'::regclass)"
+    async with conn.transaction():
+        before: int = await conn.fetchval(count)
+        await conn.execute(sql, uuids)
+        after: int = await conn.fetchval(count)
+    return after - before
+
+
+async def test_the_forward_and_the_claim_update_rows_in_place(
+    settings: Settings, store: Store
+) -> None:
+    """Migration 0012: no index reads what a row in flight changes, and its table's pages
+    keep room for the new row versions, so the forward and the claim write no index entry.
+    With an index reading ``state`` (or ``updated_at``), no update at all is HOT."""
+    count = 400
+    batch = [Notification(uuid.uuid4(), "log", "ops", "x" * 100) for _ in range(count)]
+    await store.insert(batch)
+    uuids = [n.uuid for n in batch]
+    async with plan_reader(settings) as conn:  # PostgreSQL's statistics
+        forwarded = await _hot_updates(conn, store_mod._MARK_FORWARDED, uuids)
+        claimed = await _hot_updates(conn, store_mod._CLAIM, uuids)
+        states = await conn.fetch(
+            "SELECT state, resting_state FROM notifications WHERE uuid = ANY($1)", uuids
+        )
+    print(f"HOT updates of {count} rows: forward {forwarded}, claim {claimed}")
+    assert {(r["state"], r["resting_state"]) for r in states} == {("sending", None)}
+    assert forwarded >= count * 3 // 4 and claimed >= count * 3 // 4

@@ -34,8 +34,8 @@ def stalled(
 ) -> StalledRow:
     body = {"uuid": str(uuid.uuid4()), "destination": "log", "to": "ops", "txt": "hi"}
     n = msgspec.structs.replace(parse(body | {"priority": priority}), accepted_at=NOW - 600)
-    since = datetime(2027, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
-    return StalledRow(n, state, attempts, 1, since)
+    received = datetime(2027, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
+    return StalledRow(n, state, attempts, 1, received + timedelta(seconds=30), received)
 
 
 class FakeStore(Store):

@@ -33,8 +33,11 @@ a crash or an outage in between delays the row by one more ``REDRIVE_AFTER``, ne
 it.
 
 Every ``NOTIFSVC_REDRIVE_PERIOD_SECONDS`` a pass pages through the stalled rows of its
-slices in (updated_at, uuid) order, by keyset, each page a bounded LIMIT served by a
-partial index holding only unfinished rows; pages are paced by ``NOTIFSVC_REDRIVE_RATE``
+slices in (received_at, uuid) order, by keyset, each page a bounded LIMIT served by the
+partial index of rows in flight (no index reads ``updated_at``, which every step moves: see
+migration 0012), of which it reads only rows received before ``REDRIVE_AFTER`` ago. During
+a provider outage that is every row cycling through the retry lane, read once per pass;
+pages are paced by ``NOTIFSVC_REDRIVE_RATE``
 (per replica), so that a backlog after an outage never floods the lanes. A pass ends after
 one period and the next one reads the ownership again. Only ``received``, ``forwarded`` and
 ``sending`` rows are ever considered (never ``canceled`` ones): a state added later (such
@@ -75,7 +78,7 @@ STAGE = "reconciler"
 #: Seconds to wait for the broker's acknowledgements of a page (the producer gives up on a
 #: message after 30 s and reports it).
 REPORTS_WITHIN = 45.0
-#: Where every pass starts in (updated_at, uuid) order.
+#: Where every pass starts in (received_at, uuid) order.
 START = (datetime(1970, 1, 1, tzinfo=UTC), uuid_mod.UUID(int=0))
 
 Clock = Callable[[], float]

@@ -259,71 +259,96 @@ def test_the_statement_binds_every_value(f: Filter, after: Position | None, limi
 
 
 @given(filters, st.none() | positions)
-def test_a_list_reads_finished_and_unfinished_rows_unless_a_state_says_which(
+def test_a_list_reads_resting_and_in_flight_rows_unless_a_state_says_which(
     f: Filter, after: Position | None
 ) -> None:
-    """With no state: each finished state's range (no index holds them all in one since
-    migration 0011) and the unfinished rows' range."""
+    """With no state: each resting state's range (no index holds them all in one since
+    migration 0011) and the range of the rows in flight."""
     sql, _ = queries.statement(ListQuery(f, 50, after))
     branches = sql.count("SELECT ")
-    assert branches == (1 if f.state is not None or f.reason is not None else 5)
-    if branches == 5:
-        for state in queries.FINISHED:
+    assert branches == (1 if f.state is not None or f.reason is not None else 6)
+    if branches == 6:
+        for state in queries.RESTING:
             assert f"WHERE {queries.state_is(state)} " in sql
-        assert queries.states_in(queries.UNFINISHED) in sql
-        assert queries.states_in(queries.FINISHED) not in sql
+        assert f"WHERE {queries.IS_IN_FLIGHT} " in sql
+    assert re.search(r"(?<!resting_)state IN", sql) is None
 
 
-def test_every_state_is_finished_or_unfinished() -> None:
-    assert sorted(queries.FINISHED + queries.UNFINISHED) == sorted(State)
-    assert not set(queries.FINISHED) & set(queries.UNFINISHED)
+def test_every_state_is_resting_or_in_flight() -> None:
+    assert sorted(queries.RESTING + queries.IN_FLIGHT) == sorted(State)
+    assert not set(queries.RESTING) & set(queries.IN_FLIGHT)
 
 
-def _list_indexes(*folders: str) -> dict[str, str]:
-    """The list indexes the migrations of ``folders`` leave (by default the portable ones,
-    as on PostgreSQL), by name: each one's CREATE statement."""
+@pytest.mark.parametrize("state", list(State))
+def test_a_state_is_asked_through_the_column_the_indexes_read(state: State) -> None:
+    condition = queries.state_is(state)
+    if state in queries.IN_FLIGHT:
+        assert condition == f"resting_state IS NULL AND state = '{state.value}'"
+    else:
+        assert condition == f"resting_state = '{state.value}'"
+
+
+def _indexes(*folders: str, prefix: str = "notifications_") -> dict[str, str]:
+    """The indexes of ``notifications`` the migrations of ``folders`` leave (by default the
+    portable ones, as on PostgreSQL) whose names start with ``prefix``, by name: each one's
+    CREATE statement."""
     created: dict[str, str] = {}
     for folder in folders or ("migrations",):
         for _, sql in _files(folder):
             for statement in (" ".join(s.split()) for s in split_statements(sql)):
-                made = re.match(
-                    r"CREATE INDEX IF NOT EXISTS (notifications_listed_\w+) ON", statement
-                )
-                dropped = re.match(
-                    r"DROP INDEX IF EXISTS (?:notifications@)?(notifications_listed_\w+)$",
-                    statement,
-                )
-                if made:
+                made = re.match(r"CREATE INDEX IF NOT EXISTS (\w+) ON notifications ", statement)
+                dropped = re.match(r"DROP INDEX IF EXISTS (?:notifications@)?(\w+)$", statement)
+                if made and made.group(1).startswith(prefix):
                     created[made.group(1)] = statement
                 elif dropped:
                     created.pop(dropped.group(1), None)
     return created
 
 
+def _list_indexes(*folders: str) -> dict[str, str]:
+    return _indexes(*folders, prefix="notifications_listed_")
+
+
+@pytest.mark.parametrize("folders", [("migrations",), ("migrations", "migrations_crdb")])
+def test_no_index_reads_what_the_forward_and_the_claim_change(folders: tuple[str, ...]) -> None:
+    """``state`` and ``updated_at`` change at every step of a row in flight: an index that
+    reads either (in its key or its condition) makes each of those updates write a new entry
+    in every index, where they could be HOT updates (migration 0012)."""
+    indexes = _indexes(*folders)
+    assert "notifications_listed_in_flight" in " ".join(indexes)
+    for name, statement in indexes.items():
+        assert re.search(r"(?<!resting_)\bstate\b|\bupdated_at\b", statement) is None, name
+
+
+def test_the_resting_state_is_null_exactly_for_the_states_in_flight() -> None:
+    [(_, sql)] = [f for f in _files("migrations") if f[0] == "0012_hot_updates.sql"]
+    [column] = [s for s in split_statements(sql) if "ADD COLUMN IF NOT EXISTS resting_state" in s]
+    in_flight = ", ".join(f"'{s.value}'" for s in queries.IN_FLIGHT)
+    assert f"CASE WHEN state IN ({in_flight}) THEN NULL ELSE state END" in " ".join(column.split())
+
+
 def test_the_partial_indexes_say_what_the_queries_say() -> None:
     indexes = _list_indexes()
-    for name, states, count in (
-        ("finished", queries.FINISHED, 2),
-        ("unfinished", queries.UNFINISHED, 1),
-    ):
-        shape = re.compile(rf"notifications_listed_{name}(_by_\w+)?$")
-        kept = [s for n, s in indexes.items() if shape.match(n)]
-        assert len(kept) == count, name
-        assert all(s.endswith(f"WHERE {queries.states_in(states)}") for s in kept)
+    resting = [s for n, s in indexes.items() if re.match(r"notifications_listed_resting_", n)]
+    assert len(resting) == 2
+    assert all(s.endswith(f"WHERE {queries.resting_in(queries.RESTING)}") for s in resting)
+    [in_flight] = [s for n, s in indexes.items() if n == "notifications_listed_in_flight"]
+    assert in_flight.endswith(f"WHERE {queries.IS_IN_FLIGHT}")
 
 
-def test_no_index_holds_every_finished_row_in_one_range() -> None:
+def test_no_index_holds_every_resting_row_in_one_range() -> None:
     """Each one costs every notification an entry at its outcome (migration 0011)."""
-    finished = [n for n in _list_indexes() if n.startswith("notifications_listed_finished")]
-    assert sorted(finished) == [
-        "notifications_listed_finished_by_channel_state",
-        "notifications_listed_finished_by_state",
+    resting = [n for n in _list_indexes() if n.startswith("notifications_listed_resting")]
+    assert sorted(resting) == [
+        "notifications_listed_resting_by_channel_state",
+        "notifications_listed_resting_by_state",
     ]
     on_cockroach = _list_indexes("migrations", "migrations_crdb")
-    finished = [n for n in on_cockroach if n.startswith("notifications_listed_finished")]
-    assert sorted(finished) == [
-        "notifications_listed_finished_by_channel_state_sharded",
-        "notifications_listed_finished_by_state_sharded",
+    assert sorted(on_cockroach) == [
+        "notifications_listed_failed_by_reason_v2",
+        "notifications_listed_in_flight_sharded",
+        "notifications_listed_resting_by_channel_state_sharded",
+        "notifications_listed_resting_by_state_sharded",
     ]
 
 
@@ -331,15 +356,14 @@ def test_a_reason_is_asked_by_its_key_alone() -> None:
     for state in (None, State.FAILED):
         f = Filter(state=state, reason=Reason.TOKEN_INVALID)
         sql, args = queries.statement(ListQuery(f))
-        assert f"WHERE state = 'failed' AND {queries.REASON_KEY} = $1::text ORDER BY" in sql
+        expected = f"WHERE resting_state = 'failed' AND {queries.REASON_KEY} = $1::text ORDER BY"
+        assert expected in sql
         assert args == ["token_invalid", queries.DEFAULT_LIMIT + 1]
 
 
 def test_the_reason_key_is_the_indexed_expression() -> None:
-    [(_, sql)] = [f for f in _files("migrations") if f[0] == "0010_cheaper_lists.sql"]
-    [index] = [s for s in split_statements(sql) if "notifications_listed_failed_by_reason" in s]
-    index = " ".join(index.split())
-    assert f"(({queries.REASON_KEY}), received_at, uuid) WHERE state = 'failed'" in index
+    index = _list_indexes()["notifications_listed_failed_by_reason_v2"]
+    assert f"(({queries.REASON_KEY}), received_at, uuid) WHERE resting_state = 'failed'" in index
 
 
 def test_a_reason_with_another_state_matches_nothing() -> None:

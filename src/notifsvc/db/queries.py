@@ -13,7 +13,7 @@ secret (receiver replicas and restarts must accept each other's cursors): it det
 edits, and a forged cursor can only name a position, which is validated like any value.
 
 The statement is assembled from a fixed set of conditions, each with bind parameters only
-(:func:`statement`); the indexes of migrations 0010 and 0011 serve every combination
+(:func:`statement`); the indexes of migrations 0010 to 0012 serve every combination
 without reading the table (``integration/test_operations.py`` shows the plans on
 PostgreSQL).
 """
@@ -251,19 +251,24 @@ def _position(body: dict[str, Any]) -> Position | None:
     return Position(at, uid) if str(uid) == u and isinstance(body["f"], str) else None
 
 
-#: The states of finished rows and of rows in flight, spelled as the partial list indexes of
-#: migration 0010 spell them: the planner proves that an index applies to a query by
-#: finding the index's condition in it.
-FINISHED = (State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
-UNFINISHED = (State.RECEIVED, State.SCHEDULED, State.FORWARDED, State.SENDING)
+#: The states of rows at rest and of rows in flight, spelled as the partial list indexes of
+#: migration 0012 spell them: the planner proves that an index applies to a query by
+#: finding the index's condition in it. Those indexes read ``resting_state``, the row's
+#: state at rest and NULL in flight, which the database computes from ``state``; no index
+#: reads ``state`` itself, so the forward and the claim (in flight to in flight) can be
+#: HOT updates.
+RESTING = (State.SCHEDULED, State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
+IN_FLIGHT = (State.RECEIVED, State.FORWARDED, State.SENDING)
+#: The condition of the rows in flight (the index ``notifications_listed_in_flight``).
+IS_IN_FLIGHT = "resting_state IS NULL"
 #: A failed row's reason code: the word its ``last_error`` starts with, as
 #: :func:`notifsvc.model.reason_of` reads it (the expression of the index
-#: ``notifications_listed_failed_by_reason``, migration 0010).
+#: ``notifications_listed_failed_by_reason_v2``, migration 0012).
 REASON_KEY = "split_part(split_part(last_error, ':', 1), ' ', 1)"
 #: The conditions of a filter, each taking its value(s) as ``{}`` (also read by the replay
 #: jobs' pages, :mod:`notifsvc.db.replays`, which filter the same way). A state is no
 #: parameter but one of :class:`State`'s values (see :func:`state_is`).
-REASON_IS = "state = 'failed' AND " + REASON_KEY + " = {}::text"
+REASON_IS = "resting_state = 'failed' AND " + REASON_KEY + " = {}::text"
 CHANNEL_IS = "channel = {}::text"
 _PRIORITY = "priority = {}::text"
 SINCE = "received_at >= {}::timestamptz"
@@ -274,19 +279,24 @@ _ORDER = "ORDER BY received_at DESC, uuid DESC"
 
 def state_is(state: State) -> str:
     """The condition on one state, the value written out (an enum's: nothing a client
-    wrote), so that the planner sees which partial index holds the rows."""
-    return f"state = '{State(state).value}'"
+    wrote), so that the planner sees which partial index holds the rows: a state at rest
+    by ``resting_state``, one in flight among the rows in flight."""
+    value = State(state).value
+    if state in IN_FLIGHT:
+        return f"{IS_IN_FLIGHT} AND state = '{value}'"
+    return f"resting_state = '{value}'"
 
 
-def states_in(states: Iterable[State]) -> str:
-    return "state IN (" + ", ".join(f"'{State(s).value}'" for s in states) + ")"
+def resting_in(states: Iterable[State]) -> str:
+    """The condition of the indexes of rows at rest, for ``states`` (all at rest)."""
+    return "resting_state IN (" + ", ".join(f"'{State(s).value}'" for s in states) + ")"
 
 
 def statement(query: ListQuery) -> tuple[str, list[Any]]:
     """The SQL of ``query`` and its arguments: newest first, one more row than the page
-    (whether a next page exists). A list with no state reads the range of each finished
-    state and that of the unfinished rows, each up to that many rows, and merges them
-    (migration 0011: no index holds all finished rows in one range)."""
+    (whether a next page exists). A list with no state reads the range of each state at
+    rest and that of the rows in flight, each up to that many rows, and merges them
+    (migrations 0011 and 0012: no index holds all rows at rest in one range)."""
     f = query.filter
     args: list[Any] = []
 
@@ -300,7 +310,7 @@ def statement(query: ListQuery) -> tuple[str, list[Any]]:
     elif f.state is not None:
         branches = [state_is(f.state)]
     else:
-        branches = [*(state_is(s) for s in FINISHED), states_in(UNFINISHED)]
+        branches = [*(state_is(s) for s in RESTING), IS_IN_FLIGHT]
     common = _conditions(query, bind)
     limit = bind("{}", query.limit + 1)
     selects = [

@@ -36,9 +36,9 @@ from typing import Any
 
 import asyncpg
 
-from notifsvc.db.queries import CHANNEL_IS, REASON_IS, SINCE, UNTIL
+from notifsvc.db.queries import CHANNEL_IS, REASON_IS, SINCE, UNTIL, state_is
 from notifsvc.db.store import Store, by_uuid, notification_of
-from notifsvc.model import Notification, Reason
+from notifsvc.model import Notification, Reason, State
 
 #: A job id: ``rpl_`` and 32 lower-case hex digits.
 JOB_ID = re.compile(r"rpl_[0-9a-f]{32}")
@@ -226,7 +226,7 @@ WHERE (received_at, uuid) < ($1::timestamptz, $2::uuid)
 _FAILED_TAIL = "\nORDER BY received_at DESC, uuid DESC LIMIT $4"
 #: The filter's conditions, ``{}`` for their parameter. A reason is asked for alone, by the
 #: list's reason key (which implies the state), so that both read the same index.
-_FAILED = "state = 'failed'"
+_FAILED = state_is(State.FAILED)
 
 
 def page_statement(f: ReplayFilter) -> tuple[str, list[Any]]:

@@ -58,12 +58,13 @@ WHERE name = $1 AND owner = $2
 """
 #: Parked rows due within ``$1`` (by the database's clock), or overdue by more than ``$2``,
 #: after the cursor (``$3``, ``$4``), by due time, at most ``$5``; ``$1`` is also the
-#: look-ahead that tells a parked row (see the module's docstring).
+#: look-ahead that tells a parked row (see the module's docstring). Read from the index
+#: ``notifications_scheduled_v2`` (migration 0012: by ``resting_state``, not ``state``).
 _PARKED = """
 SELECT uuid, channel, recipient, body, subject, priority, accepted_at, callback_url, client,
        send_at, expires_at
 FROM notifications
-WHERE state = 'scheduled' AND send_at <= now() + $1::interval
+WHERE resting_state = 'scheduled' AND send_at <= now() + $1::interval
   AND (send_at > updated_at + $1::interval OR send_at < now() - $2::interval)
   AND (send_at, uuid) > ($3::timestamptz, $4::uuid)
 ORDER BY send_at, uuid

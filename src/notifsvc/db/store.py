@@ -338,33 +338,39 @@ ORDER BY a.attempt_number, a.seq = 0, a.seq
 _GET = f"SELECT {queries.COLUMNS} FROM notifications WHERE uuid = $1"  # noqa: S608 - constant
 
 
-#: The reconciler's page (see :mod:`notifsvc.reconciler`): unfinished rows that have not
-#: moved for longer than $1 by the database's clock, after the keyset cursor ($2, $3), in
-#: the slices $5 of $4, oldest first, at most $6 of them. Each is claimed by moving its
-#: ``updated_at`` to now, in the same statement, on condition that it has not moved since it
-#: was read: of two replicas reading the same row (a rebalance under way), one claims it and
-#: the other finds it changed (PostgreSQL re-checks the condition after waiting for the
-#: row's lock; CockroachDB's serializable isolation makes one of them retry, and then skip).
-#: The slice of a row is the first two bytes of md5(uuid), modulo the slice count: the same
-#: as :func:`notifsvc.reconciler.slice_of`, balanced whatever version of UUID clients use.
+#: The reconciler's page (see :mod:`notifsvc.reconciler`): rows in flight that have not
+#: moved for longer than $1 by the database's clock, after the keyset cursor ($2, $3) in
+#: (received_at, uuid) order, in the slices $5 of $4, oldest first, at most $6 of them. The
+#: index of rows in flight (migration 0012) holds them in that order; a row received within
+#: $1 cannot have been unmoved for longer (its ``updated_at`` is at least its
+#: ``received_at``, both the database's), so only the older part of it is read. Each row is
+#: claimed by moving its ``updated_at`` to now, in the same statement, on condition that it
+#: has not moved since it was read: of two replicas reading the same row (a rebalance under
+#: way), one claims it and the other finds it changed (PostgreSQL re-checks the condition
+#: after waiting for the row's lock; CockroachDB's serializable isolation makes one of them
+#: retry, and then skip). The slice of a row is the first two bytes of md5(uuid), modulo the
+#: slice count: the same as :func:`notifsvc.reconciler.slice_of`, balanced whatever version
+#: of UUID clients use.
 _CLAIM_STALLED = """
 UPDATE notifications AS n
 SET updated_at = now(), redriven = n.redriven + 1, redriven_at = now()
 FROM (
     SELECT uuid, updated_at FROM notifications
-    WHERE state IN ('received', 'forwarded', 'sending')
+    WHERE resting_state IS NULL
+      AND received_at < now() - $1::interval
       AND updated_at < now() - $1::interval
-      AND (updated_at, uuid) > ($2::timestamptz, $3::uuid)
+      AND (received_at, uuid) > ($2::timestamptz, $3::uuid)
       AND (get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
            + get_byte(decode(md5(uuid::text), 'hex'), 1)) % $4::int = ANY($5::int[])
-    ORDER BY updated_at, uuid
+    ORDER BY received_at, uuid
     LIMIT $6
 ) AS c
 WHERE n.uuid = c.uuid AND n.updated_at = c.updated_at
   AND n.state IN ('received', 'forwarded', 'sending')
 RETURNING n.uuid, n.channel, n.recipient, n.body, n.subject, n.priority, n.fingerprint,
           n.state, n.accepted_at, n.attempts, n.redriven, c.updated_at AS stalled_since,
-          n.callback_url, n.client, n.replayed_from, n.forwarded_at, n.send_at, n.expires_at
+          n.received_at, n.callback_url, n.client, n.replayed_from, n.forwarded_at, n.send_at,
+          n.expires_at
 """
 
 
@@ -387,12 +393,13 @@ class StalledRow:
     attempts: int  # delivery attempts recorded so far
     redriven: int  # re-drives, this one included
     stalled_since: datetime  # its updated_at before the claim
+    received_at: datetime
     replayed: Replayed | None = None  # the operator's last requeue, if any
 
     @property
     def cursor(self) -> tuple[datetime, uuid_mod.UUID]:
         """Its place in the reconciler's keyset order."""
-        return self.stalled_since, self.notification.uuid
+        return self.received_at, self.notification.uuid
 
 
 #: The operator's view (``notifsvc status``): counts by channel, no rows.
@@ -403,7 +410,8 @@ WHERE sent_at > now() - INTERVAL '60 seconds' GROUP BY channel
 """
 _STALLED_BY_CHANNEL = """
 SELECT channel, count(*) AS n FROM notifications
-WHERE state IN ('received', 'forwarded', 'sending') AND updated_at < now() - $1::interval
+WHERE resting_state IS NULL AND received_at < now() - $1::interval
+  AND updated_at < now() - $1::interval
 GROUP BY channel
 """
 _REDRIVEN_LAST_HOUR = """
@@ -625,8 +633,8 @@ class Store:
         owned: Sequence[int],
         limit: int,
     ) -> list[StalledRow]:
-        """Claim up to ``limit`` rows unfinished and unmoved for longer than ``stalled_for``,
-        after ``after`` in (updated_at, uuid) order, whose slice (of ``slices``) is in
+        """Claim up to ``limit`` rows in flight and unmoved for longer than ``stalled_for``,
+        after ``after`` in (received_at, uuid) order, whose slice (of ``slices``) is in
         ``owned``; returned in that order. See :data:`_CLAIM_STALLED`."""
         if not owned or limit <= 0:
             return []
@@ -640,6 +648,7 @@ class Store:
                 r["attempts"],
                 r["redriven"],
                 r["stalled_since"],
+                r["received_at"],
                 _replayed(r),
             )
             for r in rows

@@ -1,0 +1,44 @@
+"""The migrations against a real server: rows stored before a migration read as after it."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from integration.helpers import connection
+from notifsvc.config import Settings
+from notifsvc.db import queries
+from notifsvc.db.migrate import is_cockroach, migrate
+from notifsvc.model import State
+
+HOT = "0012_hot_updates.sql"
+
+
+async def test_rows_stored_before_0012_get_their_resting_state(settings: Settings) -> None:
+    """The column the indexes read is computed for the rows already in the table when the
+    migration adds it (PostgreSQL rewrites the table), and the list indexes hold them."""
+    async with connection(settings) as conn:
+        if await is_cockroach(conn):
+            pytest.skip("drops an indexed column, which CockroachDB refuses without CASCADE")
+        await conn.execute("ALTER TABLE notifications DROP COLUMN resting_state")
+        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", HOT)
+        rows = {uuid.uuid4(): state for state in State}
+        await conn.execute(
+            "INSERT INTO notifications (uuid, channel, recipient, body, fingerprint,"
+            " accepted_at, state) SELECT u, 'log', 'ops', 'x', '\\x00', now(), s"
+            " FROM unnest($1::uuid[], $2::text[]) AS t(u, s)",
+            list(rows),
+            [s.value for s in rows.values()],
+        )
+    assert await migrate(settings.database) == [HOT]
+    async with connection(settings) as conn:
+        found = await conn.fetch("SELECT uuid, resting_state FROM notifications")
+        listed = await conn.fetch(
+            f"SELECT uuid FROM notifications WHERE {queries.IS_IN_FLIGHT}"
+            f" UNION ALL SELECT uuid FROM notifications"
+            f" WHERE {queries.resting_in(queries.RESTING)}"
+        )
+    expected = {u: None if s in queries.IN_FLIGHT else s.value for u, s in rows.items()}
+    assert {r["uuid"]: r["resting_state"] for r in found} == expected
+    assert sorted(r["uuid"] for r in listed) == sorted(rows)
