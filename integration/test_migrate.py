@@ -10,6 +10,7 @@ from integration.helpers import connection
 from notifsvc.config import Settings
 from notifsvc.db import queries
 from notifsvc.db.migrate import is_cockroach, migrate
+from notifsvc.db.store import Store, StoreMisconfigured
 from notifsvc.model import State
 
 HOT = "0012_hot_updates.sql"
@@ -42,3 +43,19 @@ async def test_rows_stored_before_0012_get_their_resting_state(settings: Setting
     expected = {u: None if s in queries.IN_FLIGHT else s.value for u, s in rows.items()}
     assert {r["uuid"]: r["resting_state"] for r in found} == expected
     assert sorted(r["uuid"] for r in listed) == sorted(rows)
+
+
+async def test_a_stage_refuses_a_database_not_migrated_to_0012(settings: Settings) -> None:
+    """The reconciler and the lists read ``resting_state``: a stage of this release stops
+    at start-up, naming the cause, instead of failing each pass against an older schema."""
+    async with connection(settings) as conn:
+        if await is_cockroach(conn):
+            pytest.skip("drops an indexed column, which CockroachDB refuses without CASCADE")
+        await conn.execute("ALTER TABLE notifications DROP COLUMN resting_state")
+    store = Store(settings.dsn, max_connections=1)
+    await store.start()
+    try:
+        with pytest.raises(StoreMisconfigured, match=r"resting_state.*has `notifsvc migrate` run"):
+            await store.check_schema()
+    finally:
+        await store.stop()

@@ -425,7 +425,7 @@ FROM notifications WHERE redriven_at > now() - INTERVAL '1 hour' GROUP BY channe
 class Store:
     #: Statements that fail unless this store's part of the schema is in place.
     schema_probes: ClassVar[tuple[str, ...]] = (
-        "SELECT uuid, state, callback_url, client FROM notifications LIMIT 0",
+        "SELECT uuid, state, resting_state, callback_url, client FROM notifications LIMIT 0",
         "SELECT uuid, attempt_number, seq FROM notification_attempts LIMIT 0",
     )
 
