@@ -36,12 +36,12 @@ Every ``NOTIFSVC_REDRIVE_PERIOD_SECONDS`` a pass pages through the stalled rows 
 slices in (received_at, uuid) order, by keyset, each page a bounded LIMIT served by the
 partial index of rows in flight (no index reads ``updated_at``, which every step moves: see
 migration 0012), of which it reads only rows received before ``REDRIVE_AFTER`` ago. During
-a provider outage that is every row cycling through the retry lane, read once per pass;
-pages are paced by ``NOTIFSVC_REDRIVE_RATE``
-(per replica), so that a backlog after an outage never floods the lanes. A pass ends after
-one period and the next one reads the ownership again. Only ``received``, ``forwarded`` and
-``sending`` rows are ever considered (never ``canceled`` ones): a state added later (such
-as a scheduled send not yet due) is never re-driven unless this module learns about it.
+a provider outage that is every row cycling through the retry lane, read once per pass.
+Pages are paced by ``NOTIFSVC_REDRIVE_RATE`` (per replica), so that a backlog after an
+outage never floods the lanes. A pass ends after one period and the next one reads the
+ownership again. Only ``received``, ``forwarded`` and ``sending`` rows are ever considered
+(never ``canceled`` ones): a state added later (such as a scheduled send not yet due) is
+never re-driven unless this module learns about it.
 """
 
 from __future__ import annotations
