@@ -10,6 +10,8 @@ from integration.helpers import connection
 from notifsvc.config import Settings
 from notifsvc.db import queries
 from notifsvc.db.migrate import is_cockroach, migrate
+from notifsvc.db.replays import ReplayStore
+from notifsvc.db.schedule import ScheduleStore
 from notifsvc.db.store import Store, StoreMisconfigured
 from notifsvc.model import State
 
@@ -18,7 +20,8 @@ HOT = "0012_hot_updates.sql"
 
 async def test_rows_stored_before_0012_get_their_resting_state(settings: Settings) -> None:
     """The column the indexes read is computed for the rows already in the table when the
-    migration adds it (PostgreSQL rewrites the table), and the list indexes hold them."""
+    migration adds it (PostgreSQL rewrites the table), and the conditions of the lists'
+    indexes (rows in flight, rows at rest) cover each of them exactly once."""
     async with connection(settings) as conn:
         if await is_cockroach(conn):
             pytest.skip("drops an indexed column, which CockroachDB refuses without CASCADE")
@@ -45,14 +48,18 @@ async def test_rows_stored_before_0012_get_their_resting_state(settings: Setting
     assert sorted(r["uuid"] for r in listed) == sorted(rows)
 
 
-async def test_a_stage_refuses_a_database_not_migrated_to_0012(settings: Settings) -> None:
-    """The reconciler and the lists read ``resting_state``: a stage of this release stops
-    at start-up, naming the cause, instead of failing each pass against an older schema."""
+@pytest.mark.parametrize("kind", [Store, ScheduleStore, ReplayStore])
+async def test_a_stage_refuses_a_database_not_migrated_to_0012(
+    settings: Settings, kind: type[Store]
+) -> None:
+    """The reconciler, the lists, the parked reader and the replay pages read
+    ``resting_state``: a stage of this release stops at start-up, naming the cause, instead
+    of failing each pass against an older schema."""
     async with connection(settings) as conn:
         if await is_cockroach(conn):
             pytest.skip("drops an indexed column, which CockroachDB refuses without CASCADE")
         await conn.execute("ALTER TABLE notifications DROP COLUMN resting_state")
-    store = Store(settings.dsn, max_connections=1)
+    store = kind(settings.dsn, max_connections=1)
     await store.start()
     try:
         with pytest.raises(StoreMisconfigured, match=r"resting_state.*has `notifsvc migrate` run"):

@@ -217,6 +217,33 @@ async def test_every_list_query_is_an_index_range_never_the_table(settings: Sett
                     assert "Index Cond" in plan, label  # only the rows an index bounds
 
 
+async def test_a_scheduled_list_is_ordered_once_scheduled_rows_are_many(
+    settings: Settings,
+) -> None:
+    """A campaign of 20,000 scheduled sends: a page of them, alone or in the list of every
+    state, is an ordered scan, never all scheduled rows read through the parked reader's
+    index (which holds exactly them, by due time) and sorted."""
+    async with plan_reader(settings) as conn:
+        await fill(conn)
+        await conn.execute(
+            "INSERT INTO notifications (uuid, channel, recipient, body, priority, fingerprint,"
+            " state, accepted_at, received_at, send_at) SELECT gen_random_uuid(), 'sms',"
+            " 'ops', 'x', 'normal', '\\x00', 'scheduled', now() - i * INTERVAL '1 second',"
+            " now() - i * INTERVAL '1 second', now() + i * INTERVAL '1 second'"
+            " FROM generate_series(1, 20000) AS i"
+        )
+        await conn.execute("ANALYZE notifications")
+        for f in (queries.Filter(state=State.SCHEDULED), queries.Filter()):
+            for cursor in (None, queries.Position(datetime.now(UTC), uuid.UUID(int=0))):
+                for plan in (
+                    await explain(conn, queries.ListQuery(f, 50, cursor)),
+                    await explain_generic(conn, queries.ListQuery(f, 50, cursor)),
+                ):
+                    print(plan)
+                    assert ordered(plan) and "Seq Scan" not in plan
+                    assert "notifications_scheduled_v2" not in plan
+
+
 async def test_a_reason_list_is_ordered_once_failures_are_many(settings: Settings) -> None:
     """30,000 failed rows, a quarter per reason: a page of one reason is an ordered scan of
     the failed rows' index, never all of that reason's rows read and sorted."""

@@ -104,17 +104,30 @@ async def test_the_forward_and_the_claim_update_rows_in_place(
 ) -> None:
     """Migration 0012: no index reads what a row in flight changes, and its table's pages
     keep room for the new row versions, so the forward and the claim write no index entry.
-    With an index reading ``state`` (or ``updated_at``), no update at all is HOT."""
+    With an index reading ``state`` (or ``updated_at``), no update at all is HOT.
+
+    Each is measured on rows just written, whose pages have their free half. (A claim right
+    after a forward finds the page full; whether PostgreSQL can prune the forward's old
+    versions first depends on what else holds a snapshot, such as an autovacuum's ANALYZE
+    in the full suite, which no test controls.)"""
     count = 400
-    batch = [Notification(uuid.uuid4(), "log", "ops", "x" * 100) for _ in range(count)]
-    await store.insert(batch)
-    uuids = [n.uuid for n in batch]
+    received = [Notification(uuid.uuid4(), "log", "ops", "x" * 100) for _ in range(count)]
+    await store.insert(received)
+    forwarded = [uuid.uuid4() for _ in range(count)]
     async with plan_reader(settings) as conn:  # PostgreSQL's statistics
-        forwarded = await _hot_updates(conn, store_mod._MARK_FORWARDED, uuids)
-        claimed = await _hot_updates(conn, store_mod._CLAIM, uuids)
-        states = await conn.fetch(
-            "SELECT state, resting_state FROM notifications WHERE uuid = ANY($1)", uuids
+        await conn.execute(
+            "INSERT INTO notifications (uuid, channel, recipient, body, fingerprint,"
+            " accepted_at, state) SELECT u, 'log', 'ops', repeat('x', 100), '\\x00', now(),"
+            " 'forwarded' FROM unnest($1::uuid[]) AS u",
+            forwarded,
         )
-    print(f"HOT updates of {count} rows: forward {forwarded}, claim {claimed}")
+        hot_forwards = await _hot_updates(
+            conn, store_mod._MARK_FORWARDED, [n.uuid for n in received]
+        )
+        hot_claims = await _hot_updates(conn, store_mod._CLAIM, forwarded)
+        states = await conn.fetch(
+            "SELECT state, resting_state FROM notifications WHERE uuid = ANY($1)", forwarded
+        )
+    print(f"HOT updates of {count} rows: forward {hot_forwards}, claim {hot_claims}")
     assert {(r["state"], r["resting_state"]) for r in states} == {("sending", None)}
-    assert forwarded >= count * 3 // 4 and claimed >= count * 3 // 4
+    assert hot_forwards >= count * 3 // 4 and hot_claims >= count * 3 // 4

@@ -199,6 +199,24 @@ async def test_a_pass_ends_after_one_period_even_with_more_to_do() -> None:
     assert len(store.claims) == 3  # 30 s period, 10 s per page
 
 
+async def test_the_next_pass_continues_where_one_stopped_and_starts_over_after_the_end() -> None:
+    """Rows are read oldest received first: a pass cut short by its period must not hand
+    the next one the same oldest rows again, or those after them would never get a turn."""
+    monotonic = Clock(0.0)
+    pages = [[stalled(minute=3 * p + i) for i in range(3)] for p in range(4)]
+    one, store, _, _ = build([*pages, [stalled(minute=20)]], monotonic=monotonic)
+
+    def tick() -> None:
+        monotonic.now += 10.0
+
+    store.on_claim = tick
+    await one.run_pass()  # three full pages, then the period is over
+    await one.run_pass()  # one full page, then a short one: the end
+    await one.run_pass()
+    afters = [c["after"] for c in store.claims]
+    assert afters == [START, *(page[-1].cursor for page in pages), START]
+
+
 async def test_a_redrive_is_the_routers_forward_with_the_attempts_made_so_far() -> None:
     received = stalled(State.RECEIVED, priority="high")
     retried = stalled(State.FORWARDED, attempts=2)

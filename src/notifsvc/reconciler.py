@@ -38,10 +38,12 @@ partial index of rows in flight (no index reads ``updated_at``, which every step
 migration 0012), of which it reads only rows received before ``REDRIVE_AFTER`` ago. During
 a provider outage that is every row cycling through the retry lane, read once per pass.
 Pages are paced by ``NOTIFSVC_REDRIVE_RATE`` (per replica), so that a backlog after an
-outage never floods the lanes. A pass ends after one period and the next one reads the
-ownership again. Only ``received``, ``forwarded`` and ``sending`` rows are ever considered
-(never ``canceled`` ones): a state added later (such as a scheduled send not yet due) is
-never re-driven unless this module learns about it.
+outage never floods the lanes. A pass ends after one period; the next one reads the
+ownership again and continues after the last row claimed, starting over once a pass has
+reached the end, so every stalled row gets its turn however many there are. Only
+``received``, ``forwarded`` and ``sending`` rows are ever considered (never ``canceled``
+ones): a state added later (such as a scheduled send not yet due) is never re-driven unless
+this module learns about it.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ STAGE = "reconciler"
 #: Seconds to wait for the broker's acknowledgements of a page (the producer gives up on a
 #: message after 30 s and reports it).
 REPORTS_WITHIN = 45.0
-#: Where every pass starts in (received_at, uuid) order.
+#: The beginning of the (received_at, uuid) order, where the first pass starts.
 START = (datetime(1970, 1, 1, tzinfo=UTC), uuid_mod.UUID(int=0))
 
 Clock = Callable[[], float]
@@ -142,6 +144,11 @@ class Reconciler:
         self.expired = 0
         #: Rows found past their own ``expires_at`` and moved to ``expired``.
         self.lapsed = 0
+        #: Where the next pass starts: where the last one stopped, unless it reached the end.
+        #: Rows are read oldest received first, so a pass that always started at the
+        #: beginning would give the oldest rows every turn: with more stalled rows than a
+        #: pass can take, those after them would wait until they expire.
+        self.resume = START
         _warn_about(settings)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -167,21 +174,22 @@ class Reconciler:
         count = await self._slices()
         owned = [n for n in range(count) if self._owns(n)]
         ends = self._monotonic() + self.settings.redrive_period_seconds
-        cursor, done = START, 0
+        done = 0
         while owned and not stopping.is_set() and self._monotonic() < ends:
             if self._limiter is not None:
                 await self._limiter.acquire(self.page)
             rows = await self.store.claim_stalled(
                 stalled_for=timedelta(seconds=self.settings.redrive_after_seconds),
-                after=cursor,
+                after=self.resume,
                 slices=count,
                 owned=owned,
                 limit=self.page,
             )
             if rows:
                 done += await self._redrive(rows)
-                cursor = rows[-1].cursor
+                self.resume = rows[-1].cursor
             if len(rows) < self.page:
+                self.resume = START  # the end: the next pass starts over
                 break
         if done:
             log.warning("%s: re-drove or expired %d unfinished notifications", STAGE, done)

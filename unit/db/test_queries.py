@@ -298,6 +298,8 @@ def _indexes(*folders: str, prefix: str = "notifications_") -> dict[str, str]:
             for statement in (" ".join(s.split()) for s in split_statements(sql)):
                 made = re.match(r"CREATE INDEX IF NOT EXISTS (\w+) ON notifications ", statement)
                 dropped = re.match(r"DROP INDEX IF EXISTS (?:notifications@)?(\w+)$", statement)
+                if re.search(r"\bINDEX\b.* ON notifications\b", statement):
+                    assert made, f"an index spelled as this reading does not know: {statement}"
                 if made and made.group(1).startswith(prefix):
                     created[made.group(1)] = statement
                 elif dropped:

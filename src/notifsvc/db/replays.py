@@ -257,7 +257,7 @@ class ReplayStore(Store):
 
     schema_probes = (
         "SELECT id, lease_owner FROM replays LIMIT 0",
-        "SELECT replay_id FROM notifications LIMIT 0",
+        "SELECT replay_id, resting_state FROM notifications LIMIT 0",
     )
 
     async def create(self, f: ReplayFilter) -> Job:

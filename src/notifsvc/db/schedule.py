@@ -83,7 +83,7 @@ class ScheduleStore(Store):
 
     schema_probes = (
         "SELECT name, owner, lease_until FROM schedule_leases LIMIT 0",
-        "SELECT send_at, expires_at FROM notifications LIMIT 0",
+        "SELECT send_at, expires_at, resting_state FROM notifications LIMIT 0",
     )
 
     async def states(self, uuids: Sequence[uuid_mod.UUID]) -> dict[uuid_mod.UUID, State]:
