@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import pytest
 
 from integration.helpers import connection
@@ -18,14 +19,20 @@ from notifsvc.model import State
 HOT = "0012_hot_updates.sql"
 
 
+async def _before_0012(conn: asyncpg.Connection) -> None:
+    """The table as before 0012 (its column and, with it, its indexes gone); PostgreSQL
+    only."""
+    if await is_cockroach(conn):
+        pytest.skip("drops an indexed column, which CockroachDB refuses without CASCADE")
+    await conn.execute("ALTER TABLE notifications DROP COLUMN resting_state")
+
+
 async def test_rows_stored_before_0012_get_their_resting_state(settings: Settings) -> None:
     """The column the indexes read is computed for the rows already in the table when the
     migration adds it (PostgreSQL rewrites the table), and the conditions of the lists'
     indexes (rows in flight, rows at rest) cover each of them exactly once."""
     async with connection(settings) as conn:
-        if await is_cockroach(conn):
-            pytest.skip("drops an indexed column, which CockroachDB refuses without CASCADE")
-        await conn.execute("ALTER TABLE notifications DROP COLUMN resting_state")
+        await _before_0012(conn)
         await conn.execute("DELETE FROM schema_migrations WHERE version = $1", HOT)
         rows = {uuid.uuid4(): state for state in State}
         await conn.execute(
@@ -41,7 +48,7 @@ async def test_rows_stored_before_0012_get_their_resting_state(settings: Setting
         listed = await conn.fetch(
             f"SELECT uuid FROM notifications WHERE {queries.IS_IN_FLIGHT}"
             f" UNION ALL SELECT uuid FROM notifications"
-            f" WHERE {queries.resting_in(queries.RESTING)}"
+            f" WHERE {queries.IS_AT_REST}"
         )
     expected = {u: None if s in queries.IN_FLIGHT else s.value for u, s in rows.items()}
     assert {r["uuid"]: r["resting_state"] for r in found} == expected
@@ -56,9 +63,7 @@ async def test_a_stage_refuses_a_database_not_migrated_to_0012(
     ``resting_state``: a stage of this release stops at start-up, naming the cause, instead
     of failing each pass against an older schema."""
     async with connection(settings) as conn:
-        if await is_cockroach(conn):
-            pytest.skip("drops an indexed column, which CockroachDB refuses without CASCADE")
-        await conn.execute("ALTER TABLE notifications DROP COLUMN resting_state")
+        await _before_0012(conn)
     store = kind(settings.dsn, max_connections=1)
     await store.start()
     try:

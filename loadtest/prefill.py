@@ -12,7 +12,8 @@ its own rows, but in a table of that size.
 from __future__ import annotations
 
 import time
-from typing import Any
+
+import asyncpg
 
 #: The channel of the rows written here (no stage reads it).
 CHANNEL = "prefill"
@@ -38,7 +39,7 @@ _SETTLE = (
 )
 
 
-async def prefill(conn: Any, rows: int) -> float:
+async def prefill(conn: asyncpg.Connection, rows: int) -> float:
     """Write ``rows`` delivered notifications and their attempts (PostgreSQL); the
     seconds it took. Vacuumed, analysed and checkpointed: a run after it writes no page of
     these for them."""

@@ -118,15 +118,20 @@ _NEAR_PLAIN = st.tuples(_ENCODED, st.sampled_from(sorted(model._WIRE)), _ANY_VAL
 )
 
 
+def _json(data: dict[str, object]) -> bytes | None:
+    """``data`` as JSON (the standard library's encoder writes any int); None for NaN."""
+    try:
+        return json.dumps(data, allow_nan=False).encode()
+    except ValueError:
+        return None
+
+
 @settings(max_examples=600)
 @given(st.one_of(_WIRE, _ENCODED, _NEAR_PLAIN))
 def test_a_plainly_decoded_message_is_what_parse_makes_of_it(data: dict[str, object]) -> None:
-    try:  # (the standard library's encoder writes any int; NaN is no JSON)
-        raw = json.dumps(data, allow_nan=False).encode()
-    except ValueError:
-        return
-    plain = _decode_plain(raw)
-    if plain is None:
+    raw = _json(data)
+    plain = None if raw is None else _decode_plain(raw)
+    if raw is None or plain is None:
         return
     read = orjson.loads(raw)  # what the full path reads: it must read the same message
     assert plain == parse(read, accepted_at=_accepted_at(read))
@@ -161,14 +166,6 @@ def _decoded(raw: bytes) -> Notification | str:
         return Notification.decode(raw)
     except InvalidNotification:
         return "invalid"
-
-
-def _json(data: dict[str, object]) -> bytes | None:
-    """``data`` as JSON (the standard library's encoder writes any int); None for NaN."""
-    try:
-        return json.dumps(data, allow_nan=False).encode()
-    except ValueError:
-        return None
 
 
 #: Messages as ``encode`` writes them, and with one field set to any value.

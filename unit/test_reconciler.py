@@ -177,6 +177,24 @@ async def test_a_pass_pages_by_keyset_paying_for_each_page_before_claiming_it() 
     assert len(producer.sent) == 4
 
 
+async def test_a_pass_stopped_by_an_outage_leaves_the_next_one_where_it_was() -> None:
+    """The rows of the page that failed were claimed (they wait one more ``REDRIVE_AFTER``),
+    and nothing after them was read: the next pass continues after the last page done."""
+    done = [stalled(minute=m) for m in range(3)]
+    one, store, producer, _ = build([done, [stalled(minute=5)]])
+    claims = iter([None, StoreUnavailable("the database is away")])
+
+    def outage() -> None:
+        if (failure := next(claims, None)) is not None:
+            raise failure
+
+    store.on_claim = outage
+    assert await one.run_pass() == 0  # the second page's claim failed: logged, pass over
+    assert len(producer.sent) == 3  # the first page was re-driven
+    await one.run_pass()
+    assert [c["after"] for c in store.claims] == [START, done[-1].cursor, done[-1].cursor]
+
+
 async def test_only_the_slices_of_owned_partitions_are_claimed() -> None:
     one, store, _, _ = build([[stalled()]], owns=lambda n: n in {1, 3})
     await one.run_pass()

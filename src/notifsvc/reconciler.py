@@ -148,7 +148,7 @@ class Reconciler:
         #: Rows are read oldest received first, so a pass that always started at the
         #: beginning would give the oldest rows every turn: with more stalled rows than a
         #: pass can take, those after them would wait until they expire.
-        self.resume = START
+        self._resume = START
         _warn_about(settings)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -180,16 +180,16 @@ class Reconciler:
                 await self._limiter.acquire(self.page)
             rows = await self.store.claim_stalled(
                 stalled_for=timedelta(seconds=self.settings.redrive_after_seconds),
-                after=self.resume,
+                after=self._resume,
                 slices=count,
                 owned=owned,
                 limit=self.page,
             )
             if rows:
                 done += await self._redrive(rows)
-                self.resume = rows[-1].cursor
+                self._resume = rows[-1].cursor
             if len(rows) < self.page:
-                self.resume = START  # the end: the next pass starts over
+                self._resume = START  # the end: the next pass starts over
                 break
         if done:
             log.warning("%s: re-drove or expired %d unfinished notifications", STAGE, done)

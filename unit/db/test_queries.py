@@ -333,7 +333,7 @@ def test_the_partial_indexes_say_what_the_queries_say() -> None:
     indexes = _list_indexes()
     resting = [s for n, s in indexes.items() if re.match(r"notifications_listed_resting_", n)]
     assert len(resting) == 2
-    assert all(s.endswith(f"WHERE {queries.resting_in(queries.RESTING)}") for s in resting)
+    assert all(s.endswith(f"WHERE {queries.IS_AT_REST}") for s in resting)
     [in_flight] = [s for n, s in indexes.items() if n == "notifications_listed_in_flight"]
     assert in_flight.endswith(f"WHERE {queries.IS_IN_FLIGHT}")
 

@@ -261,6 +261,8 @@ RESTING = (State.SCHEDULED, State.SENT, State.FAILED, State.CANCELED, State.EXPI
 IN_FLIGHT = (State.RECEIVED, State.FORWARDED, State.SENDING)
 #: The condition of the rows in flight (the index ``notifications_listed_in_flight``).
 IS_IN_FLIGHT = "resting_state IS NULL"
+#: The condition of the rows at rest (the indexes ``notifications_listed_resting_*``).
+IS_AT_REST = "resting_state IN (" + ", ".join(f"'{s.value}'" for s in RESTING) + ")"
 #: A failed row's reason code: the word its ``last_error`` starts with, as
 #: :func:`notifsvc.model.reason_of` reads it (the expression of the index
 #: ``notifications_listed_failed_by_reason_v2``, migration 0012).
@@ -285,11 +287,6 @@ def state_is(state: State) -> str:
     if state in IN_FLIGHT:
         return f"{IS_IN_FLIGHT} AND state = '{value}'"
     return f"resting_state = '{value}'"
-
-
-def resting_in(states: Iterable[State]) -> str:
-    """The condition of the indexes of rows at rest, for ``states`` (all at rest)."""
-    return "resting_state IN (" + ", ".join(f"'{State(s).value}'" for s in states) + ")"
 
 
 def statement(query: ListQuery) -> tuple[str, list[Any]]:

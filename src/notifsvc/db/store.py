@@ -338,6 +338,9 @@ ORDER BY a.attempt_number, a.seq = 0, a.seq
 _GET = f"SELECT {queries.COLUMNS} FROM notifications WHERE uuid = $1"  # noqa: S608 - constant
 
 
+#: Rows in flight unmoved for longer than $1: the reconciler's work, and its count.
+_STALLED = f"""{queries.IS_IN_FLIGHT}
+      AND received_at < now() - $1::interval AND updated_at < now() - $1::interval"""
 #: The reconciler's page (see :mod:`notifsvc.reconciler`): rows in flight that have not
 #: moved for longer than $1 by the database's clock, after the keyset cursor ($2, $3) in
 #: (received_at, uuid) order, in the slices $5 of $4, oldest first, at most $6 of them. The
@@ -351,14 +354,12 @@ _GET = f"SELECT {queries.COLUMNS} FROM notifications WHERE uuid = $1"  # noqa: S
 #: retry, and then skip). The slice of a row is the first two bytes of md5(uuid), modulo the
 #: slice count: the same as :func:`notifsvc.reconciler.slice_of`, balanced whatever version
 #: of UUID clients use.
-_CLAIM_STALLED = """
+_CLAIM_STALLED = f"""
 UPDATE notifications AS n
 SET updated_at = now(), redriven = n.redriven + 1, redriven_at = now()
 FROM (
     SELECT uuid, updated_at FROM notifications
-    WHERE resting_state IS NULL
-      AND received_at < now() - $1::interval
-      AND updated_at < now() - $1::interval
+    WHERE {_STALLED}
       AND (received_at, uuid) > ($2::timestamptz, $3::uuid)
       AND (get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
            + get_byte(decode(md5(uuid::text), 'hex'), 1)) % $4::int = ANY($5::int[])
@@ -371,7 +372,7 @@ RETURNING n.uuid, n.channel, n.recipient, n.body, n.subject, n.priority, n.finge
           n.state, n.accepted_at, n.attempts, n.redriven, c.updated_at AS stalled_since,
           n.received_at, n.callback_url, n.client, n.replayed_from, n.forwarded_at, n.send_at,
           n.expires_at
-"""
+"""  # noqa: S608 - a constant condition
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,12 +409,9 @@ _SENT_LAST_MINUTE = """
 SELECT channel, count(*) AS n FROM notifications
 WHERE sent_at > now() - INTERVAL '60 seconds' GROUP BY channel
 """
-_STALLED_BY_CHANNEL = """
-SELECT channel, count(*) AS n FROM notifications
-WHERE resting_state IS NULL AND received_at < now() - $1::interval
-  AND updated_at < now() - $1::interval
-GROUP BY channel
-"""
+_STALLED_BY_CHANNEL = f"""
+SELECT channel, count(*) AS n FROM notifications WHERE {_STALLED} GROUP BY channel
+"""  # noqa: S608 - a constant condition
 _REDRIVEN_LAST_HOUR = """
 SELECT channel, count(*) AS n,
        count(CASE WHEN state = 'failed' AND last_error LIKE 'expired_unfinished%' THEN 1 END)
