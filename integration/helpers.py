@@ -6,8 +6,9 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -120,3 +121,25 @@ async def plan_reader(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         if await is_cockroach(conn):
             pytest.skip("EXPLAIN output is PostgreSQL's")
         yield conn
+
+
+async def set_state(
+    settings: Settings,
+    uuids: Sequence[uuid.UUID],
+    state: str,
+    *,
+    changed: timedelta,
+    received: timedelta,
+) -> None:
+    """Put stored rows in ``state``, last changed ``changed`` and received ``received`` ago
+    by the database's clock (what the reconciler and retention read: time passes by moving
+    the rows back)."""
+    async with connection(settings) as conn:
+        await conn.execute(
+            "UPDATE notifications SET state = $2, updated_at = now() - $3::interval,"
+            " received_at = now() - $4::interval WHERE uuid = ANY($1)",
+            list(uuids),
+            state,
+            changed,
+            received,
+        )

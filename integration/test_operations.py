@@ -772,32 +772,6 @@ async def test_the_migration_runs_again_and_the_states_are_checked(settings: Set
             await conn.execute(insert, uuid.uuid4(), "lost")
 
 
-async def test_retention_expires_canceled_rows_and_never_unfinished_ones(
-    settings: Settings, store: Store
-) -> None:
-    """The CockroachDB TTL expression of 0005, evaluated here on rows in every state."""
-    [(_, sql)] = [f for f in _files("migrations_crdb") if f[0] == "0005_crdb_schedule.sql"]
-    match = re.search(r"ttl_expiration_expression = '(.*?)', ttl_job_cron", sql, re.S)
-    assert match is not None
-    expression = match.group(1).replace("''", "'")
-    rows = {await put(settings, store, s): s for s in State}
-    async with connection(settings) as conn:
-        await conn.execute("UPDATE notifications SET updated_at = now() - INTERVAL '40 days'")
-        found = await conn.fetch(
-            f"SELECT uuid, {expression} < now() AS expired FROM notifications",
-        )
-    assert {rows[r["uuid"]].value: r["expired"] for r in found} == {
-        "received": None,
-        "scheduled": None,
-        "forwarded": None,
-        "sending": None,
-        "sent": True,
-        "failed": True,
-        "canceled": True,
-        "expired": True,
-    }
-
-
 async def test_a_database_outage_is_a_503_on_every_operator_route(settings: Settings) -> None:
     """Listing, canceling and retrying all need the database: while it is away each says so
     with 503 and Retry-After, never 500 or a wrong 404."""

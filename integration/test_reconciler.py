@@ -29,16 +29,18 @@ from integration.helpers import (
     plan_reader,
     read_topic,
     running,
+    set_state,
 )
 from notifsvc import deadletter, kafka, topics
 from notifsvc.channels.log import LogChannel, LogSettings
 from notifsvc.config import Settings
-from notifsvc.db.migrate import _files, is_cockroach
+from notifsvc.db.migrate import is_cockroach
 from notifsvc.db.store import _CLAIM_STALLED, _REDRIVEN_LAST_HOUR, _STALLED_BY_CHANNEL, Store
+from notifsvc.duty import START, slice_of
 from notifsvc.kafka import Producer, Record
 from notifsvc.model import Notification, parse
 from notifsvc.notificator import Notificator
-from notifsvc.reconciler import EXPIRED, START, Reconciler, slice_of
+from notifsvc.reconciler import EXPIRED, Reconciler
 from notifsvc.router import Router
 from notifsvc.status import collect, render
 
@@ -63,15 +65,7 @@ async def put(
     database is what the reconciler reads, so time passes by moving the rows back)."""
     await store.insert(notifications)
     uuids = [n.uuid for n in notifications]
-    async with connection(settings) as conn:
-        await conn.execute(
-            "UPDATE notifications SET state = $2, updated_at = now() - $3::interval,"
-            " received_at = now() - $4::interval WHERE uuid = ANY($1)",
-            uuids,
-            state,
-            idle,
-            received or idle,
-        )
+    await set_state(settings, uuids, state, changed=idle, received=received or idle)
     return uuids
 
 
@@ -306,26 +300,3 @@ async def test_the_reconcilers_queries_read_partial_indexes_never_the_table(
     assert "Limit" in claim
     # only rows received before the wait: the index's recent end is never read
     assert re.search(r"Index Cond: \(\(received_at < \(now\(\) - ", claim) is not None
-
-
-async def test_retention_never_expires_an_unfinished_row(settings: Settings, store: Store) -> None:
-    """The CockroachDB TTL expression, evaluated here on rows in every state."""
-    [(_, sql)] = [f for f in _files("migrations_crdb") if f[0] == "0002_crdb_reconciler.sql"]
-    match = re.search(r"ttl_expiration_expression = '(.*?)', ttl_job_cron", sql, re.S)
-    assert match is not None
-    expression = match.group(1).replace("''", "'")
-    uuids = {}
-    for state in ("received", "forwarded", "sent", "failed"):
-        [uuids[state]] = await put(settings, store, [make()], state=state, idle=timedelta(days=40))
-    async with connection(settings) as conn:
-        found = await conn.fetch(
-            f"SELECT state, {expression} < now() AS expired FROM notifications"
-            " WHERE uuid = ANY($1)",
-            list(uuids.values()),
-        )
-    assert {r["state"]: r["expired"] for r in found} == {
-        "received": None,
-        "forwarded": None,
-        "sent": True,
-        "failed": True,
-    }

@@ -4,8 +4,10 @@ One embedded PostgreSQL (:class:`notifsvc.dev.postgres.EmbeddedPostgres`), a fre
 per round, migrated as the stages migrate it. Each round runs the store's calls of one
 delivery over ``--count`` notifications in batches of ``--batch``, one after the other as
 the router and a notificator make them: insert, mark forwarded, claim, record the outcome
-with its attempt. It prints the database server's CPU (postmaster and backends) per
-notification, and each call's share.
+with its attempt; then retention's delete of the batch, as a router does once the rows are
+past ``NOTIFSVC_RETENTION_DAYS`` (here the cutoff is in the future, and its keyset starts
+at the round's own rows). It prints the database server's CPU (postmaster and backends) per
+notification: a delivery's four calls in all and each call's share, and the delete apart.
 
 ``--variant FILE`` runs the rounds again with the SQL of FILE applied after the migrations
 (e.g. dropping or adding an index; ``loadtest/sql/``; ``A+B``: the files in that order),
@@ -21,6 +23,7 @@ import asyncio
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -34,9 +37,12 @@ from notifsvc.model import Notification, State
 
 CHANNELS = ("log", "email", "sms", "webhook", "slack")
 CALLS = ("insert", "forward", "claim", "record")
+#: Retention's delete, reported apart from a delivery's calls.
+RETAIN = "retain"
 
 
-async def _database(pg: EmbeddedPostgres, extra: str, rows: int) -> str:
+async def database(pg: EmbeddedPostgres, extra: str, rows: int) -> str:
+    """A fresh database, migrated, then ``extra`` applied and ``rows`` prefilled; its DSN."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(pg.dsn())
     try:
@@ -54,8 +60,33 @@ async def _database(pg: EmbeddedPostgres, extra: str, rows: int) -> str:
     return pg.dsn(name)
 
 
-async def _batch(pid: int, store: Store, batch: list[Notification]) -> list[float]:
-    """The calls of one batch; the server's CPU seconds of each."""
+class Retained:
+    """Retention's keyset over the round's own rows (the prefilled ones come before)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.cursor = (datetime.now(UTC) - timedelta(minutes=1), uuid.UUID(int=0))
+
+    async def warm(self) -> None:
+        """Prepare the statement (no row of the round is sent yet: nothing goes)."""
+        await self.store.delete_finished(
+            State.SENT, before=datetime.now(UTC), after=self.cursor, slices=1, owned=[0], limit=1
+        )
+
+    async def delete(self, size: int) -> None:
+        future = datetime.now(UTC) + timedelta(days=1)
+        page = await self.store.delete_finished(
+            State.SENT, before=future, after=self.cursor, slices=1, owned=[0], limit=size
+        )
+        if page.rows != size or page.last is None:
+            raise RuntimeError(f"retention deleted {page.rows} of a batch of {size}")
+        self.cursor = page.last
+
+
+async def _batch(
+    pid: int, store: Store, retained: Retained, batch: list[Notification]
+) -> list[float]:
+    """The calls of one batch, then its deletion; the server's CPU seconds of each."""
     uuids = [n.uuid for n in batch]
     now = time.time()
     sent = [Attempt(u, 1, 0, AttemptOutcome.SENT, now, now, "log") for u in uuids]
@@ -64,6 +95,7 @@ async def _batch(pid: int, store: Store, batch: list[Notification]) -> list[floa
         lambda: store.mark_forwarded(uuids),
         lambda: store.claim(uuids),
         lambda: store.record([Outcome(u, State.SENT, 1, None) for u in uuids], attempts=sent),
+        lambda: retained.delete(len(batch)),
     )
     spent = []
     for call in calls:
@@ -76,7 +108,7 @@ async def _batch(pid: int, store: Store, batch: list[Notification]) -> list[floa
 async def one_round(pg: EmbeddedPostgres, extra: str, args: argparse.Namespace) -> dict[str, float]:
     """ms of CPU per notification, in all and per call."""
     count, size = args.count, args.batch
-    store = Store(await _database(pg, extra, args.prefill))
+    store = Store(await database(pg, extra, args.prefill))
     await store.start()
     try:
         notes = [
@@ -84,14 +116,16 @@ async def one_round(pg: EmbeddedPostgres, extra: str, args: argparse.Namespace) 
             for i in range(count + size)
         ]
         await store.insert(notes[:size])  # connections and prepared statements warm
-        totals = [0.0] * len(CALLS)
+        retained = Retained(store)
+        await retained.warm()
+        totals = [0.0] * (len(CALLS) + 1)
         for start in range(size, count + size, size):
-            spent = await _batch(pg.pid, store, notes[start : start + size])
+            spent = await _batch(pg.pid, store, retained, notes[start : start + size])
             totals = [t + s for t, s in zip(totals, spent, strict=True)]
     finally:
         await store.stop()
-    out = {call: 1000 * t / count for call, t in zip(CALLS, totals, strict=True)}
-    return out | {"total": sum(out.values())}
+    out = {call: 1000 * t / count for call, t in zip((*CALLS, RETAIN), totals, strict=True)}
+    return out | {"total": sum(out[call] for call in CALLS)}
 
 
 async def run(
@@ -133,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, rounds in results.items():
         medians = {k: statistics.median(r[k] for r in rounds) for k in (*CALLS, "total")}
         parts = ", ".join(f"{k} {medians[k]:.4f}" for k in CALLS)
-        print(f"  {name}: {medians['total']:.4f} ({parts})")
+        retain = statistics.median(r[RETAIN] for r in rounds)
+        print(f"  {name}: {medians['total']:.4f} ({parts}); then retention's delete {retain:.4f}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 ``make bench-cost`` starts from an empty table, where every page and index entry a
 notification writes lands in a table that fits in memory and is freshly built. A deployment
-keeps delivered notifications for its retention (CockroachDB's row-level TTL: 30 days), so
+keeps delivered notifications for its retention (``NOTIFSVC_RETENTION_DAYS``: 30), so
 its database writes each notification into a table of millions of rows. ``--prefill N``
 writes N delivered notifications (each with its attempt) before the run, a day old, of a
 channel of their own, then vacuums and checkpoints, so that the timed run pays only for

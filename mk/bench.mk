@@ -37,6 +37,12 @@ bench-replay: install
 bench-store: install
 	$(BIN)/python -m loadtest.bench_store $(BENCH_STORE_ARGS)
 
+# Retention: rows per second one router replica deletes from a backlog, and CPU per deleted
+# row of PostgreSQL and of the duty (BENCH_RETENTION_ARGS="--rows 1000000 --rounds 3").
+.PHONY: bench-retention
+bench-retention: install
+	$(BIN)/python -m loadtest.bench_retention $(BENCH_RETENTION_ARGS)
+
 # Lateness of scheduled sends: 1,000 notifications due over a minute through the delay tiers
 # (p50/p99 of arrival - send_at at a webhook sink; BENCH_SCHEDULE_ARGS="--count 1000 --spread 60").
 .PHONY: bench-schedule

@@ -16,9 +16,10 @@ from notifsvc import config, deadletter, headers, kafka, reconciler, topics
 from notifsvc.attempts import Attempt
 from notifsvc.config import Secret, Settings
 from notifsvc.db.store import Outcome, Replayed, StalledRow, Store, StoreUnavailable
+from notifsvc.duty import START, slice_of
 from notifsvc.kafka import Headers, KafkaError, KafkaRecordError, KafkaUnavailable, Producer
 from notifsvc.model import State, parse
-from notifsvc.reconciler import EXPIRED, START, Reconciler, slice_of
+from notifsvc.reconciler import EXPIRED, Reconciler
 from notifsvc.router import Router
 
 SETTINGS = Settings(

@@ -59,6 +59,18 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+#: The longest retention: ten years (a timestamp comparison far from overflowing).
+MAX_RETENTION_DAYS = 3_650
+
+
+def _retention_days(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= MAX_RETENTION_DAYS:
+        why = f"must be a whole number of days from 0 (keep for ever) to {MAX_RETENTION_DAYS}"
+        raise ValueError(why)
+    return value
+
+
 def _rate(raw: str) -> float:
     """A rate per second for :func:`notifsvc.ratelimit.make_limiter`: 0 (off) or a finite
     number of at least :data:`notifsvc.ratelimit.MIN_RATE`; fractions such as 0.5 work."""
@@ -414,6 +426,11 @@ class Settings:
     redrive_period_seconds: int = field(default=30, metadata=_spec(_positive_int))
     redrive_rate: float = field(default=200.0, metadata=_spec(_rate))
     redrive_expire_seconds: int = field(default=86_400, metadata=_spec(_positive_int))
+    # Retention (notifsvc/retention.py), a duty of the router: finished rows are deleted this
+    # many days after they last changed (0: kept for ever), at most this many per second per
+    # replica.
+    retention_days: int = field(default=30, metadata=_spec(_retention_days))
+    retention_rate: float = field(default=10_000.0, metadata=_spec(_rate))
     # Replay jobs (notifsvc/replays.py), a duty of the router: rows requeued per second per
     # job, how long a router holds a job it works on, how often an idle router looks for one.
     replay_rate: float = field(default=200.0, metadata=_spec(_rate))

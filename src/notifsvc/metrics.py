@@ -92,6 +92,11 @@ CANCELED = Counter(
     "Notifications an operator canceled before anything was sent",
     ["channel"],
 )
+RETENTION_DELETED = Counter(
+    "notifsvc_retention_deleted_total",
+    "Finished notifications deleted (with their attempts) after NOTIFSVC_RETENTION_DAYS",
+    ["state"],
+)
 REDRIVE_EXPIRED = Counter(
     "notifsvc_redrive_expired_total",
     "Unfinished notifications the reconciler failed as expired_unfinished (to the DLQ)",

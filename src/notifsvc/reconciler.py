@@ -17,10 +17,11 @@ key, its recorded attempts in ``notifsvc-attempts`` so that the attempt budget h
 failed, so a re-drive of a row whose first message did arrive delivers nothing twice. A row
 older than ``NOTIFSVC_REDRIVE_EXPIRE_SECONDS`` since it was accepted is not re-driven: it
 goes to the dead-letter topic and fails with reason ``expired_unfinished`` (next hop first,
-outcome second, as in the notificator), so that no row stays unfinished for ever and the
-retention TTL, which only deletes finished rows, eventually removes it. A row past its own
-``expires_at`` is neither: it moves to ``expired`` (its ``notification.expired`` callback
-event first), as everywhere else a notification is found expired.
+outcome second, as in the notificator), so that no row stays unfinished for ever and
+retention (:mod:`notifsvc.retention`), which only deletes finished rows, eventually removes
+it. A row past its own ``expires_at`` is neither: it moves to ``expired`` (its
+``notification.expired`` callback event first), as everywhere else a notification is found
+expired.
 
 It is a duty of the router, sliced by the router's consumer group: a row's slice is
 md5(uuid) modulo the partition count of ``outstanding-notifications``, and each replica
@@ -49,25 +50,22 @@ this module learns about it.
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import logging
-import time
 import uuid as uuid_mod
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Unpack
 
-from notifsvc import batching, deadletter, errors, events, headers, kafka, metrics, schedule, topics
+from notifsvc import batching, deadletter, events, headers, kafka, metrics, schedule, topics
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, StalledRow, Store
 from notifsvc.deadletter import Message
 from notifsvc.delivery import MAX_RETRY_DELAY
+from notifsvc.duty import START, DutyOptions, Owns, SlicedDuty
 from notifsvc.events import expired_event
 from notifsvc.kafka import Producer
 from notifsvc.model import Reason, State
-from notifsvc.ratelimit import burst, make_limiter
 
 log = logging.getLogger(__name__)
 
@@ -80,43 +78,17 @@ STAGE = "reconciler"
 #: Seconds to wait for the broker's acknowledgements of a page (the producer gives up on a
 #: message after 30 s and reports it).
 REPORTS_WITHIN = 45.0
-#: The beginning of the (received_at, uuid) order, where the first pass starts.
-START = (datetime(1970, 1, 1, tzinfo=UTC), uuid_mod.UUID(int=0))
-
-Clock = Callable[[], float]
-#: Whether this replica owns slice (partition) n now.
-Owns = Callable[[int], bool]
-#: How many slices there are (partitions of the router's topic); may raise Unavailable.
-Slices = Callable[[], Awaitable[int]]
 
 
-class Limiter(Protocol):
-    async def acquire(self, amount: float = 1) -> None: ...
+class Reconciler(SlicedDuty):
+    """Passes over the stalled rows of the slices ``owns`` says are this replica's, paced
+    at ``NOTIFSVC_REDRIVE_RATE`` (see :class:`~notifsvc.duty.DutyOptions`)."""
 
+    stage = STAGE
 
-def slice_of(uid: uuid_mod.UUID, slices: int) -> int:
-    """The slice of a notification, as the store's claim computes it in SQL."""
-    digest = hashlib.md5(str(uid).encode(), usedforsecurity=False).digest()
-    return (digest[0] * 256 + digest[1]) % slices
-
-
-def partition_count(settings: Settings) -> int:
-    """Partitions of ``outstanding-notifications`` (blocking); 0 when it does not exist."""
-    try:
-        lags = kafka.group_lag(
-            settings, topics.router_group(settings), topics.outstanding(settings)
-        )
-    except Exception as exc:  # the admin client raises several kinds, all re-raised here
-        raise kafka.KafkaUnavailable(f"cannot read the partitions: {exc}") from exc
-    return len(lags)
-
-
-class Reconciler:
-    """Passes over the stalled rows of the slices ``owns`` says are this replica's.
-
-    ``slices`` gives the slice count (default: the partitions of the router's topic),
-    ``clock`` the time that ages are measured with, ``monotonic`` the time that paces passes,
-    ``limiter`` the pacing of pages (default: ``NOTIFSVC_REDRIVE_RATE``)."""
+    @staticmethod
+    def rate(settings: Settings) -> float:
+        return settings.redrive_rate
 
     def __init__(
         self,
@@ -125,21 +97,10 @@ class Reconciler:
         producer: Producer,
         *,
         owns: Owns,
-        slices: Slices | None = None,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        limiter: Limiter | None = None,
+        **options: Unpack[DutyOptions],
     ) -> None:
-        self.settings = settings
-        self.store = store
+        super().__init__(settings, store, owns=owns, **options)
         self.producer = producer
-        self._owns = owns
-        self._slices = slices or functools.partial(asyncio.to_thread, partition_count, settings)
-        self._clock = clock
-        self._monotonic = monotonic
-        rate = settings.redrive_rate
-        self._limiter = limiter if limiter is not None else make_limiter(rate)
-        self.page = min(settings.batch_size, int(burst(rate))) if rate else settings.batch_size
         self.redriven = 0
         self.expired = 0
         #: Rows found past their own ``expires_at`` and moved to ``expired``.
@@ -159,25 +120,12 @@ class Reconciler:
             next_pass = self._monotonic() + period
             await self.run_pass(stopping)
 
-    async def run_pass(self, stopping: asyncio.Event | None = None) -> int:
-        """One pass over this replica's slices; the number of rows re-driven or expired.
-        A failure ends the pass (logged); the rows it claimed wait one more period."""
-        try:
-            return await self._pass(stopping or asyncio.Event())
-        except errors.PipelineError as exc:
-            log.warning("%s: pass stopped (%s): %s", STAGE, exc.kind.value, exc)
-        except Exception:  # a bug must not stop the router
-            log.exception("%s: pass failed unexpectedly", STAGE)
-        return 0
-
     async def _pass(self, stopping: asyncio.Event) -> int:
-        count = await self._slices()
-        owned = [n for n in range(count) if self._owns(n)]
+        count, owned = await self.owned()
         ends = self._monotonic() + self.settings.redrive_period_seconds
         done = 0
         while owned and not stopping.is_set() and self._monotonic() < ends:
-            if self._limiter is not None:
-                await self._limiter.acquire(self.page)
+            await self.pace()
             rows = await self.store.claim_stalled(
                 stalled_for=timedelta(seconds=self.settings.redrive_after_seconds),
                 after=self._resume,

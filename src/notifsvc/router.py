@@ -36,6 +36,7 @@ from notifsvc.kafka import Consumer, Producer, Record
 from notifsvc.model import FieldError, InvalidNotification, Notification, Priority, State
 from notifsvc.reconciler import Reconciler
 from notifsvc.replays import ReplayRunner
+from notifsvc.retention import Retention
 from notifsvc.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Router:
         self.duplicates = 0
         self._lanes: dict[tuple[str, Priority], str] = {}
         self.reconciler = Reconciler(settings, self.store, self.producer, owns=self.owns_slice)
+        self.retention = Retention(settings, self.store, owns=self.owns_slice)
         replays = ReplayStore(settings.database, max_connections=2)
         self.replays = ReplayRunner(settings, replays, self.producer)
         self.scheduler = Scheduler(settings, self.producer)
@@ -131,11 +133,12 @@ class Router:
         await self.tracing.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """The batch loop, and beside it the reconciler's passes over the slices this replica
-        owns and the replay jobs (duties that never raise; a page under way when stopping
-        gets a few seconds to end)."""
+        """The batch loop, and beside it the reconciler's and retention's passes over the
+        slices this replica owns and the replay jobs (duties that never raise; a page under
+        way when stopping gets a few seconds to end)."""
         duties = {
             asyncio.create_task(self.reconciler.run(stopping), name="reconciler"),
+            asyncio.create_task(self.retention.run(stopping), name="retention"),
             asyncio.create_task(self.replays.run(stopping), name="replays"),
         }
         try:

@@ -341,6 +341,10 @@ _GET = f"SELECT {queries.COLUMNS} FROM notifications WHERE uuid = $1"  # noqa: S
 #: Rows in flight unmoved for longer than $1: the reconciler's work, and its count.
 _STALLED = f"""{queries.IS_IN_FLIGHT}
       AND received_at < now() - $1::interval AND updated_at < now() - $1::interval"""
+#: A row's slice (before the modulo): the first two bytes of md5(uuid), as
+#: :func:`notifsvc.duty.slice_of` computes it.
+_SLICE = """(get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
+           + get_byte(decode(md5(uuid::text), 'hex'), 1))"""
 #: The reconciler's page (see :mod:`notifsvc.reconciler`): rows in flight that have not
 #: moved for longer than $1 by the database's clock, after the keyset cursor ($2, $3) in
 #: (received_at, uuid) order, in the slices $5 of $4, oldest first, at most $6 of them. The
@@ -352,7 +356,7 @@ _STALLED = f"""{queries.IS_IN_FLIGHT}
 #: way), one claims it and the other finds it changed (PostgreSQL re-checks the condition
 #: after waiting for the row's lock; CockroachDB's serializable isolation makes one of them
 #: retry, and then skip). The slice of a row is the first two bytes of md5(uuid), modulo the
-#: slice count: the same as :func:`notifsvc.reconciler.slice_of`, balanced whatever version
+#: slice count: the same as :func:`notifsvc.duty.slice_of`, balanced whatever version
 #: of UUID clients use.
 _CLAIM_STALLED = f"""
 UPDATE notifications AS n
@@ -361,8 +365,7 @@ FROM (
     SELECT uuid, updated_at FROM notifications
     WHERE {_STALLED}
       AND (received_at, uuid) > ($2::timestamptz, $3::uuid)
-      AND (get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
-           + get_byte(decode(md5(uuid::text), 'hex'), 1)) % $4::int = ANY($5::int[])
+      AND {_SLICE} % $4::int = ANY($5::int[])
     ORDER BY received_at, uuid
     LIMIT $6
 ) AS c
@@ -401,6 +404,53 @@ class StalledRow:
     def cursor(self) -> tuple[datetime, uuid_mod.UUID]:
         """Its place in the reconciler's keyset order."""
         return self.received_at, self.notification.uuid
+
+
+#: States whose rows retention deletes: finished ones (a ``scheduled`` row waits for its time).
+FINISHED = (State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
+
+
+@functools.cache
+def _delete_finished(state: State) -> str:
+    """Retention's page (see :mod:`notifsvc.retention`) of one finished ``state``, written
+    out so that the planner reads its partial list index: up to $6 rows received before $1
+    after the keyset cursor ($2, $3) in (received_at, uuid) order. Those of them that last
+    changed before $1 too and lie in the slices $5 of $4 are deleted with their attempts.
+    The delete checks state and age again on the row itself: a row an operator requeued
+    meanwhile is not finished any more, and stays. Answers the page's last row (none: the
+    state's end), how many rows it read, and how many rows and attempts went."""
+    rests = queries.state_is(state)
+    return f"""
+WITH page AS (
+    SELECT uuid, received_at, updated_at FROM notifications
+    WHERE {rests} AND received_at < $1::timestamptz
+      AND (received_at, uuid) > ($2::timestamptz, $3::uuid)
+    ORDER BY received_at, uuid
+    LIMIT $6
+), gone AS (
+    DELETE FROM notifications
+    WHERE uuid IN (
+        SELECT uuid FROM page
+        WHERE updated_at < $1::timestamptz AND {_SLICE} % $4::int = ANY($5::int[]))
+      AND {rests} AND updated_at < $1::timestamptz
+    RETURNING uuid
+), attempts AS (
+    DELETE FROM notification_attempts WHERE uuid IN (SELECT uuid FROM gone) RETURNING uuid
+)
+SELECT last.received_at, last.uuid, (SELECT count(*) FROM page) AS read,
+       (SELECT count(*) FROM gone) AS deleted, (SELECT count(*) FROM attempts) AS attempts
+FROM (SELECT received_at, uuid FROM page ORDER BY received_at DESC, uuid DESC LIMIT 1) AS last
+"""  # noqa: S608 - constant conditions
+
+
+class Deleted(NamedTuple):
+    """One page of retention: its last row (None: no row), the rows it read, and the rows
+    and attempts it deleted."""
+
+    last: tuple[datetime, uuid_mod.UUID] | None
+    read: int
+    rows: int
+    attempts: int
 
 
 #: The operator's view (``notifsvc status``): counts by channel, no rows.
@@ -652,6 +702,28 @@ class Store:
             for r in rows
         ]
         return sorted(claimed, key=lambda row: row.cursor)
+
+    async def delete_finished(
+        self,
+        state: State,
+        *,
+        before: datetime,
+        after: tuple[datetime, uuid_mod.UUID],
+        slices: int,
+        owned: Sequence[int],
+        limit: int,
+    ) -> Deleted:
+        """Delete the rows of finished ``state`` unchanged since ``before``, with their
+        attempts, among the next ``limit`` received before it after ``after``, in the slices
+        ``owned`` of ``slices``. See :func:`_delete_finished`."""
+        if state not in FINISHED:
+            raise ValueError(f"retention never deletes {state.value} rows")
+        sql = _delete_finished(state)
+        rows = await self._fetch(sql, before, after[0], after[1], slices, sorted(owned), limit)
+        if not rows:
+            return Deleted(None, 0, 0, 0)
+        r = rows[0]
+        return Deleted((r["received_at"], r["uuid"]), r["read"], r["deleted"], r["attempts"])
 
     async def check_schema(self) -> None:
         """:class:`StoreMisconfigured` unless the schema is in place (run ``migrate``): each
