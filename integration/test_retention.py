@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -188,3 +188,16 @@ async def waiting_for_a_lock(settings: Settings) -> bool:
             " WHERE wait_event_type = 'Lock' AND query LIKE '%DELETE FROM notifications%'"
         )
     return bool(waiting)
+
+
+async def test_a_page_holds_only_the_replicas_own_rows(settings: Settings, store: Store) -> None:
+    """Each replica's pages are full of its own due rows, so that the deletions of the
+    replicas add up instead of each reading the others' rows."""
+    uuids = await put(settings, store, 40, State.SENT)
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    page = await store.delete_finished(
+        State.SENT, before=cutoff, after=START, slices=4, owned=[0, 1], limit=5
+    )
+    assert (page.read, page.rows, page.attempts) == (5, 5, 5)
+    rows, _ = await left(settings, uuids)
+    assert {slice_of(u, 4) for u in set(uuids) - rows} <= {0, 1}

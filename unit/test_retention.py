@@ -16,6 +16,7 @@ from notifsvc.config import ConfigError, Secret, Settings
 from notifsvc.db.store import Deleted, Store, StoreUnavailable
 from notifsvc.duty import START
 from notifsvc.model import State
+from notifsvc.ratelimit import burst
 from notifsvc.retention import Retention
 
 SETTINGS = Settings(
@@ -81,7 +82,8 @@ def test_settings_default_to_30_days_and_refuse_what_is_not_a_number_of_days() -
     assert (defaults.retention_days, defaults.retention_rate) == (30, 10_000.0)
     loaded = config.load({"NOTIFSVC_RETENTION_DAYS": "0", "NOTIFSVC_RETENTION_RATE": "0"})
     assert (loaded.retention_days, loaded.retention_rate) == (0, 0.0)
-    for bad in ("-1", "3651", "7.5", "a week"):
+    assert config.load({"NOTIFSVC_RETENTION_DAYS": "7"}).retention_days == 7
+    for bad in ("-1", "6", "3651", "7.5", "a week"):
         with pytest.raises(ConfigError, match="NOTIFSVC_RETENTION_DAYS"):
             config.load({"NOTIFSVC_RETENTION_DAYS": bad})
 
@@ -147,7 +149,7 @@ async def test_stopping_ends_a_pass_between_pages() -> None:
     assert len(store.calls) == 1
 
 
-async def test_pages_are_paced_by_the_rows_they_read() -> None:
+async def test_each_page_waits_for_the_rates_room_for_a_page() -> None:
     acquired: list[float] = []
 
     class Counting:
@@ -171,3 +173,11 @@ async def test_run_makes_no_pass_once_stopping() -> None:
     one, store = build({State.SENT: [page(3, 3)]})
     await asyncio.wait_for(one.run(stopping), timeout=5)
     assert store.calls == []
+
+
+def test_pages_are_as_large_as_the_retention_rate_allows_not_the_reconcilers() -> None:
+    slow = dataclasses.replace(SETTINGS, batch_size=500, retention_rate=2.0, redrive_rate=200.0)
+    one, _ = build({}, slow)
+    assert one.page == int(burst(2.0)) < 500
+    fast = dataclasses.replace(slow, retention_rate=10_000.0, redrive_rate=2.0)
+    assert build({}, fast)[0].page == 500

@@ -59,14 +59,19 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-#: The longest retention: ten years (a timestamp comparison far from overflowing).
-MAX_RETENTION_DAYS = 3_650
+#: The shortest retention: the pipeline topics keep messages 7 days, and no message may
+#: outlive its row (a missing row means "not seen yet": a canceled notification's delay-tier
+#: message, or a lagging lane's duplicate, would be sent again). The longest: ten years.
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 7, 3_650
 
 
 def _retention_days(raw: str) -> int:
     value = int(raw)
-    if not 0 <= value <= MAX_RETENTION_DAYS:
-        why = f"must be a whole number of days from 0 (keep for ever) to {MAX_RETENTION_DAYS}"
+    if value != 0 and not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
+        why = (
+            f"must be 0 (keep for ever) or a whole number of days from {MIN_RETENTION_DAYS} "
+            f"(the topics' retention: no message may outlive its row) to {MAX_RETENTION_DAYS}"
+        )
         raise ValueError(why)
     return value
 

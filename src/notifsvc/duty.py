@@ -2,10 +2,11 @@
 
 A row's slice is md5(uuid) modulo the partition count of ``outstanding-notifications``;
 each router replica works on the slices numbered like the partitions it owns, so the work
-scales with the router and each slice has one owner (two, briefly, while a rebalance moves
-a partition: each duty's statement settles that). A duty works in passes of keyset pages,
-paced by a rate of rows per second per replica, and a pass never raises: a failure ends it,
-logged.
+scales with the router and each slice has one owner. A replica reads its ownership at the
+start of a pass, so after a rebalance two replicas may work on one slice until the older
+pass ends; each duty's statement settles that (a row is claimed or deleted once). A duty
+works in passes of keyset pages, paced by a rate of rows per second per replica, and a pass
+never raises: a failure ends it, logged.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from notifsvc import errors, kafka, topics
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
 from notifsvc.ratelimit import burst, make_limiter
-
-log = logging.getLogger(__name__)
 
 #: The beginning of the (received_at, uuid) order, where a pass starts.
 START = (datetime(1970, 1, 1, tzinfo=UTC), uuid_mod.UUID(int=0))
@@ -100,12 +99,13 @@ class SlicedDuty:
     async def run_pass(self, stopping: asyncio.Event | None = None) -> int:
         """One pass over this replica's slices; the number of rows it worked on. A failure
         ends the pass (logged), keeping what its pages did."""
+        logger = logging.getLogger(type(self).__module__)  # the duty's own, as before
         try:
             return await self._pass(stopping or asyncio.Event())
         except errors.PipelineError as exc:
-            log.warning("%s: pass stopped (%s): %s", self.stage, exc.kind.value, exc)
+            logger.warning("%s: pass stopped (%s): %s", self.stage, exc.kind.value, exc)
         except Exception:  # a bug must not stop the router
-            log.exception("%s: pass failed unexpectedly", self.stage)
+            logger.exception("%s: pass failed unexpectedly", self.stage)
         return 0
 
     async def _pass(self, stopping: asyncio.Event) -> int:

@@ -413,9 +413,9 @@ FINISHED = (State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
 @functools.cache
 def _delete_finished(state: State) -> str:
     """Retention's page (see :mod:`notifsvc.retention`) of one finished ``state``, written
-    out so that the planner reads its partial list index: up to $6 rows received before $1
-    after the keyset cursor ($2, $3) in (received_at, uuid) order. Those of them that last
-    changed before $1 too and lie in the slices $5 of $4 are deleted with their attempts.
+    out so that the planner reads its partial list index: up to $6 rows of the slices $5 of
+    $4 received before $1, after the keyset cursor ($2, $3) in (received_at, uuid) order.
+    Those of them that last changed before $1 too are deleted with their attempts.
     The delete checks state and age again on the row itself: a row an operator requeued
     meanwhile is not finished any more, and stays. Answers the page's last row (none: the
     state's end), how many rows it read, and how many rows and attempts went."""
@@ -425,13 +425,12 @@ WITH page AS (
     SELECT uuid, received_at, updated_at FROM notifications
     WHERE {rests} AND received_at < $1::timestamptz
       AND (received_at, uuid) > ($2::timestamptz, $3::uuid)
+      AND {_SLICE} % $4::int = ANY($5::int[])
     ORDER BY received_at, uuid
     LIMIT $6
 ), gone AS (
     DELETE FROM notifications
-    WHERE uuid IN (
-        SELECT uuid FROM page
-        WHERE updated_at < $1::timestamptz AND {_SLICE} % $4::int = ANY($5::int[]))
+    WHERE uuid IN (SELECT uuid FROM page WHERE updated_at < $1::timestamptz)
       AND {rests} AND updated_at < $1::timestamptz
     RETURNING uuid
 ), attempts AS (
