@@ -16,7 +16,8 @@ from prometheus_client import REGISTRY
 from integration.helpers import connection, eventually, plan_reader, set_state
 from notifsvc.config import Settings
 from notifsvc.db.migrate import is_cockroach
-from notifsvc.db.store import FINISHED, Store, _delete_finished
+from notifsvc.db.queries import FINISHED
+from notifsvc.db.store import Store, _delete_finished
 from notifsvc.duty import START, slice_of
 from notifsvc.model import Notification, State, parse
 from notifsvc.retention import Retention

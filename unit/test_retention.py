@@ -11,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifsvc import config
+from notifsvc import batching, config, retention
 from notifsvc.config import ConfigError, Secret, Settings
+from notifsvc.db.queries import FINISHED
 from notifsvc.db.store import Deleted, Store, StoreUnavailable
 from notifsvc.duty import START
+from notifsvc.kafka import Producer
 from notifsvc.model import State
 from notifsvc.ratelimit import burst
+from notifsvc.reconciler import Reconciler
 from notifsvc.retention import Retention
 
 SETTINGS = Settings(
@@ -73,7 +76,14 @@ def build(
     async def four() -> int:
         return 4
 
-    one = Retention(settings, store, owns=owned.__contains__, slices=four, clock=lambda: NOW)
+    one = Retention(
+        settings,
+        store,
+        owns=owned.__contains__,
+        slices=four,
+        clock=lambda: NOW,
+        monotonic=lambda: 1_000.0,
+    )
     return one, store
 
 
@@ -181,3 +191,43 @@ def test_pages_are_as_large_as_the_retention_rate_allows_not_the_reconcilers() -
     assert one.page == int(burst(2.0)) < 500
     fast = dataclasses.replace(slow, retention_rate=10_000.0, redrive_rate=2.0)
     assert build({}, fast)[0].page == 500
+
+
+async def test_the_first_pass_comes_a_minute_after_start_then_one_every_ten_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The waits between passes (the clock stands still, so each is a whole period)."""
+    waits: list[float] = []
+
+    async def wait_or_stop(stopping: asyncio.Event, seconds: float) -> bool:
+        waits.append(seconds)
+        return len(waits) == 3  # stopping after two passes
+
+    monkeypatch.setattr(batching, "wait_or_stop", wait_or_stop)
+    one, store = build({State.SENT: [page(1, 1)]})
+    await asyncio.wait_for(one.run(asyncio.Event()), timeout=5)
+    assert waits == [retention.FIRST_PASS_SECONDS, *[retention.PERIOD_SECONDS] * 2]
+    assert len(store.calls) == 2 * 4  # two passes, one page of each finished state
+    assert one.deleted == 1
+
+    waits.clear()
+
+    async def none() -> int:
+        return 0
+
+    producer = Producer(SETTINGS, client_id="test")
+    reconciling = Reconciler(
+        SETTINGS, store, producer, owns=lambda n: False, slices=none, monotonic=lambda: 0.0
+    )
+    await asyncio.wait_for(reconciling.run(asyncio.Event()), timeout=5)
+    period = SETTINGS.redrive_period_seconds
+    assert waits == [period, period, period]  # the reconciler's first pass waits a period
+
+
+@pytest.mark.parametrize("state", [s for s in State if s not in FINISHED], ids=lambda s: s.value)
+async def test_the_store_refuses_to_delete_rows_not_finished(state: State) -> None:
+    """Before any I/O (the store is not even started)."""
+    with pytest.raises(ValueError, match=f"never deletes {state.value} rows"):
+        await Store("postgresql://x/y").delete_finished(
+            state, before=T0, after=START, slices=1, owned=[0], limit=10
+        )

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol, TypedDict, Unpack
 
-from notifsvc import errors, kafka, topics
+from notifsvc import batching, errors, kafka, topics
 from notifsvc.config import Settings
 from notifsvc.db.store import Store
 from notifsvc.ratelimit import burst, make_limiter
@@ -71,7 +71,7 @@ class DutyOptions(TypedDict, total=False):
 class SlicedDuty:
     """Passes over the slices ``owns`` says are this replica's, in pages of at most
     ``NOTIFSVC_BATCH_SIZE`` rows paced at :meth:`rate` (see :class:`DutyOptions`).
-    Subclasses write :meth:`rate` and :meth:`_pass`."""
+    Subclasses write :meth:`rate`, :meth:`schedule` and :meth:`_pass`."""
 
     #: The duty's name in logs and metrics.
     stage = "duty"
@@ -95,6 +95,18 @@ class SlicedDuty:
     def rate(settings: Settings) -> float:
         """Rows per second per replica (0: unpaced)."""
         raise NotImplementedError
+
+    def schedule(self) -> tuple[float, float]:
+        """Seconds from start to the first pass, and between passes."""
+        raise NotImplementedError
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """A pass every period until ``stopping`` is set; never raises."""
+        first, period = self.schedule()
+        next_pass = self._monotonic() + first
+        while not await batching.wait_or_stop(stopping, next_pass - self._monotonic()):
+            next_pass = self._monotonic() + period
+            await self.run_pass(stopping)
 
     async def run_pass(self, stopping: asyncio.Event | None = None) -> int:
         """One pass over this replica's slices; the number of rows it worked on. A failure

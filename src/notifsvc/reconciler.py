@@ -57,7 +57,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Unpack
 
-from notifsvc import batching, deadletter, events, headers, kafka, metrics, schedule, topics
+from notifsvc import deadletter, events, headers, kafka, metrics, schedule, topics
 from notifsvc.config import Settings
 from notifsvc.db.store import Outcome, StalledRow, Store
 from notifsvc.deadletter import Message
@@ -112,13 +112,9 @@ class Reconciler(SlicedDuty):
         self._resume = START
         _warn_about(settings)
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """A pass every period until ``stopping`` is set; never raises."""
+    def schedule(self) -> tuple[float, float]:
         period = self.settings.redrive_period_seconds
-        next_pass = self._monotonic() + period
-        while not await batching.wait_or_stop(stopping, next_pass - self._monotonic()):
-            next_pass = self._monotonic() + period
-            await self.run_pass(stopping)
+        return period, period
 
     async def _pass(self, stopping: asyncio.Event) -> int:
         count, owned = await self.owned()

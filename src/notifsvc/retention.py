@@ -29,9 +29,9 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from notifsvc import batching, metrics
+from notifsvc import metrics
 from notifsvc.config import Settings
-from notifsvc.db.store import FINISHED
+from notifsvc.db.queries import FINISHED
 from notifsvc.duty import START, SlicedDuty
 from notifsvc.model import State
 
@@ -63,15 +63,14 @@ class Retention(SlicedDuty):
     def enabled(self) -> bool:
         return self.settings.retention_days > 0
 
+    def schedule(self) -> tuple[float, float]:
+        return FIRST_PASS_SECONDS, PERIOD_SECONDS
+
     async def run(self, stopping: asyncio.Event) -> None:
-        """A pass every period until ``stopping`` is set; never raises."""
         if not self.enabled:
             log.info("%s: off (NOTIFSVC_RETENTION_DAYS=0): finished rows are kept", STAGE)
             return
-        next_pass = self._monotonic() + FIRST_PASS_SECONDS
-        while not await batching.wait_or_stop(stopping, next_pass - self._monotonic()):
-            next_pass = self._monotonic() + PERIOD_SECONDS
-            await self.run_pass(stopping)
+        await super().run(stopping)
 
     async def run_pass(self, stopping: asyncio.Event | None = None) -> int:
         """One pass over this replica's slices; the number of rows deleted."""

@@ -259,6 +259,9 @@ def _position(body: dict[str, Any]) -> Position | None:
 #: HOT updates.
 RESTING = (State.SCHEDULED, State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
 IN_FLIGHT = (State.RECEIVED, State.FORWARDED, State.SENDING)
+#: The states at rest that nothing moves on from (retention deletes them): all but
+#: ``scheduled``, which waits for its time.
+FINISHED = tuple(s for s in RESTING if s is not State.SCHEDULED)
 #: The condition of the rows in flight (the index ``notifications_listed_in_flight``).
 IS_IN_FLIGHT = "resting_state IS NULL"
 #: The condition of the rows at rest (the indexes ``notifications_listed_resting_*``).

@@ -341,8 +341,9 @@ _GET = f"SELECT {queries.COLUMNS} FROM notifications WHERE uuid = $1"  # noqa: S
 #: Rows in flight unmoved for longer than $1: the reconciler's work, and its count.
 _STALLED = f"""{queries.IS_IN_FLIGHT}
       AND received_at < now() - $1::interval AND updated_at < now() - $1::interval"""
-#: A row's slice (before the modulo): the first two bytes of md5(uuid), as
-#: :func:`notifsvc.duty.slice_of` computes it.
+#: A row's slice (before the modulo by the slice count): the first two bytes of md5(uuid),
+#: as :func:`notifsvc.duty.slice_of` computes it, balanced whatever version of UUID clients
+#: use.
 _SLICE = """(get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
            + get_byte(decode(md5(uuid::text), 'hex'), 1))"""
 #: The reconciler's page (see :mod:`notifsvc.reconciler`): rows in flight that have not
@@ -355,9 +356,7 @@ _SLICE = """(get_byte(decode(md5(uuid::text), 'hex'), 0) * 256
 #: has not moved since it was read: of two replicas reading the same row (a rebalance under
 #: way), one claims it and the other finds it changed (PostgreSQL re-checks the condition
 #: after waiting for the row's lock; CockroachDB's serializable isolation makes one of them
-#: retry, and then skip). The slice of a row is the first two bytes of md5(uuid), modulo the
-#: slice count: the same as :func:`notifsvc.duty.slice_of`, balanced whatever version
-#: of UUID clients use.
+#: retry, and then skip).
 _CLAIM_STALLED = f"""
 UPDATE notifications AS n
 SET updated_at = now(), redriven = n.redriven + 1, redriven_at = now()
@@ -406,18 +405,14 @@ class StalledRow:
         return self.received_at, self.notification.uuid
 
 
-#: States whose rows retention deletes: finished ones (a ``scheduled`` row waits for its time).
-FINISHED = (State.SENT, State.FAILED, State.CANCELED, State.EXPIRED)
-
-
 @functools.cache
 def _delete_finished(state: State) -> str:
     """Retention's page (see :mod:`notifsvc.retention`) of one finished ``state``, written
     out so that the planner reads its partial list index: up to $6 rows of the slices $5 of
     $4 received before $1, after the keyset cursor ($2, $3) in (received_at, uuid) order.
-    Those of them that last changed before $1 too are deleted with their attempts.
-    The delete checks state and age again on the row itself: a row an operator requeued
-    meanwhile is not finished any more, and stays. Answers the page's last row (none: the
+    Those of them that last changed before $1 too are deleted with their attempts; the
+    delete tests state and age on the row itself, so that a row an operator requeued
+    meanwhile (not finished any more) stays. Answers the page's last row (none: the
     state's end), how many rows it read, and how many rows and attempts went."""
     rests = queries.state_is(state)
     return f"""
@@ -430,8 +425,7 @@ WITH page AS (
     LIMIT $6
 ), gone AS (
     DELETE FROM notifications
-    WHERE uuid IN (SELECT uuid FROM page WHERE updated_at < $1::timestamptz)
-      AND {rests} AND updated_at < $1::timestamptz
+    WHERE uuid IN (SELECT uuid FROM page) AND {rests} AND updated_at < $1::timestamptz
     RETURNING uuid
 ), attempts AS (
     DELETE FROM notification_attempts WHERE uuid IN (SELECT uuid FROM gone) RETURNING uuid
@@ -715,7 +709,7 @@ class Store:
         """Delete the rows of finished ``state`` unchanged since ``before``, with their
         attempts, among the next ``limit`` received before it after ``after``, in the slices
         ``owned`` of ``slices``. See :func:`_delete_finished`."""
-        if state not in FINISHED:
+        if state not in queries.FINISHED:
             raise ValueError(f"retention never deletes {state.value} rows")
         sql = _delete_finished(state)
         rows = await self._fetch(sql, before, after[0], after[1], slices, sorted(owned), limit)
