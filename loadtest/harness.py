@@ -65,8 +65,10 @@ async def eventually(
 
 def stage_env(settings: Settings | None = None, **values: object) -> dict[str, str]:
     """The environment of a stage process (:func:`notifsvc.dev.infra.stage_env`) that can
-    also run ``python -m loadtest.*`` from anywhere."""
-    return infra.stage_env(settings, **values) | {"PYTHONPATH": str(ROOT)}
+    also run ``python -m loadtest.*`` from anywhere, and runs this tree's ``notifsvc`` (in a
+    worktree of an older commit too, whichever tree the virtualenv installed)."""
+    path = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
+    return infra.stage_env(settings, **values) | {"PYTHONPATH": path}
 
 
 async def fetch_one(dsn: str, sql: str, *args: object) -> asyncpg.Record:

@@ -1,0 +1,68 @@
+"""``make bench-cost``'s meter: the benchmark's own processes inside a measured tree (the
+database session that polls for "all delivered") are left out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from loadtest.bench_cost import Meter
+
+#: Once told (a line on its standard input), spins for ``argv[1]`` CPU-seconds, says so, then
+#: waits for its standard input to close.
+SPIN = (
+    "import sys, time\n"
+    "sys.stdin.readline()\n"
+    "end = time.process_time() + float(sys.argv[1])\n"
+    "while time.process_time() < end: pass\n"
+    "print('spun', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.fixture
+def parent() -> Iterator[subprocess.Popen[str]]:
+    """A process whose two children spin 0.3 CPU-seconds each once told to (a line on its
+    standard input) and then wait; it prints their process ids, then "spun" twice."""
+    script = (
+        "import subprocess, sys\n"
+        f"kids = [subprocess.Popen([sys.executable, '-c', {SPIN!r}, '0.3'], stdin=subprocess.PIPE,"
+        " stdout=sys.stdout, text=True) for _ in range(2)]\n"
+        "print(*(k.pid for k in kids), flush=True)\n"
+        "sys.stdin.readline()\n"
+        "for k in kids: k.stdin.write('go\\n'); k.stdin.flush()\n"
+        "sys.stdin.read()\n"
+        "for k in kids: k.stdin.close(); k.wait()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+
+
+def test_the_processes_excluded_are_not_counted_in_their_tree(
+    parent: subprocess.Popen[str],
+) -> None:
+    assert parent.stdout is not None
+    _, second = (int(p) for p in parent.stdout.readline().split())
+    both = Meter({"tree": [parent.pid]})
+    one = Meter({"tree": [parent.pid]}, exclude={"tree": [second]})
+    both.start()
+    one.start()
+    assert parent.stdin is not None
+    parent.stdin.write("go\n")
+    parent.stdin.flush()
+    assert [parent.stdout.readline().strip() for _ in range(2)] == ["spun", "spun"]
+    counted, less = both.stop()["tree"], one.stop()["tree"]
+    assert counted >= 0.6
+    assert 0.3 <= less <= counted - 0.25
