@@ -4,17 +4,20 @@ point at (see :mod:`notifsvc.db.store`)."""
 
 from __future__ import annotations
 
+import random
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 
 from integration.helpers import connection, plan_reader
+from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.config import Settings
 from notifsvc.db import schedule
 from notifsvc.db import store as store_mod
 from notifsvc.db.rows import shape_of
-from notifsvc.db.store import Store
-from notifsvc.model import Notification
+from notifsvc.db.store import Outcome, Store
+from notifsvc.model import MAX_ACCEPTED_AT, Notification, State
 
 #: The statements that take a list of UUIDs ($1) and test the rows' state, with the
 #: values of their other parameters.
@@ -131,3 +134,55 @@ async def test_the_forward_and_the_claim_update_rows_in_place(
     print(f"HOT updates of {count} rows: forward {hot_forwards}, claim {hot_claims}")
     assert {(r["state"], r["resting_state"]) for r in states} == {("sending", None)}
     assert hot_forwards >= count * 3 // 4 and hot_claims >= count * 3 // 4
+
+
+def _times(count: int) -> list[float]:
+    """Unix seconds a stage may write: the edges of the accepted range, halves and near-halves
+    of a microsecond, and random ones."""
+    rng = random.Random(22)
+    edges = [1e-6, 0.5e-6, 1.5e-6, 1_700_000_000.0000005, 1_700_000_000.9999995, MAX_ACCEPTED_AT]
+    return edges + [rng.uniform(0, MAX_ACCEPTED_AT) for _ in range(count - len(edges))]
+
+
+def _close(stored: datetime, seconds: float) -> bool:
+    """Whether ``stored`` is ``seconds`` to the microsecond (PostgreSQL rounds the float in
+    its own steps, so a value half-way may land on either neighbour)."""
+    return abs(stored - datetime.fromtimestamp(seconds, UTC)).total_seconds() <= 1e-6
+
+
+async def test_times_sent_as_unix_seconds_are_stored_to_the_microsecond(
+    settings: Settings, store: Store
+) -> None:
+    times = _times(120)
+    batch = [
+        Notification(uuid.uuid4(), "log", "ops", "x", accepted_at=t, send_at=t, expires_at=t)
+        for t in times
+    ]
+    batch.append(Notification(uuid.uuid4(), "log", "ops", "x"))  # no accepted_at: now
+    before = datetime.now(UTC)
+    await store.insert(batch)
+    log = [
+        Attempt(n.uuid, 1, 0, AttemptOutcome.SENT, t, times[-1 - i], "log")
+        for i, (n, t) in enumerate(zip(batch, times, strict=False))
+    ]
+    await store.record([Outcome(a.uuid, State.SENT, 1) for a in log], attempts=log)
+    ours = [n.uuid for n in batch]
+    async with connection(settings) as conn:
+        rows = {
+            r["uuid"]: r
+            for r in await conn.fetch("SELECT * FROM notifications WHERE uuid = ANY($1)", ours)
+        }
+        tried = {
+            r["uuid"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM notification_attempts WHERE uuid = ANY($1)", ours
+            )
+        }
+    for n, t in zip(batch, times, strict=False):
+        row = rows[n.uuid]
+        assert all(_close(row[c], t) for c in ("accepted_at", "send_at", "expires_at")), t
+    for a in log:
+        assert _close(tried[a.uuid]["started_at"], a.started_at), a.started_at
+        assert _close(tried[a.uuid]["finished_at"], a.finished_at), a.finished_at
+    assert before <= rows[batch[-1].uuid]["accepted_at"] <= datetime.now(UTC)
+    assert rows[batch[-1].uuid]["send_at"] is None

@@ -36,8 +36,8 @@ class Log:
         self.polls_while_paused = 0
         self.arrive: list[Record] = []  # handed out by the next poll, even while paused
 
-    def owns(self, record: Record) -> bool:
-        return (record.topic, record.partition) in self.assignment
+    def owned(self, records: list[Record]) -> list[Record]:
+        return [r for r in records if (r.topic, r.partition) in self.assignment]
 
     async def consume(self, max_messages: int, wait: float, *, idle: float = 0.0) -> list[Record]:
         await asyncio.sleep(0)

@@ -7,9 +7,12 @@ from typing import Any
 
 import confluent_kafka
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from notifsvc.config import load
 from notifsvc.kafka import (
+    Consumer,
     KafkaError,
     KafkaRecordError,
     KafkaStageError,
@@ -366,3 +369,25 @@ def test_a_configuration_librdkafka_refuses_is_a_stage_error(tmp_path: Path) -> 
     )
     with pytest.raises(KafkaStageError, match="invalid Kafka client configuration"):
         missing_topics(settings, ["t"], timeout=1)
+
+
+_PARTS = st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 2), st.integers(0, 2))
+
+
+@given(
+    st.lists(_PARTS, max_size=30),
+    st.dictionaries(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 2)), st.integers(0, 2)),
+)
+def test_the_records_owned_are_those_owns_accepts_asked_once_per_run(
+    reads: list[tuple[str, int, int]], epochs: dict[tuple[str, int], int]
+) -> None:
+    consumer = Consumer(
+        load({"NOTIFSVC_KAFKA_BOOTSTRAP": "127.0.0.1:9"}),
+        group_id="g",
+        topics=["a", "b"],
+        client_id="test",
+    )
+    consumer.assignment = {tp for tp, epoch in epochs.items() if epoch}  # 0: revoked since
+    consumer._epochs = dict(epochs)
+    records = [Record(t, p, i, None, b"", (), 0, epoch) for i, (t, p, epoch) in enumerate(reads)]
+    assert consumer.owned(records) == [r for r in records if consumer.owns(r)]

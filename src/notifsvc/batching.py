@@ -117,7 +117,7 @@ class BatchLoop:
             metrics.LAG.labels(self._consumer.group_id, topic, str(partition)).set(lag)
 
     def _owned(self, records: list[Record]) -> list[Record]:
-        return [r for r in records if self._consumer.owns(r)]
+        return self._consumer.owned(records)
 
     async def _process(self, records: list[Record], stopping: asyncio.Event) -> None:
         """Handle ``records`` (isolating poison) and commit them, or leave them uncommitted

@@ -743,6 +743,20 @@ class Consumer:
         tp = (record.topic, record.partition)
         return tp in self.assignment and self._epochs.get(tp) == record.epoch
 
+    def owned(self, records: list[Record]) -> list[Record]:
+        """Those of ``records`` that this member :meth:`owns`, asked once per run of records
+        of one partition and epoch (a batch holds long runs; asking per record took a
+        tuple, a set and a dict look-up each)."""
+        out: list[Record] = []
+        topic, partition, epoch, owns = "", -1, -1, False
+        for r in records:
+            if r.partition != partition or r.epoch != epoch or r.topic != topic:
+                topic, partition, epoch = r.topic, r.partition, r.epoch
+                owns = self.owns(r)
+            if owns:
+                out.append(r)
+        return out
+
     async def lag(self) -> dict[TopicPartition, int]:
         """Messages between this member's position and the end, per assigned partition."""
         return await self._call(self._lag)

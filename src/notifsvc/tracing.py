@@ -138,7 +138,8 @@ class Spans:
             self._spans[key] = span
 
     def headers(self, key: Hashable) -> Headers:
-        return headers(self._spans.get(key))
+        # (with tracing off there is no span: no look-up, which hashes a UUID in Python)
+        return headers(self._spans.get(key)) if self._spans else ()
 
     def end(self, *, error: str | None = None) -> None:
         spans, self._spans = self._spans, {}

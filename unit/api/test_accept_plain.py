@@ -19,6 +19,7 @@ from notifsvc import channels, topics, tracing
 from notifsvc.api import handlers
 from notifsvc.api.context import (
     API_KEY,
+    GATE,
     INGRESS,
     PRODUCER,
     RECENT,
@@ -29,6 +30,7 @@ from notifsvc.api.context import (
 )
 from notifsvc.api.recent import RecentlyAccepted
 from notifsvc.api.validation import Validator
+from notifsvc.auth import Gate
 from notifsvc.channels.email import EmailSettings
 from notifsvc.config import Settings
 from notifsvc.kafka import KafkaUnavailable, Producer
@@ -46,6 +48,11 @@ class FakeProducer:
     def __init__(self, *, down: bool = False) -> None:
         self.down = down
         self.sent: list[tuple[float, str, bytes, bytes | None, Any]] = []
+
+    def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[None]:
+        return self.send_within(0.0, topic, value, key=key, headers=headers)
 
     def send_within(
         self,
@@ -213,7 +220,54 @@ async def test_a_request_takes_the_plain_path_only_without_keys_and_tracing() ->
         assert response.status == 202 and plain.call_count == 1
         span = mock.Mock()  # traced: the span is annotated with what was validated in full
         data = orjson.loads(body)
-        traced = handlers._accepted(_request(app, body, headers), app[INGRESS], data, span)
+        traced = handlers._accepted(_request(app, body, headers), app[INGRESS], data, span, False)
     assert plain.call_count == 1 and traced[0] == uid
     span.set_attributes.assert_called_once()
     assert orjson.loads(producer.sent[1][2])["client"] == bytes(range(8)).hex()
+
+
+class OpenGate:
+    """Admits every batch (the key's budget is the gate's own unit tests' matter)."""
+
+    async def admit(self, key: bytes, cost: int = 1, *, prepaid: int = 0) -> None:
+        return None
+
+
+async def test_a_batch_writes_what_single_requests_write_and_stamps_a_keys_items() -> None:
+    headers = {"Content-Type": "application/json"}
+    items: list[dict[str, object]] = [
+        {
+            "uuid": f"0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a7{i}",
+            "destination": "log",
+            "to": "o",
+            "txt": f"t{i}",
+        }
+        for i in range(3)
+    ]
+    items.insert(1, {"destination": "carrier-pigeon", "to": "o", "txt": "t"})  # rejected
+    single, one_by_one = _app(down=False)
+    for item in items[:1] + items[2:]:
+        await handlers.post_notification(_request(single, orjson.dumps(item), headers))
+    app, producer = _app(down=False)
+    with mock.patch.object(
+        app[VALIDATOR], "plain_record", wraps=app[VALIDATOR].plain_record
+    ) as plain:
+        response = await handlers.post_notifications(_request(app, orjson.dumps(items), headers))
+    assert plain.call_count == 4  # the rejected item, too, then validated in full
+    answer = json.loads(cast(bytes, response.body))
+    assert [r["status"] for r in answer["results"]] == [
+        "accepted",
+        "rejected",
+        "accepted",
+        "accepted",
+    ]
+    assert [s[1:4] for s in producer.sent] == [s[1:4] for s in one_by_one.sent]
+    assert len(app[RECENT]) == 3
+    keyed_app, keyed = _app(down=False)
+    keyed_app[GATE] = cast(Gate, OpenGate())
+    request = _request(keyed_app, orjson.dumps(items[2:]), headers)
+    request[API_KEY] = bytes(range(32))
+    with mock.patch.object(keyed_app[VALIDATOR], "plain_record") as never:
+        await handlers.post_notifications(request)
+    assert never.call_count == 0 and len(keyed.sent) == 2
+    assert all(orjson.loads(s[2])["client"] == bytes(range(8)).hex() for s in keyed.sent)

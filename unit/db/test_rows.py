@@ -115,3 +115,15 @@ def test_each_statement_caches_every_shape_it_can_take() -> None:
     assert insert.maxsize == shapes(store._NOTIFICATION_COLUMNS) == 2 * 2**5
     both = shapes(store._OUTCOME_COLUMNS) * shapes(store._ATTEMPT_COLUMNS)
     assert outcomes.maxsize == both == 2 * 2 * 2**4
+
+
+def test_a_time_is_sent_as_unix_seconds_and_converted_in_the_statement() -> None:
+    cols = columns("key int, at epoch, kind text=, when epoch=")
+    sent, params = shape_of(cols, [[1, 2], [1.5, 2.5], ["a", "a"], [9.25, 9.25]])
+    assert params == [[1, 2], [1.5, 2.5], "a", 9.25]  # floats: no datetime is built
+    assert select(cols, sent, 1) == (
+        "key, at, kind, when",
+        "r.key, to_timestamp(r.at) AS at, $3::text AS kind, to_timestamp($4::float8) AS when",
+        "unnest($1::int[], $2::float8[]) AS r(key, at)",
+        4,
+    )

@@ -6,6 +6,8 @@ import uuid
 
 import asyncpg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from notifsvc import errors
 from notifsvc.db import store
@@ -72,6 +74,18 @@ def test_insert_is_cut_into_statements_by_bytes_and_ordered_by_uuid() -> None:
     for chunk in chunks:
         assert sum(len(n.txt) for n in chunk) <= store.MAX_STATEMENT_BYTES
     assert store._chunks([]) == []
+
+
+def test_a_batch_of_multibyte_texts_is_cut_by_their_utf8_bytes_not_characters() -> None:
+    big = "é" * (store.MAX_STATEMENT_BYTES // 4)  # a quarter of the bytes in characters
+    batch = [Notification(uuid.uuid4(), "log", "ops", big) for _ in range(4)]
+    chunks = store._chunks(batch)
+    assert [len(c) for c in chunks] == [1, 1, 1, 1]  # two per statement would exceed it
+
+
+@given(st.one_of(st.none(), st.text()))
+def test_a_texts_utf8_length_is_that_of_its_encoding(text: str | None) -> None:
+    assert store._utf8_len(text) == len((text or "").encode())
 
 
 def test_an_error_text_quoting_a_provider_is_always_storable() -> None:

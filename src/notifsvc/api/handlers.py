@@ -12,7 +12,7 @@ import msgspec
 import prometheus_client
 from aiohttp import web
 
-from notifsvc import topics, tracing
+from notifsvc import tracing
 from notifsvc.api import recent
 from notifsvc.api.context import (
     API_KEY,
@@ -41,19 +41,12 @@ from notifsvc.auth import RateLimited
 from notifsvc.config import Settings
 from notifsvc.db.store import StoreUnavailable
 from notifsvc.kafka import KafkaError
-from notifsvc.model import FieldError, InvalidNotification, Notification
+from notifsvc.model import FieldError, InvalidNotification, Notification, uuid_text
 
 log = logging.getLogger(__name__)
 
-#: An accepted batch item: its result entry, its produce future and its UUID.
-Pending = list[tuple[dict[str, Any], asyncio.Future[None], uuid_mod.UUID]]
-
-
-def _send(
-    app: web.Application, notification: Notification, trace: tracing.Headers
-) -> asyncio.Future[None]:
-    topic = topics.outstanding(app[SETTINGS])
-    return app[PRODUCER].send(topic, notification.encode(), key=notification.key, headers=trace)
+#: An accepted batch item: its result entry, its produce future and its UUID's integer.
+Pending = list[tuple[dict[str, Any], asyncio.Future[None], int]]
 
 
 async def _store(ingress: Ingress, key: bytes, value: bytes, trace: tracing.Headers) -> None:
@@ -99,7 +92,7 @@ async def _accept_one(
 ) -> web.Response:
     try:
         data = await read_json(request, ingress.max_body_bytes)
-        text, number, value = _accepted(request, ingress, data, span)
+        text, number, value = _accepted(request, ingress, data, span, API_KEY in request)
         key = text.encode()
         await _store(ingress, key, value, tracing.headers(span))
     except Reject as reject:
@@ -112,27 +105,34 @@ async def _accept_one(
 
 
 def _accepted(
-    request: web.Request, ingress: Ingress, data: object, span: tracing.Span | None
+    request: web.Request,
+    ingress: Ingress,
+    data: object,
+    span: tracing.Span | None,
+    keyed: bool,
 ) -> tuple[str, int, bytes]:
     """The accepted notification's UUID (canonical text, integer) and the value to write.
     An ordinary request with no API key to stamp and no span to annotate needs no
     :class:`Notification` or UUID object (:meth:`Validator.plain_record`: the same value,
-    which unit/api/test_accept_plain.py checks); anything else is validated in full."""
-    if span is None and API_KEY not in request:
+    which unit/api/test_accept_plain.py checks); anything else is validated in full.
+    ``keyed``: whether the request came with an API key (``request`` is a Python-level
+    mapping, so a batch asks once, not per item)."""
+    if span is None and not keyed:
         plain = ingress.validator.plain_record(data)
         if plain is not None:
             return plain
-    n = _stamp(request, ingress.validator.validate(data))
+    n = ingress.validator.validate(data)
+    if keyed:
+        n = _stamp(request, n)
+    text = uuid_text(n.uuid)
     if span is not None:
-        tracing.annotate(span, uuid=str(n.uuid), channel=n.channel)
-    return str(n.uuid), n.uuid.int, n.encode()
+        tracing.annotate(span, uuid=text, channel=n.channel)
+    return text, n.uuid.int, n.encode()
 
 
 def _stamp(request: web.Request, n: Notification) -> Notification:
     """The API key's id on ``n`` (its callbacks are signed with the key's secrets), and the
     key's default callback URL when ``n`` names none."""
-    if API_KEY not in request:
-        return n
     client = request[API_KEY][:8].hex()
     clients = request.app[SETTINGS].callback_clients
     url = n.callback_url or (clients.url(client) if clients is not None else None)
@@ -161,19 +161,22 @@ async def _accept_batch(request: web.Request, trace: tracing.Headers) -> web.Res
         return too_many_requests(exc)
     results: list[dict[str, Any]] = []
     pending: Pending = []
-    validator = app[VALIDATOR]
+    ingress = app[INGRESS]
+    send = ingress.producer.send
+    keyed = API_KEY in request
     for index, item in enumerate(items):
         try:
-            n = _stamp(request, validator.validate(item))
+            text, number, value = _accepted(request, ingress, item, None, keyed)
         except InvalidNotification as exc:
             errors = [e.as_dict() for e in exc.errors]
             results.append({"index": index, "status": "rejected", "errors": errors})
             continue
-        result = {"index": index, "uuid": str(n.uuid), "status": "accepted"}
+        result = {"index": index, "uuid": text, "status": "accepted"}
         results.append(result)
-        pending.append((result, _send(app, n, trace), n.uuid))
+        future = send(ingress.topic, value, key=text.encode(), headers=trace)
+        pending.append((result, future, number))
     await _settle_batch(settings, pending)
-    app[RECENT].add(uid for r, _, uid in pending if r["status"] == "accepted")
+    ingress.recent.add_ints(number for r, _, number in pending if r["status"] == "accepted")
     return _batch_response(results, stored=len(pending))
 
 

@@ -15,6 +15,11 @@ sent as one of:
   value in every row, sent once as a scalar that the select list repeats;
 - ``ABSENT``: an optional column NULL in every row, left out (its default is NULL).
 
+A time goes as unix seconds (type ``epoch``): a float8 that the statement turns into a
+``timestamptz`` with ``to_timestamp`` (PostgreSQL and CockroachDB alike). asyncpg encodes a
+float in a quarter of a ``datetime``'s time, and the caller builds no ``datetime``: the
+stages hold their times as unix seconds.
+
 All the per-batch columns are sent once or none is: a statement then has at most
 ``2 * 2**optional`` shapes (:func:`shapes`), each built once and cached, and asyncpg keeps
 few prepared statements per connection for it.
@@ -35,6 +40,10 @@ class Column(NamedTuple):
     type: str
     optional: bool = False
     per_batch: bool = False
+
+
+#: Column types sent as another type and converted in the statement: (sent as, conversion).
+_CONVERTED = {"epoch": ("float8", "to_timestamp({})")}
 
 
 def columns(spec: str) -> tuple[Column, ...]:
@@ -108,12 +117,16 @@ def select(cols: tuple[Column, ...], sent: Shape, first: int, alias: str = "r") 
         if how is Sent.ABSENT:
             continue
         names.append(column.name)
+        wire, convert = _CONVERTED.get(column.type, (column.type, "{}"))
         if how is Sent.ARRAY:
-            arrays.append(f"${n}::{column.type}[]")
+            arrays.append(f"${n}::{wire}[]")
             aliases.append(column.name)
-            values.append(f"{alias}.{column.name}")
+            value = f"{alias}.{column.name}"
         else:
-            values.append(f"${n}::{column.type} AS {column.name}")
+            value = f"${n}::{wire}"
+        converted = convert.format(value)
+        plain = converted == value and how is Sent.ARRAY
+        values.append(value if plain else f"{converted} AS {column.name}")
         n += 1
     source = f"unnest({', '.join(arrays)}) AS {alias}({', '.join(aliases)})"
     return Select(", ".join(names), ", ".join(values), source, n - first)

@@ -14,10 +14,11 @@ import functools
 import logging
 import operator
 import ssl
+import time
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import asyncpg
@@ -163,14 +164,6 @@ def _attempt_order(a: Attempt) -> tuple[int, int, int]:
     return a.uuid.int, a.number, a.seq
 
 
-def _ts(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else datetime.now(UTC)
-
-
-def _at(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
-
-
 def _seconds(r: asyncpg.Record, column: str) -> float | None:
     """A time column as unix seconds (None when NULL). Every statement that reads a
     notification selects it: one that forgot ``send_at`` would send a scheduled one now."""
@@ -186,12 +179,12 @@ _CANCELABLE = (State.RECEIVED, State.SCHEDULED, State.FORWARDED)
 #: array, once, or not at all).
 _NOTIFICATION_COLUMNS = columns(
     "uuid uuid, channel text=, recipient text, body text, subject text?, priority text=, "
-    "fingerprint bytea, accepted_at timestamptz, callback_url text?, client text?, "
-    "send_at timestamptz?, expires_at timestamptz?"
+    "fingerprint bytea, accepted_at epoch, callback_url text?, client text?, "
+    "send_at epoch?, expires_at epoch?"
 )
 _ATTEMPT_COLUMNS = columns(
-    "uuid uuid, attempt_number int=, seq int8=, outcome text=, started_at timestamptz, "
-    "finished_at timestamptz, provider text=, status_code int?, message_id text?, "
+    "uuid uuid, attempt_number int=, seq int8=, outcome text=, started_at epoch, "
+    "finished_at epoch, provider text=, status_code int?, message_id text?, "
     "error_class text?, error text?"
 )
 #: An outcome's columns (the UPDATE sets each one, NULL included: none is optional).
@@ -753,8 +746,8 @@ def _attempt_columns(attempts: Sequence[Attempt]) -> list[list[Any]]:
             a.number,
             a.seq,
             a.outcome.value,
-            datetime.fromtimestamp(a.started_at, UTC),
-            datetime.fromtimestamp(a.finished_at, UTC),
+            a.started_at,
+            a.finished_at,
             _name(a.provider),
             a.status if a.status is not None and 0 <= a.status < 1000 else None,
             _storable(a.message_id, MAX_ATTEMPT_NAME_CHARS),
@@ -794,7 +787,9 @@ def _attempt_view(r: asyncpg.Record) -> dict[str, Any]:
 
 def _insert_columns(chunk: list[Notification]) -> list[list[Any]]:
     """The arrays of :data:`_NOTIFICATION_COLUMNS`, built in one pass over the rows (the router's
-    time per batch went to twelve passes before)."""
+    time per batch went to twelve passes before). Times are unix seconds (``epoch``); a
+    notification without ``accepted_at`` (0) is accepted now."""
+    now = time.time()
     rows = [
         (
             n.uuid,
@@ -804,15 +799,23 @@ def _insert_columns(chunk: list[Notification]) -> list[list[Any]]:
             n.subject,
             n.priority.value,
             n.fingerprint(),
-            _ts(n.accepted_at),
+            n.accepted_at if n.accepted_at > 0 else now,
             n.callback_url,
             n.client,
-            _at(n.send_at),
-            _at(n.expires_at),
+            n.send_at,
+            n.expires_at,
         )
         for n in chunk
     ]
     return _columns(rows, 12)
+
+
+def _utf8_len(text: str | None) -> int:
+    """The length of ``text`` in UTF-8, without encoding an ASCII text (``isascii`` reads a
+    flag of the string)."""
+    if text is None:
+        return 0
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _chunks(batch: list[Notification]) -> list[list[Notification]]:
@@ -820,8 +823,8 @@ def _chunks(batch: list[Notification]) -> list[list[Notification]]:
     out: list[list[Notification]] = [[]]
     size = 0
     for n in batch:
-        cost = sum(len((v or "").encode()) for v in (n.txt, n.to, n.subject, n.callback_url))
-        cost += 128
+        cost = 128 + _utf8_len(n.txt) + _utf8_len(n.to)
+        cost += _utf8_len(n.subject) + _utf8_len(n.callback_url)
         if out[-1] and size + cost > MAX_STATEMENT_BYTES:
             out.append([])
             size = 0
