@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import uuid
 
+import asyncpg
 import msgspec
 import orjson
 import pytest
@@ -19,6 +20,7 @@ from notifsvc.model import (
     Reason,
     parse,
     reason_of,
+    uuid_text,
 )
 
 UID = "0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a77"
@@ -283,3 +285,11 @@ def test_the_fingerprint_is_the_digest_rows_already_hold(
 ) -> None:
     n = Notification(uuid.uuid4(), "email", to, txt, subject, priority, send_at=send_at)
     assert n.fingerprint() == _fingerprint_as_stored(n)
+
+
+@given(st.uuids())
+def test_a_uuids_text_and_key_are_its_canonical_form(uid: uuid.UUID) -> None:
+    from_db = asyncpg.pgproto.pgproto.UUID(str(uid))  # what a row read from the store holds
+    for u in (uid, from_db):
+        assert uuid_text(u) == str(uid)
+        assert Notification(u, "log", "ops", "x").key == str(uid).encode()

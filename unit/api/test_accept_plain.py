@@ -271,3 +271,20 @@ async def test_a_batch_writes_what_single_requests_write_and_stamps_a_keys_items
         await handlers.post_notifications(request)
     assert never.call_count == 0 and len(keyed.sent) == 2
     assert all(orjson.loads(s[2])["client"] == bytes(range(8)).hex() for s in keyed.sent)
+
+
+async def test_a_batch_the_broker_never_acknowledged_is_unavailable_and_not_remembered() -> None:
+    items = [
+        {"uuid": f"0b5d7a4e-3f1c-4c39-9d3e-2f4d1c1b9a7{i}", "destination": "log", "to": "o"}
+        | {"txt": "t"}
+        for i in range(2)
+    ]
+    app, producer = _app(down=True)
+    body = orjson.dumps(items)
+    response = await handlers.post_notifications(
+        _request(app, body, {"Content-Type": "application/json"})
+    )
+    answer = json.loads(cast(bytes, response.body))
+    assert response.status == 503 and len(producer.sent) == 2
+    assert [r["status"] for r in answer["results"]] == ["unavailable", "unavailable"]
+    assert len(app[RECENT]) == 0  # a retry with the same uuids is not taken for a duplicate

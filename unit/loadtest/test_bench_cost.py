@@ -3,6 +3,7 @@ database session that polls for "all delivered") are left out."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,10 +45,21 @@ def parent() -> Iterator[subprocess.Popen[str]]:
     try:
         yield proc
     finally:
-        proc.kill()
-        proc.wait()
-        for child in psutil.Process().children(recursive=True):
-            child.kill()
+        # Only this tree: the test process has other children (a session's broker and
+        # database, which killing all of them took down for the rest of the session).
+        kids: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            kids = psutil.Process(proc.pid).children(recursive=True)
+        assert proc.stdin is not None
+        proc.stdin.close()  # the parent closes its children's input: they end, and it does
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for kid in kids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                kid.kill()
 
 
 def test_the_processes_excluded_are_not_counted_in_their_tree(

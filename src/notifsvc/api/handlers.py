@@ -132,7 +132,7 @@ def _accepted(
 
 def _stamp(request: web.Request, n: Notification) -> Notification:
     """The API key's id on ``n`` (its callbacks are signed with the key's secrets), and the
-    key's default callback URL when ``n`` names none."""
+    key's default callback URL when ``n`` names none. Only for a request with a key."""
     client = request[API_KEY][:8].hex()
     clients = request.app[SETTINGS].callback_clients
     url = n.callback_url or (clients.url(client) if clients is not None else None)
