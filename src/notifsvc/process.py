@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -70,11 +71,44 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+#: Where Linux takes the local ports of outgoing connections and of ``bind(port 0)``.
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+#: How many ports below that range :func:`free_port` picks from.
+_BELOW = 10_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` now, for a server to bind soon after.
+
+    Picked at random just below the kernel's ephemeral range: a port the kernel handed out
+    (``bind`` to port 0) may meanwhile become the local port of some process's outgoing
+    connection, and the server's bind then fails with "address already in use" (seen once in
+    the test suite, two workers sharing the machine). Falls back to the kernel's choice.
+    """
+    low = _ephemeral_low()
+    first = max(1024, low - _BELOW)
+    rng = random.SystemRandom()
+    for _ in range(50 if first < low else 0):
+        port = rng.randrange(first, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 where it cannot be read)."""
+    try:
+        with open(EPHEMERAL_RANGE) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def tail(path: os.PathLike[str] | str, lines: int = 20) -> str:
