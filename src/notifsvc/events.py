@@ -34,7 +34,7 @@ from notifsvc.attempts import Attempt, AttemptOutcome
 from notifsvc.config import Settings
 from notifsvc.deadletter import Message
 from notifsvc.delivery import Delivery
-from notifsvc.model import Notification, State, reason_of
+from notifsvc.model import Notification, State, reason_of, uuid_text
 
 
 class EventType(StrEnum):
@@ -158,7 +158,7 @@ def messages(settings: Settings, events: Iterable[Event | None]) -> list[Message
 
 def _base(n: Notification, version: int, state: str) -> dict[str, Any]:
     return {
-        "uuid": str(n.uuid),
+        "uuid": uuid_text(n.uuid),
         "channel": n.channel,
         "state": state,
         "state_version": version,

@@ -42,7 +42,7 @@ from notifsvc.deadletter import Message, dead_letter
 from notifsvc.delivery import MAX_RETRY_DELAY, Delivery, DeliveryPolicy
 from notifsvc.events import events_for
 from notifsvc.kafka import Consumer, Headers, KafkaError, Producer, Rebalance, Record
-from notifsvc.model import FieldError, InvalidNotification, Notification, State
+from notifsvc.model import FieldError, InvalidNotification, Notification, State, uuid_text
 from notifsvc.ratelimit import partition_share
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ class Notificator:
         )
         if not self.tracing.enabled:
             return await deliver()
-        attributes = {"notifsvc.uuid": str(n.uuid), "notifsvc.lane": lane}
+        attributes = {"notifsvc.uuid": uuid_text(n.uuid), "notifsvc.lane": lane}
         kind = tracing.SpanKind.CLIENT
         name = f"send {self.channel.name}"
         with self.tracing.span(

@@ -33,7 +33,7 @@ from notifsvc.db.replays import ReplayStore
 from notifsvc.db.store import Store, StoredRow
 from notifsvc.deadletter import Message, dead_letter, isolate
 from notifsvc.kafka import Consumer, Producer, Record
-from notifsvc.model import FieldError, InvalidNotification, Notification, Priority, State
+from notifsvc.model import FieldError, InvalidNotification, Notification, Priority, State, uuid_text
 from notifsvc.reconciler import Reconciler
 from notifsvc.replays import ReplayRunner
 from notifsvc.retention import Retention
@@ -230,7 +230,7 @@ class Router:
                 parent=plan.trace.get(n.uuid, ()),
                 kind=tracing.SpanKind.CONSUMER,
                 attributes={
-                    "notifsvc.uuid": str(n.uuid),
+                    "notifsvc.uuid": uuid_text(n.uuid),
                     "notifsvc.channel": n.channel,
                     "notifsvc.priority": n.priority.value,
                     "notifsvc.reforwarded": n.uuid not in inserted,

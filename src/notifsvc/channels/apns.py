@@ -65,7 +65,7 @@ from notifsvc.channels.http import (
     parse_retry_after,
 )
 from notifsvc.config import Secret, Section, Settings, as_readable_file, setting
-from notifsvc.model import FieldError, Notification, Priority, Reason
+from notifsvc.model import FieldError, Notification, Priority, Reason, uuid_text
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class ApnsChannel(Channel[ApnsSettings]):
             "apns-push-type": "alert",
             "apns-priority": PRIORITIES[notification.priority],
             "apns-expiration": str(self._expiration(notification)),
-            "apns-id": str(notification.uuid),
+            "apns-id": uuid_text(notification.uuid),
             "content-type": "application/json",
         }
         return Request(url, payload(notification), headers, "apns", secrets=(token,))

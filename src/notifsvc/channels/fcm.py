@@ -79,7 +79,7 @@ from notifsvc.channels.http import (
     parse_retry_after,
 )
 from notifsvc.config import Secret, Section, Settings, setting
-from notifsvc.model import FieldError, Notification, Priority, Reason
+from notifsvc.model import FieldError, Notification, Priority, Reason, uuid_text
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def notification_of(notification: Notification) -> dict[str, str]:
 
 
 def data_of(notification: Notification) -> dict[str, str]:
-    return {"uuid": str(notification.uuid)}
+    return {"uuid": uuid_text(notification.uuid)}
 
 
 def payload_bytes(notification: Notification) -> int:

@@ -34,7 +34,7 @@ from notifsvc.channels.http import (
 )
 from notifsvc.channels.sms import SmsRules
 from notifsvc.config import Secret, Section, setting
-from notifsvc.model import Notification
+from notifsvc.model import Notification, uuid_text
 
 #: Vonage status codes after which another provider may send the message.
 THROTTLED = "1"
@@ -105,7 +105,7 @@ class VonageChannel(SmsRules, HttpChannel[VonageSettings]):
             "to": notification.to.removeprefix("+"),
             "text": notification.txt,
             "type": "unicode",
-            "client-ref": str(notification.uuid),
+            "client-ref": uuid_text(notification.uuid),
         }
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         url = f"{c.api_url.rstrip('/')}/sms/json"

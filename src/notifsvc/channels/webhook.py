@@ -29,7 +29,7 @@ import orjson
 from notifsvc.channels.base import DeliveryError, PermanentError
 from notifsvc.channels.http import Answer, HttpChannel, Request, classify_status
 from notifsvc.config import Section, as_csv, setting
-from notifsvc.model import FieldError, Notification
+from notifsvc.model import FieldError, Notification, uuid_text
 from notifsvc.signing import ID_HEADER, TIMESTAMP_HEADER, SigningSecrets, unix_now
 
 #: Longest accepted URL; what most servers and proxies accept.
@@ -139,16 +139,16 @@ class WebhookChannel(HttpChannel[WebhookSettings]):
         self, notification: Notification, *, timestamp: int | None = None
     ) -> tuple[bytes, dict[str, str]]:
         """Body and headers of one attempt, signed at ``timestamp`` (default: now)."""
+        msg_id = uuid_text(notification.uuid)
         body = orjson.dumps(
             {
-                "uuid": str(notification.uuid),
+                "uuid": msg_id,
                 "txt": notification.txt,
                 "subject": notification.subject,
                 "priority": notification.priority.value,
                 "accepted_at": notification.accepted_at,
             }
         )
-        msg_id = str(notification.uuid)
         headers = {"Content-Type": "application/json", "Idempotency-Key": msg_id}
         at = unix_now() if timestamp is None else timestamp
         if self.config.secret is None:

@@ -57,7 +57,7 @@ from notifsvc.channels.base import DeliveryError, PermanentError
 from notifsvc.channels.http import DETAIL_CHARS, Answer, HttpChannel, Request, classify_status
 from notifsvc.channels.webhook import MAX_URL_CHARS, host_of, url_secrets
 from notifsvc.config import Secret, Section, Settings, as_csv, setting
-from notifsvc.model import FieldError, Notification, Priority, Reason
+from notifsvc.model import FieldError, Notification, Priority, Reason, uuid_text
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,11 @@ def parse_subscription(to: str, config: WebPushSettings) -> Subscription:
 def payload(notification: Notification) -> bytes:
     """The plaintext the browser's service worker receives (``event.data.json()``)."""
     return orjson.dumps(
-        {"title": notification.subject, "body": notification.txt, "uuid": str(notification.uuid)}
+        {
+            "title": notification.subject,
+            "body": notification.txt,
+            "uuid": uuid_text(notification.uuid),
+        }
     )
 
 
