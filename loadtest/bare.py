@@ -3,6 +3,12 @@
 It runs exactly like ``notifsvc receiver --workers N``: N processes on uvloop sharing one
 port with SO_REUSEPORT, no access log, the same response shape. Whatever the receiver does
 beyond this (validation, the broker round trip) is what the benchmark prices.
+
+With ``--acknowledged`` it also writes the body as it came to the receiver's topic (keyed
+by its ``uuid``, through the receiver's :class:`~notifsvc.kafka.Producer` and settings)
+and answers only once the broker acknowledged it: the least any receiver that keeps the
+202 promise does, with no validation, metrics or tracing. Its cost is the floor the
+receiver's is compared with.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import orjson
 import uvloop
 from aiohttp import web
 
+from notifsvc import config, receiver, topics
+from notifsvc.config import Settings
+from notifsvc.kafka import Producer
 from notifsvc.process import spawn, stop
 
 log = logging.getLogger(__name__)
@@ -33,20 +42,55 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(status=200, body=b'{"status":"ok"}', content_type="application/json")
 
 
-def create_app() -> web.Application:
+PRODUCER = web.AppKey("producer", Producer)
+TOPIC = web.AppKey("topic", str)
+WITHIN = web.AppKey("within", float)
+
+
+async def post_acknowledged(request: web.Request) -> web.Response:
+    """The body to the broker as it came, keyed by its ``uuid``; 202 once acknowledged."""
+    value = await request.read()
+    key = str(orjson.loads(value).get("uuid")).encode()
+    app = request.app
+    await app[PRODUCER].send_within(app[WITHIN], app[TOPIC], value, key=key)
+    body = b'{"uuid":"' + key + b'","status":"accepted"}'
+    return web.Response(status=202, body=body, content_type="application/json")
+
+
+def create_app(acknowledged: Settings | None = None) -> web.Application:
+    """The bare endpoint; with ``acknowledged``, the one that waits for the broker (the
+    receiver's producer, topic and deadline, from those settings)."""
     app = web.Application()
-    app.router.add_post("/notification", post_notification)
+    handler = post_notification if acknowledged is None else post_acknowledged
+    app.router.add_post("/notification", handler)
     app.router.add_get("/healthz", healthz)
+    if acknowledged is not None:
+        timeout_ms = acknowledged.produce_timeout_ms
+        app[PRODUCER] = Producer(
+            acknowledged, client_id="bare", linger_ms=receiver.LINGER_MS, timeout_ms=timeout_ms
+        )
+        app[TOPIC] = topics.outstanding(acknowledged)
+        app[WITHIN] = timeout_ms / 1000
+        app.on_startup.append(_start)
+        app.on_cleanup.append(_stop)
     return app
 
 
-async def serve(host: str, port: int) -> None:
+async def _start(app: web.Application) -> None:
+    await app[PRODUCER].start()
+
+
+async def _stop(app: web.Application) -> None:
+    await app[PRODUCER].stop()
+
+
+async def serve(host: str, port: int, acknowledged: bool = False) -> None:
     """One worker: listen until SIGTERM or SIGINT."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    runner = web.AppRunner(create_app(), access_log=None)
+    runner = web.AppRunner(create_app(config.load() if acknowledged else None), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=True).start()
@@ -55,9 +99,10 @@ async def serve(host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def run_workers(host: str, port: int, workers: int) -> int:
+def run_workers(host: str, port: int, workers: int, acknowledged: bool = False) -> int:
     """``workers`` single-worker processes on one port; stop them all on SIGTERM/SIGINT."""
     command = [sys.executable, "-m", "loadtest.bare", "--host", host, "--port", str(port)]
+    command += ["--acknowledged"] if acknowledged else []
     procs = [spawn(command) for _ in range(workers)]
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda _s, _f: done.set())
@@ -78,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--acknowledged", action="store_true", help="write each body to the broker before the 202"
+    )
     args = parser.parse_args(argv)
     if args.workers > 1:
-        return run_workers(args.host, args.port, args.workers)
-    uvloop.run(serve(args.host, args.port))
+        return run_workers(args.host, args.port, args.workers, args.acknowledged)
+    uvloop.run(serve(args.host, args.port, args.acknowledged))
     return 0
 
 

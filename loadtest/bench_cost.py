@@ -4,8 +4,10 @@ One local broker and database (:class:`notifsvc.dev.infra.LocalInfra`, as ``noti
 and the tests run them). Each round measures, on lanes of its own:
 
 1. **ingress**: ``--requests`` single ``POST /notification`` over ``--connections``
-   keep-alive connections, against ``notifsvc receiver --workers W`` and against the bare
-   aiohttp endpoint (``loadtest.bare``, same workers), with nothing consuming the topic; then
+   keep-alive connections, against ``notifsvc receiver --workers W``, against the bare
+   aiohttp endpoint (``loadtest.bare``, same workers) and against the bare endpoint that
+   also waits for the broker (``loadtest.bare --acknowledged``: the floor of any receiver
+   that keeps the 202 promise), with nothing consuming the topic; then
    the Go seed service's produce pattern (:mod:`loadtest.cost_load`) at the receiver's rate.
    CPU per request of each server and of the broker; latencies; requests/s.
 2. **pipeline**: receiver, ``--scale`` routers and ``--scale`` log notificators, each its own
@@ -154,34 +156,39 @@ async def _post(
     return {"statuses": statuses, "seconds": seconds, "latency_ms": lat, "sent": per * o.clients}
 
 
+#: The servers single requests are measured against, in the order they run: the bare
+#: endpoint, the bare endpoint that waits for the broker, the receiver.
+SERVERS = ("bare", "acked", "receiver")
+
+
 def _servers(lane: Lane, workers: int, workdir: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    port = free_port()
     env = harness.stage_env(lane.settings)
     procs = {
         "receiver": harness.start_process(
             ["-m", "notifsvc", "receiver", "--workers", str(workers)], env, workdir / "recv.log"
-        ),
-        "bare": harness.start_process(
-            ["-m", "loadtest.bare", "--port", str(port), "--workers", str(workers)],
-            harness.stage_env(),
-            workdir / "bare.log",
-        ),
+        )
     }
-    return procs, {"receiver": lane.base_url, "bare": f"http://127.0.0.1:{port}"}
+    urls = {"receiver": lane.base_url}
+    for name, extra in (("bare", []), ("acked", ["--acknowledged"])):
+        port = free_port()
+        command = ["-m", "loadtest.bare", "--port", str(port), "--workers", str(workers), *extra]
+        procs[name] = harness.start_process(command, env, workdir / f"{name}.log")
+        urls[name] = f"http://127.0.0.1:{port}"
+    return procs, urls
 
 
 async def ingress(infra: LocalInfra, o: Options, workdir: Path) -> dict[str, Any]:
-    """Single requests to the receiver and the bare endpoint; the Go produce pattern."""
+    """Single requests to the receiver and the bare endpoints; the Go produce pattern."""
     lane = await infra.lane(
         "ingress", workdir / "ingress", topic_partitions=o.partitions, log_level="WARNING"
     )
     procs, urls = _servers(lane, o.workers, workdir)
     out: dict[str, Any] = {}
     try:
-        for name in ("bare", "receiver"):
+        for name in SERVERS:
             await harness.wait_http(f"{urls[name]}/healthz", procs[name])
             await _post(urls[name], "/notification", o, count=2_000, batch=1, workdir=workdir)
-        for name in ("bare", "receiver"):
+        for name in SERVERS:
             out[name] = await _measured(infra, procs[name].pid, urls[name], o, workdir)
             print(f"  {name}: {out[name]['sent'] / out[name]['seconds']:,.0f} req/s", flush=True)
         out["go_pattern"] = await _go_pattern(infra, lane, o, workdir)
@@ -483,6 +490,10 @@ def _ingress_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "receiver_split": _split_ms(rounds, "receiver"),
         "bare_split": _split_ms(rounds, "bare"),
+        "acked_split": _split_ms(rounds, "acked"),
+        "acked_ms": per_item(rounds, "ingress", "acked", "sent")["server"],
+        "acked_rps": _rps(rounds, "acked"),
+        "acked_p99": _med(rounds, "ingress", "acked", "latency_ms", "p99"),
         "receiver_ms": per_item(rounds, "ingress", "receiver", "sent")["server"],
         "bare_ms": per_item(rounds, "ingress", "bare", "sent")["server"],
         "receiver_broker_ms": per_item(rounds, "ingress", "receiver", "sent")["broker"],
@@ -498,25 +509,32 @@ def _ingress_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _x(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def _against_bare(label: str, ms: float, s: dict[str, Any], note: str = "") -> tuple[str, ...]:
+    """A row of CPU ms per request against the bare endpoint's."""
+    return label, f"{ms:.4f}", f"{s['bare_ms']:.4f} bare aiohttp", _x(ms, s["bare_ms"]) + note
+
+
 def text(s: dict[str, Any], o: Options) -> str:
-    def x(a: float, b: float) -> str:
-        return f"{a / b:.2f}x" if b else "-"
 
     rows = (
         []
         if o.pipeline_only
         else [
-            (
+            _against_bare(
                 f"receiver CPU ms/request ({o.workers} worker(s), {o.connections} conns)",
-                f"{s['receiver_ms']:.4f}",
-                f"{s['bare_ms']:.4f} bare aiohttp",
-                x(s["receiver_ms"], s["bare_ms"]) + " (target <= 1.5)",
+                s["receiver_ms"],
+                s,
+                " (target <= 1.5)",
             ),
             (
                 "receiver requests/s",
                 f"{s['receiver_rps']:,.0f}",
                 f"{s['bare_rps']:,.0f} bare",
-                x(s["receiver_rps"], s["bare_rps"]),
+                _x(s["receiver_rps"], s["bare_rps"]),
             ),
             (
                 "receiver latency p50 / p99 ms",
@@ -524,29 +542,43 @@ def text(s: dict[str, Any], o: Options) -> str:
                 f"p99 {s['bare_p99']:.1f} bare",
                 "p99 target < 25 ms",
             ),
+            _against_bare(
+                "floor: bare endpoint that waits for the broker, CPU ms/request",
+                s["acked_ms"],
+                s,
+                " (the receiver's target: 1.5)",
+            ),
+            (
+                "floor: requests/s, p99 ms",
+                f"{s['acked_rps']:,.0f}, {s['acked_p99']:.1f}",
+                f"{s['bare_rps']:,.0f} bare",
+                _x(s["acked_rps"], s["bare_rps"]),
+            ),
+            _against_bare(
+                "receiver CPU ms/request beyond the floor", s["receiver_ms"] - s["acked_ms"], s
+            ),
             (
                 "producing alone: CPU ms/message of a bare librdkafka client",
                 f"{s['go_paced_client_ms']:.4f}",
                 f"{s['receiver_rps']:,.0f}/s, {o.connections} in flight, Go's settings",
                 f"{s['go_paced_client_ms'] / s['receiver_ms']:.0%} of the receiver's CPU",
             ),
-            (
+            _against_bare(
                 "receiver CPU ms/request beyond producing alone",
-                f"{s['receiver_ms'] - s['go_paced_client_ms']:.4f}",
-                f"{s['bare_ms']:.4f} bare aiohttp",
-                x(s["receiver_ms"] - s["go_paced_client_ms"], s["bare_ms"]),
+                s["receiver_ms"] - s["go_paced_client_ms"],
+                s,
             ),
             (
                 "broker CPU ms/request (receiver's produce)",
                 f"{s['receiver_broker_ms']:.4f}",
                 f"{s['go_broker_ms']:.4f} Go pattern ({s['go_rps']:,.0f}/s)",
-                x(s["receiver_broker_ms"], s["go_broker_ms"]) + " (target <= 1.5)",
+                _x(s["receiver_broker_ms"], s["go_broker_ms"]) + " (target <= 1.5)",
             ),
             (
                 "broker CPU ms/request, Go pattern at the receiver's rate",
                 f"{s['receiver_broker_ms']:.4f}",
                 f"{s['go_paced_broker_ms']:.4f} Go pattern ({s['receiver_rps']:,.0f}/s)",
-                x(s["receiver_broker_ms"], s["go_paced_broker_ms"]) + " (target <= 1.5)",
+                _x(s["receiver_broker_ms"], s["go_paced_broker_ms"]) + " (target <= 1.5)",
             ),
         ]
     )
@@ -581,19 +613,22 @@ def text(s: dict[str, Any], o: Options) -> str:
 
 
 def _split_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """With ``--perf``: the receiver's and the bare endpoint's CPU per request, by part."""
-    receiver, bare = s.get("receiver_split", {}), s.get("bare_split", {})
+    """With ``--perf``: the receiver's and the floor's CPU per request by part, against the
+    bare endpoint's."""
+    bare = s.get("bare_split", {})
     rows = []
-    for name in cpu_split.PARTS if receiver and bare else ():
-        more = receiver[name] - bare[name]
-        rows.append(
-            (
-                f"receiver CPU ms/request: {name} (perf)",
-                f"{receiver[name]:.4f}",
-                f"{bare[name]:.4f} bare aiohttp",
-                f"{more:+.4f} ({more / s['bare_ms']:+.2f}x of bare's total)",
+    for side, label in (("receiver", "receiver"), ("acked", "floor")):
+        split = s.get(f"{side}_split", {})
+        for name in cpu_split.PARTS if split and bare else ():
+            more = split[name] - bare[name]
+            rows.append(
+                (
+                    f"{label} CPU ms/request: {name} (perf)",
+                    f"{split[name]:.4f}",
+                    f"{bare[name]:.4f} bare aiohttp",
+                    f"{more:+.4f} ({more / s['bare_ms']:+.2f}x of bare's total)",
+                )
             )
-        )
     return rows
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from loadtest import bench_cost
 from loadtest.bench_cost import Meter
 
 #: Once told (a line on its standard input), spins for ``argv[1]`` CPU-seconds, says so, then
@@ -79,3 +80,35 @@ def test_the_processes_excluded_are_not_counted_in_their_tree(
     # (the kernel counts CPU time in ticks of 10 ms: each child shows 0.29-0.31 s)
     assert counted >= 0.55
     assert 0.25 <= less <= counted - 0.25
+
+
+def _server(cpu_s: float, sent: int, seconds: float, p99: float) -> dict[str, object]:
+    return {
+        "sent": sent,
+        "seconds": seconds,
+        "cpu": {"server": cpu_s, "broker": cpu_s / 2},
+        "latency_ms": {"p50": p99 / 2, "p99": p99},
+    }
+
+
+def test_the_floor_rows_price_the_receiver_against_the_endpoint_that_waits_for_the_broker() -> None:
+    go = {"sent": 1000, "seconds": 0.1, "cpu": {"broker": 0.01}, "client_cpu": 0.012}
+    ingress = {
+        "bare": _server(0.040, 1000, 0.04, 5.0),
+        "acked": _server(0.060, 1000, 0.1, 10.0),
+        "receiver": _server(0.080, 1000, 0.08, 12.0),
+        "go_pattern": go,
+        "go_paced": go,
+    }
+    s = bench_cost.summary([{"ingress": ingress}])
+    assert (s["acked_ms"], s["acked_rps"], s["acked_p99"]) == (0.06, 10_000, 10.0)
+    options = bench_cost.options(["--ingress-only"])
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+        for line in bench_cost.text(s, options).splitlines()[2:]
+    }
+    floor = rows["floor: bare endpoint that waits for the broker, CPU ms/request"]
+    assert floor == ["0.0600", "0.0400 bare aiohttp", "1.50x (the receiver's target: 1.5)"]
+    assert rows["floor: requests/s, p99 ms"] == ["10,000, 10.0", "25,000 bare", "0.40x"]
+    beyond = rows["receiver CPU ms/request beyond the floor"]
+    assert beyond == ["0.0200", "0.0400 bare aiohttp", "0.50x"]
