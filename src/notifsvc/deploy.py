@@ -79,6 +79,26 @@ def placeholders_work(section: type[config.Section]) -> bool:
         return False
 
 
+def waiting(registry: Registry, hand: str, *, secret: bool | None = None) -> list[str]:
+    """The channels a file's deployment leaves off: a setting they need cannot be a
+    placeholder (:func:`placeholders_work`) and the file does not set it by hand
+    (``secret``: count only secrets, or only the others, as the file lists them)."""
+    own = assigned(hand)
+    out = []
+    for name, cls in registry.items():
+        if placeholders_work(cls.Config):
+            continue
+        needed = required(cls.Config)
+        unset = [
+            var
+            for var, f in config.variables(cls.Config)
+            if var in needed and var not in own and secret in (None, f.metadata["secret"])
+        ]
+        if unset:
+            out.append(name)
+    return out
+
+
 def _text(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -189,6 +209,7 @@ def _compose_needs(cls: type[AnyChannel], hand: str) -> list[str]:
 
 def _compose_notificators(registry: Registry, hand: str) -> list[str]:
     lines: list[str] = []
+    off = waiting(registry, hand)
     for name, cls in registry.items():
         lines += [
             *([""] if lines else []),
@@ -196,11 +217,30 @@ def _compose_notificators(registry: Registry, hand: str) -> list[str]:
             "  <<: *notificator",
             f"  command: {json.dumps(['notifsvc', 'notificator', '--channel', name])}",
         ]
+        if name in off:  # it would only exit with a configuration error: not by default
+            lines += [f"  profiles: [{json.dumps(name)}]  # start it once its settings are set"]
         needs = _compose_needs(cls, hand)
         if needs:
             lines += ["  depends_on:", "    init:", f"      condition: {INIT_DONE}"]
             for service in needs:
                 lines += [f"    {service}:", "      condition: service_healthy"]
+    return lines
+
+
+def _dev_left_out(registry: Registry, hand: str) -> list[str]:
+    """Patches deleting the notificators (and their Service, autoscaler and disruption
+    budget) of the channels the dev overlay leaves off."""
+    lines: list[str] = []
+    for name in waiting(registry, hand, secret=True):
+        lines += [
+            "- target:",
+            f"    labelSelector: app.kubernetes.io/component={component(name)}",
+            "  patch: |-",
+            "    $patch: delete",
+            "    kind: Any",
+            "    metadata:",
+            "      name: any",
+        ]
     return lines
 
 
@@ -229,6 +269,9 @@ BLOCKS = (
     Block(Path("deploy/k8s/base/config.env"), "channel settings", _config_env),
     Block(Path("deploy/k8s/base/secret.template.yaml"), "channel secrets", _secret_template),
     Block(Path("deploy/k8s/overlays/dev/kustomization.yaml"), "channel secrets", _dev_secrets),
+    Block(
+        Path("deploy/k8s/overlays/dev/kustomization.yaml"), "notificators left out", _dev_left_out
+    ),
     Block(Path("deploy/prometheus/prometheus.yml"), "notificators", _scrape_names),
     Block(COMPOSE, "channel settings", _compose_settings),
     Block(COMPOSE, "notificators", _compose_notificators),

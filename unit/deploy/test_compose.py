@@ -232,3 +232,23 @@ def test_stop_grace_matches_kubernetes(overlay: str) -> None:
     for name, service in services().items():
         if stage_of(compose_command(service)) is not None:
             assert service["stop_grace_period"] == f"{grace[name]}s", name
+
+
+def test_a_plain_up_starts_no_notificator_whose_channel_is_off() -> None:
+    """``docker compose up`` starts no notificator that could only exit with a configuration
+    error (its channel off until credentials are set, e.g. a key that must parse): such a
+    notificator waits behind a profile named after its channel, so that it restarts in no
+    loop and a healthy stack means every service it started is healthy."""
+    profiled = set()
+    for name, service in services().items():
+        found = stage_of(compose_command(service))
+        if found is None or found[1] is None:
+            continue
+        channel = found[1]
+        off = channels.disabled(config.load(compose_env(service)))
+        if channel in off:
+            assert service.get("profiles") == [channel], name
+            profiled.add(channel)
+        else:
+            assert "profiles" not in service, name
+    assert profiled == waiting_for_values(COMPOSE)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from notifsvc import channels, cli, config, deploy, topics
 from notifsvc.channels.base import Channel
@@ -254,3 +256,27 @@ def test_a_placeholder_is_written_only_where_it_can_work() -> None:
 def test_the_deploy_command_is_in_the_table() -> None:
     args = cli._parser().parse_args(["deploy", "render", "--check"])
     assert args.check and cli.COMMANDS[args.command] is deploy.run
+
+
+_APNS_NEEDS = sorted(deploy.required(channels.REGISTRY["apns"].Config))
+_APNS_SECRETS = {
+    name
+    for name, f in config.variables(channels.REGISTRY["apns"].Config)
+    if name in _APNS_NEEDS and f.metadata["secret"]
+}
+
+
+@given(st.sets(st.sampled_from(_APNS_NEEDS)))
+def test_a_channel_waits_while_a_setting_it_needs_is_unset_by_hand(set_by_hand: set[str]) -> None:
+    """apns cannot start on placeholders: a file's deployment leaves it off while any
+    setting it needs (of the kind the file lists: compose all, the dev overlay secrets) is
+    not set by hand there; a channel whose placeholders work is never left off."""
+    hand = "".join(f"  {name}: value\n" for name in sorted(set_by_hand))
+    registry: deploy.Registry = {"apns": channels.REGISTRY["apns"], "pigeon": PigeonChannel}
+    any_unset = bool(set(_APNS_NEEDS) - set_by_hand)
+    secret_unset = bool(_APNS_SECRETS - set_by_hand)
+    assert deploy.waiting(registry, hand) == (["apns"] if any_unset else [])
+    assert deploy.waiting(registry, hand, secret=True) == (["apns"] if secret_unset else [])
+    profile = '  profiles: ["apns"]  # start it once its settings are set'
+    assert (profile in deploy._compose_notificators(registry, hand)) == any_unset
+    assert bool(deploy._dev_left_out(registry, hand)) == secret_unset

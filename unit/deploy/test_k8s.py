@@ -9,6 +9,7 @@ import functools
 import inspect
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
 import pytest
@@ -102,7 +103,7 @@ def settings_of(env: dict[str, str]) -> config.Settings:
     here: each is replaced by a file of this machine before parsing (that each is mounted
     is checked by test_every_file_a_stage_names_is_mounted)."""
     stand_in = Path(__file__)
-    local = {k: str(stand_in) if k in FILE_SETTINGS else v for k, v in env.items()}
+    local = {k: str(stand_in) if k in FILE_SETTINGS and v else v for k, v in env.items()}
     return config.load(local)
 
 
@@ -180,10 +181,12 @@ def test_the_checks_catch_mistakes() -> None:
 def test_every_stage_starts_with_known_and_required_settings(overlay: str) -> None:
     stages = k8s_stages(overlay)
     deployed = sorted(s.channel for s in stages if s.channel)
-    assert deployed == sorted(CHANNELS), "one notificator per registered channel, no other"
+    waiting = waiting_for_values(*K8S_SETTINGS)
+    # The dev install leaves out the notificators of channels waiting for credentials.
+    expected = set(CHANNELS) - (waiting if overlay == "dev" else set())
+    assert deployed == sorted(expected), "one notificator per registered channel, no other"
     assert {s.stage for s in stages} == set(STAGES)
     known = config.known_variables()
-    waiting = waiting_for_values(*K8S_SETTINGS)
     unset = unset_variables(*K8S_SETTINGS)
     for stage in stages:
         unknown = sorted(k for k in stage.env if k.startswith(config.PREFIX) and k not in known)
@@ -468,7 +471,7 @@ def test_every_file_a_stage_names_is_mounted(overlay: str) -> None:
         for container in containers(workload):
             env = container_env(docs, container)
             mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
-            files = {k: v for k, v in env.items() if k in FILE_SETTINGS}
+            files = {k: v for k, v in env.items() if k in FILE_SETTINGS and v}
             where = f"{overlay}: {workload['metadata']['name']}"
             assert files, f"{where}: no TLS files (the base connects over TLS)"
             for name, path in files.items():
@@ -515,3 +518,49 @@ def test_images_are_pinned(overlay: str) -> None:
     assert name and tag and tag != "latest", image
     crdb = of_kind(docs, "CrdbCluster")[0]["spec"]["image"]["name"]
     assert not crdb.endswith(":latest"), crdb
+
+
+#: The Secret the CockroachDB operator creates with its client certificate (TLS only).
+CRDB_CERTS = "cockroachdb-root"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_stages_reach_cockroachdb_as_the_overlay_runs_it(overlay: str) -> None:
+    """TLS to the database exactly when the overlay's CockroachDB serves it, and without TLS
+    no certificate to read and no Secret to wait for (the operator creates none): otherwise
+    every pod waits for a missing Secret, or starts and fails its TLS handshake."""
+    docs = render(overlay)
+    tls = named(docs, "CrdbCluster", "cockroachdb")["spec"].get("tlsEnabled", True)
+    for stage in k8s_stages(overlay):
+        settings = settings_of(stage.env)
+        files = (settings.database_ssl_ca_file, settings.database_ssl_cert_file)
+        if tls:
+            assert settings.database_sslmode == "verify-full", stage.where
+            assert all(files), stage.where
+        else:
+            url_mode = parse_qs(urlsplit(stage.env["NOTIFSVC_DATABASE_URL"]).query)["sslmode"]
+            assert settings.database_sslmode in {None, "disable"}, stage.where
+            assert url_mode == ["disable"] and not any(files), stage.where
+    for workload in workloads(docs) if not tls else ():
+        for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+            secret = volume.get("secret", {})
+            if secret.get("secretName") == CRDB_CERTS:
+                assert secret.get("optional") is True, workload["metadata"]["name"]
+
+
+def test_the_dev_install_runs_no_notificator_whose_channel_is_off() -> None:
+    """A notificator whose channel is off could only exit with a configuration error and
+    restart in a loop: the dev install leaves those out (and everything else of theirs),
+    and keeps the rest."""
+    docs = render("dev")
+    stages = k8s_stages("dev")
+    for stage in stages:
+        if stage.channel is not None:
+            assert stage.channel not in channels.disabled(settings_of(stage.env)), stage.where
+    left_out = set(CHANNELS) - {s.channel for s in stages if s.channel}
+    assert left_out == waiting_for_values(*K8S_SETTINGS)
+    components = {d["metadata"].get("labels", {}).get("app.kubernetes.io/component") for d in docs}
+    assert not {f"notificator-{name}" for name in left_out} & components
+    prod = {d["kind"] for d in render("prod") if d["metadata"]["name"].endswith("-log")}
+    dev = {d["kind"] for d in docs if d["metadata"]["name"].endswith("-log")}
+    assert dev == prod  # a channel that is on keeps its resources
