@@ -28,6 +28,10 @@ from notifsvc.model import Notification
         asyncpg.exceptions.InterfaceError("connection is closed"),
         # seen in the database-outage chaos scenario on a connection the restart broke
         asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation"),
+        # the server's own trouble, not the data's: PostgreSQL's internal error, and
+        # CockroachDB's uncategorized code (e.g. a range whose replicas are unavailable)
+        asyncpg.exceptions.InternalServerError("internal error"),  # XX000
+        asyncpg.exceptions.PostgresError.new({"C": "XXUUU", "M": "replica unavailable"}),
     ],
 )
 def test_outages_deadlocks_and_timeouts_are_unavailable(exc: BaseException) -> None:

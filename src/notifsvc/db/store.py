@@ -51,6 +51,10 @@ _UNAVAILABLE_CLASSES = frozenset(
         "55",  # object not in prerequisite state: 55P03 lock not available
         "57",  # operator intervention: 57014 statement timeout, 57P01 admin shutdown
         "58",  # system error (I/O)
+        # internal error: the server's trouble, not the data's (XX000; CockroachDB's
+        # uncategorized XXUUU, e.g. a range whose replicas are unavailable). Taken as a
+        # refusal of the record, an episode of it dead-lettered accepted notifications.
+        "XX",
     }
 )
 _STAGE_CLASSES = frozenset(
