@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
+
 from notifsvc import config, deadletter, headers, topics
 from notifsvc.attempts import Attempt
 from notifsvc.channels.base import PermanentError, TransientError
@@ -336,3 +338,101 @@ async def test_a_retry_that_could_not_go_goes_with_the_retried_batch_recorded_on
     uid, store = await postpone(settings, producer, tries=2)
     assert [(str(o.uuid), o.state) for o in store.outcomes] == [(uid, State.FORWARDED)]
     assert [key.decode() for topic, _, key, _ in producer.sent if topic == retry and key] == [uid]
+
+
+# A rebalance while a batch is under way: the sends of partitions this replica lost are
+# left to their new owner, which reads them again and claims their rows.
+
+
+class Gated(Waiting):
+    """A send that waits until ``gate`` opens (after saying it began)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gate = asyncio.Event()
+
+    async def send(self, notification: Notification) -> None:
+        self.sends.append(notification.to)
+        await self.gate.wait()
+        self.write(notification)
+
+
+class ClaimingStore(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed: list[uuid.UUID] = []
+
+    async def claim(self, uuids: list[uuid.UUID]) -> set[uuid.UUID]:
+        self.claimed += uuids
+        return set()
+
+
+def owning(notificator: Notificator, lane: str, owned: set[int]) -> None:
+    """The lane's consumer owns the partitions in ``owned`` (changed by the test)."""
+    consumer = notificator.consumers[lane]
+    consumer.owns = lambda record: record.partition in owned  # type: ignore[method-assign]
+
+
+async def test_the_sends_of_a_revoked_partition_are_left_to_its_new_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One send slot: the first notification is being sent, the other two wait for the
+    slot. The partition is revoked: none of them is sent or recorded here any more (before,
+    all three were sent by this replica while the new owner sent them too)."""
+    monkeypatch.setattr("notifsvc.notificator.FLUSH_EVERY", 0.01)
+    settings = config.load(
+        {**config.to_env(log_settings(tmp_path)), "NOTIFSVC_SEND_CONCURRENCY": "1"}
+    )
+    channel = Gated(settings)
+    store = ClaimingStore()
+    notificator = Notificator(settings, channel, store=store)  # type: ignore[arg-type]
+    notificator.producer = FakeProducer()  # type: ignore[assignment]
+    owned = {0}
+    owning(notificator, "normal", owned)
+    await channel.start()
+    try:
+        handling = asyncio.ensure_future(notificator.handle("normal", batch(["a", "b", "c"])))
+        await until(lambda: channel.sends == ["a"])
+        owned.clear()  # revoked
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(handling), timeout=5.0)
+        channel.gate.set()
+        await handling
+    finally:
+        await channel.stop()
+    assert channel.sends == ["a"]
+    assert store.outcomes == []
+    assert len(store.claimed) == 3
+
+
+async def test_the_retry_lane_claims_nothing_of_a_partition_revoked_during_its_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = log_settings(tmp_path)
+    channel = Flaky(settings)
+    store = ClaimingStore()
+    notificator = Notificator(settings, channel, store=store)  # type: ignore[arg-type]
+    notificator.producer = FakeProducer()  # type: ignore[assignment]
+    owned = {0, 1}
+    owning(notificator, "retry", owned)
+    records = batch(["a", "b"])
+    records[1] = records[1]._replace(partition=1)
+
+    async def revoke_while_waiting(_wait: float, _stopping: asyncio.Event) -> None:
+        owned.discard(1)
+
+    monkeypatch.setattr("notifsvc.batching.wait_until_due", revoke_while_waiting)
+    await channel.start()
+    try:
+        await notificator.handle("retry", records)
+    finally:
+        await channel.stop()
+    assert store.claimed == [Notification.decode(records[0].value).uuid]
+    assert channel.sends == ["a"]
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)

@@ -57,6 +57,7 @@ class Incoming(NamedTuple):
     passes: int  # earlier passes through the retry lane
     trace: tracing.Headers  # the trace context it came with (empty while tracing is off)
     replayed: Replayed | None = None  # an operator's requeue (attempts then, and when)
+    record: Record | None = None  # the (first) record it came in
 
 
 class Notificator:
@@ -194,12 +195,13 @@ class Notificator:
                     n, accepted_at=record.timestamp_ms / 1000 or time.time()
                 )
             if not record.headers:  # a first pass, untraced: nothing to read
-                unique.setdefault(n.uuid, Incoming(n, 0, 0, ()))
+                unique.setdefault(n.uuid, Incoming(n, 0, 0, (), None, record))
                 continue
             prior = headers.read_int(record, headers.ATTEMPTS)
             passes = headers.read_int(record, headers.PASSES, high=64)
             trace = tracing.carried(record.headers)
-            unique.setdefault(n.uuid, Incoming(n, prior, passes, trace, _replayed(record)))
+            came = Incoming(n, prior, passes, trace, _replayed(record), record)
+            unique.setdefault(n.uuid, came)
         return unique, poison
 
     async def handle(self, lane: str, records: list[Record]) -> None:
@@ -210,14 +212,16 @@ class Notificator:
             unique = await self._drop_expiring(lane, unique, due)
             if unique:  # nothing left to wait for when all of them expired
                 await batching.wait_until_due(due - time.time(), self._stopping)
+                unique = {u: i for u, i in unique.items() if self._owns(lane, i)}
         finished = await self.store.claim(list(unique))
         todo = [v for u, v in unique.items() if u not in finished]
         ready, tasks = self._start(lane, todo)
         try:
-            pending: set[asyncio.Future[Delivery]] = set(tasks)
+            pending: set[asyncio.Task[Delivery]] = set(tasks)
             while pending:
                 done, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
                 ready += [t.result() for t in done]
+                pending = self._drop_revoked(lane, pending, tasks)
                 await self._write(lane, ready, unique)
                 ready = []
             await self._write(lane, ready, unique)
@@ -226,6 +230,29 @@ class Notificator:
                 task.cancel()
         self._account_batch(skipped=len(unique) - len(todo), poison=len(poison))
         self._forget(lane, unique)  # this part is done; a retried batch would find it finished
+
+    def _owns(self, lane: str, incoming: Incoming) -> bool:
+        """Whether this replica still owns the partition ``incoming`` was read from."""
+        record = incoming.record
+        return record is None or self.consumers[lane].owns(record)
+
+    def _drop_revoked(
+        self,
+        lane: str,
+        pending: set[asyncio.Task[Delivery]],
+        tasks: dict[asyncio.Task[Delivery], Incoming],
+    ) -> set[asyncio.Task[Delivery]]:
+        """Cancel the passes of notifications whose partition this replica lost meanwhile
+        (most still wait for a send slot or the send rate): their new owner reads them again
+        from the last commit and claims their rows, so going on would send them twice."""
+        lost = {task for task in pending if not self._owns(lane, tasks[task])}
+        for task in lost:
+            task.cancel()
+        if lost:
+            log.info(
+                "%s: %d sends of revoked partitions left to their new owner", self.stage, len(lost)
+            )
+        return pending - lost
 
     async def _write(
         self, lane: str, deliveries: list[Delivery], unique: dict[uuid_mod.UUID, Incoming]
@@ -308,11 +335,11 @@ class Notificator:
 
     def _start(
         self, lane: str, todo: list[Incoming]
-    ) -> tuple[list[Delivery], list[asyncio.Task[Delivery]]]:
+    ) -> tuple[list[Delivery], dict[asyncio.Task[Delivery], Incoming]]:
         """Start a pass over each of ``todo``: those that ended without waiting (see
-        :meth:`_deliver_now`), and a task for each of the others."""
+        :meth:`_deliver_now`), and a task for each of the others (with what it delivers)."""
         ready: list[Delivery] = []
-        tasks: list[asyncio.Task[Delivery]] = []
+        tasks: dict[asyncio.Task[Delivery], Incoming] = {}
         # (a span's context belongs to a task of its own; nothing here awaits, so a slot
         # free now stays free until the loop ends)
         quick = not self.tracing.enabled and not self._slots[lane].locked()
@@ -321,7 +348,7 @@ class Notificator:
             if isinstance(now, Delivery):
                 ready.append(now)
             else:
-                tasks.append(asyncio.ensure_future(self._deliver(lane, incoming, now)))
+                tasks[asyncio.ensure_future(self._deliver(lane, incoming, now))] = incoming
         return ready, tasks
 
     def _deliver_now(
