@@ -21,7 +21,7 @@ from notifsvc.config import Secret, Settings
 from notifsvc.db.store import Outcome, Replayed, StoreRefused
 from notifsvc.deadletter import Message
 from notifsvc.delivery import MAX_INLINE_PAUSE, Delivery, Throttle
-from notifsvc.kafka import KafkaUnavailable, Record
+from notifsvc.kafka import KafkaUnavailable, Rebalance, Record
 from notifsvc.model import Notification, State
 from notifsvc.notificator import Incoming, Notificator
 
@@ -436,3 +436,33 @@ async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.001)
+
+
+async def test_after_a_revocation_a_notification_coming_back_is_sent_again(
+    tmp_path: Path,
+) -> None:
+    """A batch fails (its outcome could not be written) and its partition is revoked
+    before the retry: the retry never comes here, and what was kept for it must not answer
+    for the same notification when it comes back to this lane later (before, the kept
+    delivery was returned: nothing sent, and a row once written stayed `sending`)."""
+    settings = log_settings(tmp_path)
+    channel = Flaky(settings)
+    store = FakeStore(refuse=1)
+    notificator = Notificator(settings, channel, store=store)  # type: ignore[arg-type]
+    notificator.producer = FakeProducer()  # type: ignore[assignment]
+    records = batch(["ops"])
+    partition = frozenset({(records[0].topic, records[0].partition)})
+    notificator._rebalanced("normal", Rebalance(partition, {}))
+    await channel.start()
+    try:
+        with contextlib.suppress(StoreRefused):
+            await notificator.handle("normal", records)
+        assert channel.sends == ["ops"] and notificator._done["normal"]
+        notificator._rebalanced("normal", Rebalance(frozenset(), {}))  # revoked
+        assert not notificator._done["normal"] and not notificator._recorded["normal"]
+        notificator._rebalanced("normal", Rebalance(partition, {}))  # back, later
+        await notificator.handle("normal", records)
+    finally:
+        await channel.stop()
+    assert channel.sends == ["ops", "ops"]
+    assert [o.state for o in store.outcomes] == [State.SENT]

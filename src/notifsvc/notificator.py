@@ -41,7 +41,15 @@ from notifsvc.db.store import Outcome, Replayed, Store, StoreRefused
 from notifsvc.deadletter import Message, dead_letter
 from notifsvc.delivery import MAX_RETRY_DELAY, Delivery, DeliveryPolicy
 from notifsvc.events import events_for
-from notifsvc.kafka import Consumer, Headers, KafkaError, Producer, Rebalance, Record
+from notifsvc.kafka import (
+    Consumer,
+    Headers,
+    KafkaError,
+    Producer,
+    Rebalance,
+    Record,
+    TopicPartition,
+)
 from notifsvc.model import FieldError, InvalidNotification, Notification, State, uuid_text
 from notifsvc.ratelimit import partition_share
 
@@ -82,6 +90,7 @@ class Notificator:
         # over all of theirs, per lane (updated on the loop's thread at every rebalance).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owned: dict[str, int] = {}
+        self._assigned: dict[str, frozenset[TopicPartition]] = {}
         self._partitions: dict[str, int] = {}
         self._idle = 0.0
         for lane in topics.LANES:
@@ -108,6 +117,7 @@ class Notificator:
         self._recorded[lane] = set()
         self._written[lane] = set()
         self._owned[lane] = 0
+        self._assigned[lane] = frozenset()
         self._partitions[lane] = self.settings.topic_partitions  # until the metadata says
         self.consumers[lane].on_rebalance = functools.partial(self._on_rebalance, lane)
 
@@ -118,7 +128,11 @@ class Notificator:
             loop.call_soon_threadsafe(self._rebalanced, lane, change)
 
     def _rebalanced(self, lane: str, change: Rebalance) -> None:
-        """Recompute this replica's share of the send rate after ``lane`` rebalanced."""
+        """Recompute this replica's share of the send rate after ``lane`` rebalanced; after
+        a revocation, forget what batches of the lane left behind (:meth:`_forget_all`)."""
+        if self._assigned[lane] - change.assignment:
+            self._forget_all(lane)
+        self._assigned[lane] = change.assignment
         self._owned[lane] = len(change.assignment)
         topic = topics.channel(self.settings, self.channel.name, lane)
         self._partitions[lane] = change.partitions.get(topic, self._partitions[lane])
@@ -298,6 +312,16 @@ class Notificator:
             self._done[lane].pop(uid, None)
             self._recorded[lane].discard(uid)
             self._written[lane].discard(uid)
+
+    def _forget_all(self, lane: str) -> None:
+        """Drop everything kept for batch retries of ``lane``. A batch that failed and then
+        lost its partition is never retried here, so its entries would stay: a UUID coming
+        back to this lane later (a re-drive, a requeue) would get the old answer, and
+        nothing would be sent or recorded. Costs at most a repeated send, if a batch of a
+        partition still owned fails and is retried after this."""
+        self._done[lane].clear()
+        self._recorded[lane].clear()
+        self._written[lane].clear()
 
     async def isolate(self, record: Record, reason: str) -> None:
         """A record that fails on its own: dead-letter it, and fail its row with the reason
