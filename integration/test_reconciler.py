@@ -272,6 +272,13 @@ async def test_a_message_the_broker_refuses_does_not_hold_back_its_page(
         assert one.redriven == 5
     lane = await read_topic(settings, topics.channel(settings, "log"), 5)
     assert uuids_of(lane) == Counter({u: 1 for u in uuids[1:]})
+    # Refused again at every re-drive: it ends failed with the broker's reason instead,
+    # dead-lettered without the value that was refused.
+    view = await store.get(uuids[0])
+    assert view is not None and view["state"] == "failed"
+    assert "the broker refused it" in str(view["last_error"])
+    [dead] = await read_topic(settings, topics.dlq(settings), 1)
+    assert dead.value == b"" and dead.header(deadletter.VALUE_DROPPED) == b"1"
 
 
 async def test_the_reconcilers_queries_read_partial_indexes_never_the_table(

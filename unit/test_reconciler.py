@@ -278,8 +278,9 @@ async def test_a_message_refused_for_good_does_not_end_the_pass() -> None:
     huge = stalled()
     pages = [[huge, stalled(), stalled()], [stalled()]]
     one, store, _, _ = build(pages, fail={huge.notification.uuid: KafkaRecordError("too large")})
-    assert await one.run_pass() == 3
+    assert await one.run_pass() == 4  # the refused one ends failed (even undead-lettered)
     assert len(store.claims) == 2
+    assert [o.uuid for o in store.recorded] == [huge.notification.uuid]
 
 
 async def test_a_database_outage_never_escapes_the_pass() -> None:
@@ -340,3 +341,36 @@ async def test_a_requeued_row_expires_counting_from_its_requeue() -> None:
     assert (
         store.recorded[0].error is not None and "after it was requeued" in store.recorded[0].error
     )
+
+
+class LaneRefusing(FakeProducer):
+    """Refuses for good every message of the UUIDs in ``fail`` that carries a value; takes
+    value-less dead-letter records."""
+
+    def _queue(self, outgoing: kafka._Outgoing) -> None:
+        topic, value, key, headers, waiter = outgoing
+        if not value:
+            self.sent.append((topic, value, key, headers))
+            kafka.settle(waiter, None)
+            return
+        super()._queue(outgoing)
+
+
+async def test_a_row_whose_message_the_broker_refuses_for_good_ends_failed_with_the_reason() -> (
+    None
+):
+    """Re-driving it again in 5 minutes would be refused again, for ever: it ends ``failed``
+    with the broker's reason, dead-lettered without its value (which is what was refused)."""
+    huge, fine = stalled(), stalled()
+    one, store, _, _ = build([[huge, fine]])
+    producer = LaneRefusing({huge.notification.uuid: KafkaRecordError("message too large")})
+    one.producer = producer
+    assert await one.run_pass() == 2
+    [failed] = store.recorded
+    assert failed.uuid == huge.notification.uuid and failed.state is State.FAILED
+    assert failed.error is not None and "message too large" in failed.error
+    [(_, value, key, hop)] = [m for m in producer.sent if m[0] == topics.dlq(SETTINGS)]
+    assert value == b"" and key == huge.notification.key
+    assert dict(hop or ())[deadletter.VALUE_DROPPED] == b"1"
+    lanes = [m for m in producer.sent if m[0] != topics.dlq(SETTINGS)]
+    assert [k for _, _, k, _ in lanes] == [fine.notification.key]

@@ -153,7 +153,10 @@ class Reconciler(SlicedDuty):
         expired = [r for r in rows if now - _started(r) > limit]
         live = [r for r in rows if now - _started(r) <= limit]
         messages = [self._forward(r) for r in live] + [self._dead_letter(r, now) for r in expired]
-        sent, outage = await self._send(messages, [r.notification.uuid for r in live + expired])
+        sent, refused, outage = await self._send(
+            messages, [r.notification.uuid for r in live + expired]
+        )
+        await self._give_up([r for r in live + expired if r.notification.uuid in refused], refused)
         live = [r for r in live if r.notification.uuid in sent]
         expired = [r for r in expired if r.notification.uuid in sent]
         received = [r.notification.uuid for r in live if r.state is State.RECEIVED]
@@ -164,7 +167,7 @@ class Reconciler(SlicedDuty):
         self._account(live, expired, now)
         if outage is not None:
             raise outage  # the rest of the pass would fail alike
-        return done + len(live) + len(expired)
+        return done + len(live) + len(expired) + len(refused)
 
     async def _lapse(self, rows: list[StalledRow], now: float) -> int:
         """Rows past their ``expires_at``: never re-driven, but moved to ``expired``, their
@@ -185,27 +188,32 @@ class Reconciler(SlicedDuty):
         parked), then ``scheduled``, as the router does; never to the lane early."""
         hops = [(r, schedule.first_hop(self.settings, r.notification, (), now)) for r in rows]
         messages = [m for _, m in hops if m is not None]
-        sent, outage = await self._send(messages, [r.notification.uuid for r, m in hops if m])
+        sent, refused, outage = await self._send(
+            messages, [r.notification.uuid for r, m in hops if m]
+        )
+        await self._give_up([r for r in rows if r.notification.uuid in refused], refused)
         placed = [r.notification.uuid for r, m in hops if m is None or r.notification.uuid in sent]
         await self.store.mark_scheduled(placed)
         if outage is not None:
             raise outage
-        return len(placed)
+        return len(placed) + len(refused)
 
     async def _send(
         self, messages: list[Message], uuids: list[uuid_mod.UUID]
-    ) -> tuple[set[uuid_mod.UUID], kafka.KafkaError | None]:
-        """Send ``messages`` (one per UUID), each once; the UUIDs whose message the broker
-        acknowledged, and the outage that kept any other from it. A message refused for
-        good is left out without holding back the others; its row, like those an outage
-        kept back, is claimed again one ``REDRIVE_AFTER`` later."""
+    ) -> tuple[set[uuid_mod.UUID], dict[uuid_mod.UUID, BaseException], kafka.KafkaError | None]:
+        """Send ``messages`` (one per UUID), each once: the UUIDs whose message the broker
+        acknowledged, those it refused for good (with why: :meth:`_give_up`), and the outage
+        that kept any other from it (their rows are claimed again one ``REDRIVE_AFTER``
+        later). A refused message does not hold back the others."""
         if not messages:
-            return set(), None
+            return set(), {}, None
         futures = [self.producer.send(t, v, key=k, headers=h) for t, v, k, h in messages]
         done, pending = await asyncio.wait(futures, timeout=REPORTS_WITHIN)
         for future in pending:
             future.cancel()
-        sent, outage = set(), None
+        sent: set[uuid_mod.UUID] = set()
+        refused: dict[uuid_mod.UUID, BaseException] = {}
+        outage: kafka.KafkaError | None = None
         for uid, future in zip(uuids, futures, strict=True):
             error = future.exception() if future in done else kafka.KafkaUnavailable("no report")
             if error is None:
@@ -214,7 +222,40 @@ class Reconciler(SlicedDuty):
                 outage = outage or error
             else:
                 log.error("%s: cannot re-drive %s: %s", STAGE, uid, error)
-        return sent, outage
+                refused[uid] = error
+        return sent, refused, outage
+
+    async def _give_up(
+        self, rows: list[StalledRow], refused: dict[uuid_mod.UUID, BaseException]
+    ) -> None:
+        """Rows whose message the broker refused for good: re-driven again they would be
+        refused again, for ever. Each ends ``failed`` with the broker's reason, after a
+        dead-letter record without the value (the value is what was refused)."""
+        if not rows:
+            return
+        why = {
+            r.notification.uuid: f"the broker refused it: {refused[r.notification.uuid]}"
+            for r in rows
+        }
+        dead = [
+            (
+                topics.dlq(self.settings),
+                b"",
+                r.notification.key,
+                (
+                    deadletter.reason_header(why[r.notification.uuid]),
+                    (deadletter.STAGE, STAGE.encode()),
+                    (headers.ATTEMPTS, str(r.attempts).encode()),
+                    (deadletter.VALUE_DROPPED, b"1"),
+                ),
+            )
+            for r in rows
+        ]
+        try:
+            await self.producer.send_all(dead)
+        except kafka.KafkaRecordError as exc:  # even without the value: the row still ends
+            log.error("%s: cannot dead-letter %d refused re-drives: %s", STAGE, len(dead), exc)
+        await self.store.record([Outcome(u, State.FAILED, 0, w) for u, w in why.items()])
 
     def _forward(self, row: StalledRow) -> Message:
         """The router's forward of this notification, with its attempts so far; a row an
