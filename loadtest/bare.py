@@ -19,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 
 import orjson
 import uvloop
@@ -30,6 +31,8 @@ from notifsvc.kafka import Producer
 from notifsvc.process import spawn, stop
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 async def post_notification(request: web.Request) -> web.Response:
@@ -43,36 +46,38 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 PRODUCER = web.AppKey("producer", Producer)
-TOPIC = web.AppKey("topic", str)
-WITHIN = web.AppKey("within", float)
 
 
-async def post_acknowledged(request: web.Request) -> web.Response:
-    """The body to the broker as it came, keyed by its ``uuid``; 202 once acknowledged."""
-    value = await request.read()
-    key = str(orjson.loads(value).get("uuid")).encode()
-    app = request.app
-    await app[PRODUCER].send_within(app[WITHIN], app[TOPIC], value, key=key)
-    body = b'{"uuid":"' + key + b'","status":"accepted"}'
-    return web.Response(status=202, body=body, content_type="application/json")
+def acknowledging(producer: Producer, topic: str, within: float) -> Handler:
+    """The handler that writes the body to ``topic`` as it came, keyed by its ``uuid``, and
+    answers 202 once acknowledged (what it needs bound once: an ``app[KEY]`` per request
+    is a Python-level look-up the floor should not pay)."""
+
+    async def post_acknowledged(request: web.Request) -> web.Response:
+        value = await request.read()
+        key = str(orjson.loads(value).get("uuid")).encode()
+        await producer.send_within(within, topic, value, key=key)
+        body = b'{"uuid":"' + key + b'","status":"accepted"}'
+        return web.Response(status=202, body=body, content_type="application/json")
+
+    return post_acknowledged
 
 
 def create_app(acknowledged: Settings | None = None) -> web.Application:
     """The bare endpoint; with ``acknowledged``, the one that waits for the broker (the
     receiver's producer, topic and deadline, from those settings)."""
     app = web.Application()
-    handler = post_notification if acknowledged is None else post_acknowledged
-    app.router.add_post("/notification", handler)
-    app.router.add_get("/healthz", healthz)
+    handler: Handler = post_notification
     if acknowledged is not None:
         timeout_ms = acknowledged.produce_timeout_ms
-        app[PRODUCER] = Producer(
+        app[PRODUCER] = producer = Producer(
             acknowledged, client_id="bare", linger_ms=receiver.LINGER_MS, timeout_ms=timeout_ms
         )
-        app[TOPIC] = topics.outstanding(acknowledged)
-        app[WITHIN] = timeout_ms / 1000
+        handler = acknowledging(producer, topics.outstanding(acknowledged), timeout_ms / 1000)
         app.on_startup.append(_start)
         app.on_cleanup.append(_stop)
+    app.router.add_post("/notification", handler)
+    app.router.add_get("/healthz", healthz)
     return app
 
 

@@ -62,6 +62,12 @@ async def isolate(
         await producer.send_all([message])
     except KafkaRecordError as exc:
         log.error("%s: dead-lettering without the value: %s", stage, exc)
-        topic, _value, key, headers = message
-        short_key = key[:256] if key else None
-        await producer.send_all([(topic, b"", short_key, (*headers, (VALUE_DROPPED, b"1")))])
+        await producer.send_all([without_value(message)])
+
+
+def without_value(message: Message) -> Message:
+    """``message`` with its value dropped (and its key cut to 256 bytes), saying so: what is
+    left when the broker refused the whole of it for good."""
+    topic, _value, key, headers = message
+    short_key = key[:256] if key else None
+    return topic, b"", short_key, (*headers, (VALUE_DROPPED, b"1"))

@@ -152,11 +152,12 @@ class Reconciler(SlicedDuty):
         limit = self.settings.redrive_expire_seconds
         expired = [r for r in rows if now - _started(r) > limit]
         live = [r for r in rows if now - _started(r) <= limit]
-        messages = [self._forward(r) for r in live] + [self._dead_letter(r, now) for r in expired]
+        messages = [self._forward(r) for r in live]
+        messages += [self._dead_letter(r, _reason(r, now)) for r in expired]
         sent, refused, outage = await self._send(
             messages, [r.notification.uuid for r in live + expired]
         )
-        await self._give_up([r for r in live + expired if r.notification.uuid in refused], refused)
+        await self._give_up(live + expired, refused)
         live = [r for r in live if r.notification.uuid in sent]
         expired = [r for r in expired if r.notification.uuid in sent]
         received = [r.notification.uuid for r in live if r.state is State.RECEIVED]
@@ -191,7 +192,7 @@ class Reconciler(SlicedDuty):
         sent, refused, outage = await self._send(
             messages, [r.notification.uuid for r, m in hops if m]
         )
-        await self._give_up([r for r in rows if r.notification.uuid in refused], refused)
+        await self._give_up(rows, refused)
         placed = [r.notification.uuid for r, m in hops if m is None or r.notification.uuid in sent]
         await self.store.mark_scheduled(placed)
         if outage is not None:
@@ -228,28 +229,20 @@ class Reconciler(SlicedDuty):
     async def _give_up(
         self, rows: list[StalledRow], refused: dict[uuid_mod.UUID, BaseException]
     ) -> None:
-        """Rows whose message the broker refused for good: re-driven again they would be
-        refused again, for ever. Each ends ``failed`` with the broker's reason, after a
-        dead-letter record without the value (the value is what was refused)."""
-        if not rows:
-            return
+        """Those of ``rows`` whose message the broker refused for good: re-driven again they
+        would be refused again, for ever. Each ends ``failed`` with the broker's reason, after
+        a dead-letter record without the value (the value is what was refused)."""
         why = {
             r.notification.uuid: f"the broker refused it: {refused[r.notification.uuid]}"
             for r in rows
+            if r.notification.uuid in refused
         }
+        if not why:
+            return
         dead = [
-            (
-                topics.dlq(self.settings),
-                b"",
-                r.notification.key,
-                (
-                    deadletter.reason_header(why[r.notification.uuid]),
-                    (deadletter.STAGE, STAGE.encode()),
-                    (headers.ATTEMPTS, str(r.attempts).encode()),
-                    (deadletter.VALUE_DROPPED, b"1"),
-                ),
-            )
+            deadletter.without_value(self._dead_letter(r, why[r.notification.uuid]))
             for r in rows
+            if r.notification.uuid in why
         ]
         try:
             await self.producer.send_all(dead)
@@ -270,10 +263,10 @@ class Reconciler(SlicedDuty):
             hop.extend(headers.replayed(row.replayed.attempts, row.replayed.at))
         return topics.channel(self.settings, n.channel, lane), n.encode(), n.key, hop
 
-    def _dead_letter(self, row: StalledRow, now: float) -> Message:
+    def _dead_letter(self, row: StalledRow, reason: str) -> Message:
         n = row.notification
         hop = (
-            deadletter.reason_header(_reason(row, now)),
+            deadletter.reason_header(reason),
             (deadletter.STAGE, STAGE.encode()),
             (headers.ATTEMPTS, str(row.attempts).encode()),
         )
